@@ -1,0 +1,32 @@
+# Everything runs inside .venv; `make install` is a no-op when pyproject.toml has not changed.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: install train test tensorboard bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --progress-bar off --upgrade pip
+	$(PY) -m pip install --quiet --progress-bar off -e '.[dev]'
+	touch $(STAMP)
+
+# Default run: TinyVGG, no augmentation, SGD lr 0.05, 10 epochs (see conf/config.yaml).
+train: install
+	$(PY) -m fmnist_lightning $(ARGS)
+
+test: install
+	$(PY) -m pytest $(ARGS)
+
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir outputs
+
+bench: install
+	$(PY) bench/throughput.py $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,71 @@
+"""Where the configs live, and turning a composed config into plain records for checkpoints and hparams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def project_root() -> Path:
+    """The checkout holding ``pyproject.toml`` (editable install), else the working directory."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() else Path.cwd()
+
+
+CONF_DIR = project_root() / "conf"
+
+# Groups whose chosen option names a run (model=tinyvgg, aug=light, ...).
+CHOICE_GROUPS = ("experiment", "model", "aug", "optim", "sched", "data", "trainer", "debug")
+# Config sections whose scalar leaves are hyperparameters worth comparing across runs.
+HPARAM_SECTIONS = ("model", "optim", "sched", "module", "data")
+_NOT_HPARAMS = {"root", "download", "augmentation", "num_workers", "pin_memory", "config", "optimizer", "scheduler"}
+
+
+def hydra_choices() -> dict[str, str]:
+    """The option picked in each config group, when running under Hydra (CLI or compose)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {g: str(choices[g]) for g in CHOICE_GROUPS if g in choices}
+
+
+def run_record(cfg: DictConfig, **extra: Any) -> dict[str, Any]:
+    """The resolved config as plain Python (safe to store in a weights-only checkpoint), plus choices."""
+    # Hydra's own node (present under compose) holds job-time values that are not set yet.
+    app = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    record = OmegaConf.to_container(app, resolve=True, throw_on_missing=False)
+    assert isinstance(record, dict)
+    record["choices"] = hydra_choices()
+    record.update(extra)
+    return record
+
+
+def _flatten(prefix: str, node: Any, out: dict[str, Any]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_":
+                out[f"{prefix}/class"] = str(value).rsplit(".", 1)[-1]
+            elif not str(key).startswith("_") and key not in _NOT_HPARAMS:
+                _flatten(f"{prefix}/{key}", value, out)
+    elif isinstance(node, (bool, int, float, str)):
+        out[prefix] = node
+    else:  # None and lists: TensorBoard takes only scalars
+        out[prefix] = str(node)
+
+
+def hparams_from_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``{name: scalar}`` hyperparameters for TensorBoard's HPARAMS tab."""
+    out: dict[str, Any] = {f"choice/{g}": c for g, c in record.get("choices", {}).items()}
+    for section in HPARAM_SECTIONS:
+        _flatten(section, record.get(section), out)
+    out["seed"] = str(record.get("seed"))
+    trainer = record.get("trainer", {})
+    for key in ("max_epochs", "precision", "accumulate_grad_batches"):
+        out[f"trainer/{key}"] = str(trainer.get(key))
+    for key, value in record.get("model_info", {}).items():
+        out[f"model_info/{key}"] = value
+    return out

@@ -1,0 +1,330 @@
+"""Fashion-MNIST as uint8 tensors in memory, served whole batches at a time.
+
+Images stay uint8 ``[N, 1, 28, 28]`` until a batch reaches the training device;
+``on_after_batch_transfer`` then scales, augments (training batches only) and
+normalises the whole batch there, so a GPU does that work for free and the CPU
+does it once per batch instead of once per image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import FashionMNIST
+
+from fmnist_lightning.config import project_root
+from fmnist_lightning.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SIZE = 28
+
+RAW_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
+
+# (mean, std) applied after scaling to [0, 1]. "dataset" is the official training-set statistic.
+NORMALIZATION = {"unit": (0.0, 1.0), "half": (0.5, 0.5), "dataset": (0.2860, 0.3530)}
+
+
+def resolve_data_root(root: str | os.PathLike | None) -> Path:
+    """``root`` if given; else a ``shared/data`` beside the checkout (offline copy); else ``<checkout>/data``."""
+    if root not in (None, ""):
+        return Path(root).expanduser().resolve()
+    for base in (Path.cwd(), project_root()):
+        shared = base.resolve().parent / "shared" / "data"
+        if (shared / FashionMNIST.__name__ / "raw").is_dir():
+            return shared
+    return project_root() / "data"
+
+
+def raw_folder(root: Path) -> Path:
+    return root / FashionMNIST.__name__ / "raw"
+
+
+def _missing_data_message(root: Path, missing: list[str], reason: str) -> str:
+    return (
+        f"Fashion-MNIST data not found: {reason}. Expected {', '.join(RAW_FILES['train'] + RAW_FILES['test'])} "
+        f"in {raw_folder(root)} (missing: {', '.join(missing)}). Fix: set data.root=<folder that contains "
+        "FashionMNIST/raw/>, or run online with data.download=true so torchvision downloads the official files."
+    )
+
+
+def check_idx_file(path: Path, kind: str) -> tuple[int, ...]:
+    """Validate an IDX file's header and length without loading it; return its dimensions.
+
+    torchvision's reader fails on bad files with bare asserts or reshape errors;
+    checking first turns each fault into a message that names the file.
+    """
+    fix = "delete it so it is downloaded again, or point data.root at a good copy"
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path} is truncated ({size} bytes, no IDX header); {fix}")
+            (magic,) = struct.unpack(">i", head)
+            expected = _IMAGES_MAGIC if kind == "images" else _LABELS_MAGIC
+            if magic != expected:
+                raise DataError(
+                    f"{path} is not an IDX {kind} file (magic number {magic}, expected {expected}); {fix}"
+                )
+            ndim = magic % 256
+            dims_bytes = fh.read(4 * ndim)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}; {fix}") from exc
+    if len(dims_bytes) < 4 * ndim:
+        raise DataError(f"{path} is truncated inside its header ({size} bytes); {fix}")
+    dims = struct.unpack(f">{ndim}i", dims_bytes)
+    expected_size = 4 + 4 * ndim + int(torch.tensor(dims).prod())
+    if size != expected_size:
+        state = "truncated" if size < expected_size else "longer than its header says"
+        raise DataError(f"{path} is {state} ({size} bytes, header says {expected_size}); {fix}")
+    if kind == "images" and tuple(dims[1:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(
+            f"{path} holds {dims[1]}x{dims[2]} images; Fashion-MNIST images are "
+            f"{IMAGE_SIZE}x{IMAGE_SIZE}. Point data.root at the Fashion-MNIST files"
+        )
+    return dims
+
+
+def load_split(root: Path, split: str) -> tuple[Tensor, Tensor]:
+    """Read one split through torchvision after validating its files: uint8 ``[N,1,28,28]``, int64 ``[N]``."""
+    raw = raw_folder(root)
+    images_file, labels_file = (raw / name for name in RAW_FILES[split])
+    missing = [p.name for p in (images_file, labels_file) if not p.is_file()]
+    if missing:
+        raise DataError(_missing_data_message(root, missing, "files are missing"))
+    n_images = check_idx_file(images_file, "images")[0]
+    n_labels = check_idx_file(labels_file, "labels")[0]
+    if n_images != n_labels:
+        raise DataError(
+            f"{images_file.name} has {n_images} images but {labels_file.name} has {n_labels} labels in {raw}; "
+            "the files come from different sets: replace both"
+        )
+    dataset = FashionMNIST(str(root), train=(split == "train"), download=False)
+    labels = dataset.targets.long()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DataError(
+            f"{labels_file} has labels outside 0-{NUM_CLASSES - 1} (found {int(labels.min())}..{int(labels.max())}); "
+            "replace it with the Fashion-MNIST labels file"
+        )
+    return dataset.data.unsqueeze(1).contiguous(), labels
+
+
+def ensure_downloaded(root: Path, download: bool) -> None:
+    """Make sure the raw files exist, downloading them through torchvision when allowed."""
+    expected = RAW_FILES["train"] + RAW_FILES["test"]
+    missing = [name for name in expected if not (raw_folder(root) / name).is_file()]
+    if not missing:
+        return
+    if not download:
+        raise DataError(_missing_data_message(root, missing, "files are missing and data.download=false"))
+    log.info("Downloading Fashion-MNIST into %s", root)
+    try:
+        for train in (True, False):
+            FashionMNIST(str(root), train=train, download=True)
+    except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError depending on where it fails
+        raise DataError(_missing_data_message(root, missing, f"the download failed ({exc})")) from exc
+
+
+def class_fractions(labels: Tensor, seed: int) -> Tensor:
+    """A seeded position in ``[0, 1)`` for every sample, spread evenly within each class.
+
+    Taking samples in order of this value gives a stratified subset of any size:
+    the basis of the validation split (and of stratified folds).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(labels.numel(), generator=generator)
+    shuffled = labels[perm]
+    counts = torch.bincount(shuffled, minlength=NUM_CLASSES)
+    starts = torch.cumsum(counts, 0) - counts
+    order = torch.argsort(shuffled, stable=True)
+    rank_in_class = torch.empty_like(order)
+    rank_in_class[order] = torch.arange(order.numel()) - starts[shuffled[order]]
+    frac = torch.empty(labels.numel(), dtype=torch.float64)
+    frac[perm] = (rank_in_class.double() + 0.5) / counts[shuffled].double()
+    return frac
+
+
+def split_indices(labels: Tensor, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Stratified, seeded (train, val) indices with exactly ``val_size`` validation samples."""
+    frac = class_fractions(labels, seed)
+    order = torch.argsort(frac, stable=True)
+    val = order[:val_size].sort().values
+    train = order[val_size:].sort().values
+    return train, val
+
+
+class InMemoryImages(Dataset):
+    """uint8 images and labels in memory; ``__getitems__`` serves a whole batch with one index op.
+
+    ``transform`` (optional) is a per-image torchvision transform on uint8 ``[1,H,W]``
+    tensors, for augmentations that have no batched implementation.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, transform: Callable[[Tensor], Tensor] | None = None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        images, labels = self.__getitems__([index])
+        return images[0], labels[0]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices)
+        images = self.images[index]
+        if self.transform is not None:
+            images = torch.stack([self.transform(img) for img in images])
+        return images, self.labels[index]
+
+
+def keep_batch(batch: Any) -> Any:
+    """Collate for ``__getitems__`` datasets: the batch is already stacked."""
+    return batch
+
+
+def normalize(images: Tensor, mean: float, std: float) -> Tensor:
+    """uint8 (or already [0,1] float) images -> normalised float32."""
+    x = images.float().div(255) if images.dtype == torch.uint8 else images.float()
+    return (x - mean) / std
+
+
+class FashionMNISTDataModule(L.LightningDataModule):
+    """Official train images minus a stratified validation split; the official test set for testing only."""
+
+    def __init__(
+        self,
+        root: str | None = None,
+        download: bool = True,
+        val_size: int | float = 5000,
+        split_seed: int | None = 0,
+        batch_size: int = 64,
+        eval_batch_size: int = 512,
+        normalize: str = "dataset",
+        pipeline: str = "batched",
+        augmentation: Any = None,
+        num_workers: int | str = "auto",
+        pin_memory: bool | str = "auto",
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if normalize not in NORMALIZATION:
+            raise ConfigError(f"unknown data.normalize={normalize!r}; choose one of: {', '.join(NORMALIZATION)}")
+        if pipeline not in ("batched", "per_sample"):
+            raise ConfigError(f"unknown data.pipeline={pipeline!r}; choose batched or per_sample")
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1 (got {batch_size}, eval {eval_batch_size})")
+        if val_size < 0 or (isinstance(val_size, float) and val_size >= 1):
+            raise ConfigError(f"data.val_size={val_size} must be a count >= 0 or a fraction in [0, 1)")
+        self.root = resolve_data_root(root)
+        self.download = download
+        self.val_size = val_size
+        self.split_seed = 0 if split_seed is None else int(split_seed)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.mean, self.std = NORMALIZATION[normalize]
+        self.pipeline = pipeline
+        self.augmentation = augmentation
+        self.drop_last = drop_last
+        self.num_workers = (0 if pipeline == "batched" else 1) if num_workers == "auto" else int(num_workers)
+        self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
+        self.sample_transform, self.batch_transform = self._build_transforms(augmentation, pipeline)
+        self.train_set: InMemoryImages | None = None
+        self.val_set: InMemoryImages | None = None
+        self.test_set: InMemoryImages | None = None
+
+    @staticmethod
+    def _build_transforms(augmentation: Any, pipeline: str) -> tuple[Callable | None, Callable | None]:
+        if augmentation is None:
+            return None, None
+        if pipeline == "per_sample":
+            return augmentation.per_sample(), None
+        return augmentation.batched()
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES
+
+    def prepare_data(self) -> None:
+        ensure_downloaded(self.root, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            images, labels = load_split(self.root, "train")
+            n_val = round(self.val_size * len(labels)) if isinstance(self.val_size, float) else int(self.val_size)
+            if n_val >= len(labels):
+                raise ConfigError(
+                    f"data.val_size={self.val_size} leaves no training images out of {len(labels)}; "
+                    "use a smaller validation split"
+                )
+            train_idx, val_idx = split_indices(labels, n_val, self.split_seed)
+            self.train_set = InMemoryImages(images[train_idx], labels[train_idx], self.sample_transform)
+            self.val_set = InMemoryImages(images[val_idx], labels[val_idx]) if n_val else None
+            log.info("Data: %s (train %d, val %d)", self.root, len(self.train_set), n_val)
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = InMemoryImages(*load_split(self.root, "test"))
+
+    @property
+    def has_validation(self) -> bool:
+        if self.train_set is None:
+            self.setup("fit")
+        return self.val_set is not None
+
+    def _loader(self, dataset: InMemoryImages | None, train: bool) -> DataLoader:
+        if dataset is None:
+            return []  # type: ignore[return-value]  # Lightning skips a stage whose loader is empty
+        workers = self.num_workers if train else 0
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and self.drop_last,
+            collate_fn=keep_batch,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor] | Tensor, dataloader_idx: int) -> Any:
+        # Lightning also passes bare image tensors through here (the model summary's example input).
+        images, labels = (batch, None) if isinstance(batch, Tensor) else batch
+        x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+        if self.batch_transform is not None and self.trainer is not None and self.trainer.training:
+            x = self.batch_transform(x)
+        x = normalize(x, self.mean, self.std)
+        return x if labels is None else (x, labels)

@@ -1,0 +1,112 @@
+"""Shared fixtures: small real IDX datasets and Hydra-composed configs pointing at them."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from fmnist_lightning.config import CONF_DIR, project_root
+from fmnist_lightning.data import RAW_FILES, load_split, resolve_data_root
+
+N_TRAIN, N_TEST = 600, 200
+SHARED_DATA = project_root().parent / "shared" / "data"
+
+
+def write_idx(path: Path, tensor: torch.Tensor) -> None:
+    """Write a uint8 tensor in the IDX format of the official files (magic 0x0803 images, 0x0801 labels)."""
+    magic = 0x0800 + tensor.dim()
+    header = struct.pack(f">i{tensor.dim()}i", magic, *tensor.shape)
+    path.write_bytes(header + tensor.to(torch.uint8).contiguous().numpy().tobytes())
+
+
+def write_dataset(root: Path, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> Path:
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, (images, labels) in (("train", train), ("test", test)):
+        images_name, labels_name = RAW_FILES[split]
+        write_idx(raw / images_name, images.reshape(-1, 28, 28))
+        write_idx(raw / labels_name, labels)
+    return root
+
+
+def _subset(images: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # n/10 images of every class, so small splits stay balanced.
+    idx = torch.cat([torch.nonzero(labels == c).flatten()[: n // 10] for c in range(10)])
+    return images[idx], labels[idx]
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """600 train / 200 test real Fashion-MNIST images (from ../shared/data), or class-coded noise without it."""
+    root = tmp_path_factory.mktemp("fmnist")
+    if (SHARED_DATA / "FashionMNIST" / "raw").is_dir():
+        train = _subset(*load_split(SHARED_DATA, "train"), N_TRAIN)
+        test = _subset(*load_split(SHARED_DATA, "test"), N_TEST)
+    else:
+        g = torch.Generator().manual_seed(0)
+
+        def fake(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            labels = torch.arange(n) % 10
+            images = torch.randint(0, 60, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+            images[torch.arange(n), 0, labels * 2 + 4, 4:24] = 255  # a learnable stripe per class
+            return images, labels
+
+        train, test = fake(N_TRAIN), fake(N_TEST)
+    return write_dataset(root, train, test)
+
+
+BASE_OVERRIDES = [
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "trainer.enable_progress_bar=false",
+    "data.download=false",
+    "data.val_size=100",
+    "data.batch_size=32",
+    "data.eval_batch_size=100",
+]
+
+
+@pytest.fixture
+def make_cfg(data_root: Path, tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose the real root config, as the CLI would, with the tiny dataset and a temporary run dir."""
+
+    def _make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(
+                config_name="config",
+                return_hydra_config=True,
+                overrides=[*BASE_OVERRIDES, f"data.root={data_root}", *overrides],
+            )
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir or tmp_path / "run")
+        return cfg
+
+    yield _make
+    GlobalHydra.instance().clear()
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
+    """Run ``python -m fmnist_lightning`` (or another module given as -m ...) as a user would."""
+    cmd = [sys.executable, *args] if args and args[0] == "-m" else [sys.executable, "-m", "fmnist_lightning", *args]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(cmd, cwd=cwd or project_root(), capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def cli_overrides(data_root: Path, log_dir: Path) -> list[str]:
+    return [*BASE_OVERRIDES, f"data.root={data_root}", f"paths.log_dir={log_dir}"]
+
+
+__all__ = ["cli_overrides", "run_cli", "resolve_data_root", "write_dataset", "write_idx"]

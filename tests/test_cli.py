@@ -1,0 +1,86 @@
+"""The real CLI, as a subprocess, on tiny budgets: a run's artifacts, multirun and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from conftest import cli_overrides, run_cli
+
+TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.limit_test_batches=2"]
+
+
+def _runs(log_dir: Path) -> list[Path]:
+    return sorted(p for p in (log_dir / "runs").iterdir() if p.is_dir())
+
+
+def test_train_run_writes_checkpoints_events_and_metrics(data_root: Path, tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs"
+    result = run_cli(*cli_overrides(data_root, log_dir), *TINY, "model=tinyvgg", "aug=light")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Test accuracy:" in result.stdout
+    (run,) = _runs(log_dir)
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("epoch_*.ckpt"))
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run / "csv" / "metrics.csv").read_text().count("\n") >= 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test/acc", "test/loss", "val/acc", "val/acc_best", "train/loss", "train/acc", "params"):
+        assert key in metrics
+    assert f"{metrics['test/acc']:.4f}" in result.stdout
+    # The composed config travels in the checkpoint and loads without unpickling code.
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["fmnist_config"]["model"]["name"] == "tinyvgg"
+    assert ckpt["fmnist_config"]["choices"]["aug"] == "light"
+
+
+def test_tensorboard_has_scalars_and_hparams(data_root: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log_dir = tmp_path / "outputs"
+    result = run_cli(*cli_overrides(data_root, log_dir), *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = _runs(log_dir)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc", "test/loss"} <= tags
+    assert any(tag.startswith("lr") for tag in tags)
+    plugins = events.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in plugins and b"test/acc" in plugins["_hparams_/experiment"]
+
+
+def test_multirun_gives_each_job_its_own_directory(data_root: Path, tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs"
+    result = run_cli("-m", "fmnist_lightning", "--multirun", *cli_overrides(data_root, log_dir),
+                     "optim.lr=1e-4,1e-3,1e-2", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                     "trainer.limit_val_batches=1", "trainer.limit_test_batches=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (log_dir / "multirun").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1", "2"]
+    lrs = set()
+    for job in jobs:
+        assert (job / "metrics.json").is_file()
+        assert list((job / "tensorboard").glob("events.out.tfevents.*"))
+        lrs.add((job / ".hydra" / "overrides.yaml").read_text())
+    assert len(lrs) == 3
+
+
+def test_resume_from_checkpoint_continues_training(data_root: Path, tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs"
+    first = run_cli(*cli_overrides(data_root, log_dir), *TINY[1:], "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = _runs(log_dir)
+    last = run / "checkpoints" / "last.ckpt"
+    second = run_cli(*cli_overrides(data_root, log_dir), *TINY[1:], "trainer.max_epochs=2", f"ckpt_path={last}")
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = [p for p in _runs(log_dir) if p != run]
+    assert len(resumed) == 1
+    metrics = json.loads((resumed[0] / "metrics.json").read_text())
+    assert metrics["epochs"] == 2
+    # The first run's files are untouched.
+    assert last.is_file()

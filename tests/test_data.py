@@ -1,0 +1,127 @@
+"""The data module reads real IDX files, splits them reproducibly and fails clearly on bad data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from fmnist_lightning.data import (
+    NORMALIZATION,
+    FashionMNISTDataModule,
+    load_split,
+    resolve_data_root,
+    split_indices,
+)
+from fmnist_lightning.errors import ConfigError, DataError
+
+from conftest import N_TEST, N_TRAIN, SHARED_DATA, cli_overrides, run_cli
+
+
+def make_dm(root: Path, **kwargs) -> FashionMNISTDataModule:
+    kwargs.setdefault("val_size", 100)
+    dm = FashionMNISTDataModule(root=str(root), download=False, **kwargs)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def test_loads_uint8_tensors_through_torchvision(data_root: Path) -> None:
+    images, labels = load_split(data_root, "train")
+    assert images.dtype == torch.uint8 and images.shape == (N_TRAIN, 1, 28, 28)
+    assert labels.dtype == torch.int64 and set(labels.tolist()) == set(range(10))
+
+
+def test_split_sizes_are_disjoint_and_cover_train(data_root: Path) -> None:
+    dm = make_dm(data_root, val_size=100)
+    assert len(dm.train_set) == N_TRAIN - 100 and len(dm.val_set) == 100 and len(dm.test_set) == N_TEST
+    _, labels = load_split(data_root, "train")
+    train_idx, val_idx = split_indices(labels, 100, seed=3)
+    assert set(train_idx.tolist()).isdisjoint(val_idx.tolist())
+    assert sorted(train_idx.tolist() + val_idx.tolist()) == list(range(N_TRAIN))
+
+
+def test_split_is_seeded_and_stratified(data_root: Path) -> None:
+    _, labels = load_split(data_root, "train")
+    a, b, c = (split_indices(labels, 100, seed)[1] for seed in (7, 7, 8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.bincount(labels[a], minlength=10).tolist() == [10] * 10
+
+
+def test_val_size_fraction_and_zero(data_root: Path) -> None:
+    assert len(make_dm(data_root, val_size=0.2).val_set) == 120
+    dm = make_dm(data_root, val_size=0)
+    assert dm.val_set is None and len(dm.train_set) == N_TRAIN and not dm.has_validation
+
+
+def test_val_size_as_large_as_train_set_is_refused(data_root: Path) -> None:
+    with pytest.raises(ConfigError, match="leaves no training images"):
+        make_dm(data_root, val_size=N_TRAIN)
+
+
+@pytest.mark.parametrize("normalize", sorted(NORMALIZATION))
+def test_batches_are_normalised_on_transfer(data_root: Path, normalize: str) -> None:
+    dm = make_dm(data_root, normalize=normalize, batch_size=50)
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (50, 1, 28, 28) and labels.shape == (50,)
+    x, y = dm.on_after_batch_transfer((images, labels), 0)
+    mean, std = NORMALIZATION[normalize]
+    assert x.dtype == torch.float32
+    assert torch.allclose(x, (images.float() / 255 - mean) / std)
+
+
+def test_official_test_set_is_only_for_testing(data_root: Path) -> None:
+    dm = FashionMNISTDataModule(root=str(data_root), download=False, val_size=100)
+    dm.setup("fit")
+    assert dm.test_set is None
+    dm.setup("test")
+    assert len(dm.test_set) == N_TEST
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "FashionMNIST" / "raw").is_dir(), reason="no offline copy beside the checkout")
+def test_default_root_finds_shared_copy() -> None:
+    assert resolve_data_root(None) == SHARED_DATA.resolve()
+    images, labels = load_split(SHARED_DATA, "test")
+    assert images.shape == (10_000, 1, 28, 28) and labels.shape == (10_000,)
+
+
+def test_missing_data_error_names_files(tmp_path: Path) -> None:
+    dm = FashionMNISTDataModule(root=str(tmp_path), download=False)
+    with pytest.raises(DataError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    assert "train-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
+    assert "data.root" in message and "\n" not in message
+
+
+def _copy(data_root: Path, tmp_path: Path) -> Path:
+    shutil.copytree(data_root, tmp_path / "copy")
+    return tmp_path / "copy"
+
+
+def test_truncated_file_is_reported(data_root: Path, tmp_path: Path) -> None:
+    root = _copy(data_root, tmp_path)
+    path = root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(DataError, match="train-images-idx3-ubyte is truncated"):
+        make_dm(root)
+
+
+def test_wrong_magic_is_reported(data_root: Path, tmp_path: Path) -> None:
+    root = _copy(data_root, tmp_path)
+    path = root / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03" + path.read_bytes()[4:])
+    with pytest.raises(DataError, match="not an IDX labels file"):
+        make_dm(root)
+
+
+def test_cli_missing_data_is_one_clear_line(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli(*cli_overrides(empty, tmp_path / "logs"), "debug=fast_dev_run")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "train-images-idx3-ubyte" in errors[0] and "data.root" in errors[0]
+    assert "Traceback" not in result.stderr
