@@ -58,7 +58,7 @@ def resolve_data_root(root: str | os.PathLike | None) -> Path:
     for base in (Path.cwd(), project_root()):
         shared = base.resolve().parent / "shared" / "data"
         if (shared / FashionMNIST.__name__ / "raw").is_dir():
-            return shared
+            return shared.resolve()
     return project_root() / "data"
 
 
