@@ -57,3 +57,65 @@ def test_channels_last_weights() -> None:
     model = create_model("tinyvgg", channels_last=True)
     conv = model.features[0][0]
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def _has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_lenet_has_the_reference_parameter_count() -> None:
+    # conv 1->6 (60) + conv 6->16 (880) + FC 400->120 (48,120) + 120->84 (10,164) + 84->10 (850)
+    assert count_parameters(create_model("lenet")) == 60_074
+
+
+def test_bncnn_has_the_reference_parameter_count() -> None:
+    assert count_parameters(create_model("bncnn")) == 1_238_538
+
+
+def test_bncnn_without_batch_norm_drops_the_bn_layers() -> None:
+    with_bn, without_bn = create_model("bncnn"), create_model("bncnn", batch_norm=False)
+    assert _has_batch_norm(with_bn) and not _has_batch_norm(without_bn)
+    # Each BN layer has a scale and a shift per channel: 2 * (24 + 96 + 192).
+    assert count_parameters(with_bn) - count_parameters(without_bn) == 2 * (24 + 96 + 192)
+    assert without_bn(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_compact_stays_under_its_budget() -> None:
+    # The YAML's max_params would raise ConfigError if the default grew past it.
+    model = create_model("compact", max_params=100_000)
+    assert count_parameters(model) < 100_000
+    with pytest.raises(ConfigError, match="over the budget"):
+        create_model("compact", widths=[64, 96, 128], max_params=100_000)
+
+
+def test_resnet_depth_and_width_change_size_not_output() -> None:
+    x = torch.zeros(2, 1, 28, 28)
+    counts = {}
+    for depth, width in ((1, 8), (3, 16), (5, 16), (3, 32)):
+        model = create_model("resnet", depth=depth, width=width).eval()
+        assert model(x).shape == (2, 10)
+        counts[depth, width] = count_parameters(model)
+    assert counts[1, 8] < counts[3, 16] < counts[5, 16]
+    assert counts[3, 16] < counts[3, 32]
+
+
+def test_resnet_rejects_empty_stages() -> None:
+    with pytest.raises(ConfigError, match="depth >= 1"):
+        create_model("resnet", depth=0)
+
+
+def test_tinyvgg3_batch_norm_switch_and_3x3_feature_map() -> None:
+    with_bn = create_model("tinyvgg3", batch_norm=True)
+    without_bn = create_model("tinyvgg3", batch_norm=False)
+    assert _has_batch_norm(with_bn) and not _has_batch_norm(without_bn)
+    for model in (with_bn, without_bn):
+        assert model.features(torch.zeros(2, 1, 28, 28)).shape == (2, 10, 3, 3)
+
+
+def test_dwsep_downsamples_with_strided_depthwise_convs() -> None:
+    model = create_model("dwsep")
+    strided = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    assert strided and all(m.groups == m.in_channels > 1 for m in strided)
+    assert model.features(torch.zeros(1, 1, 28, 28)).shape[-2:] == (7, 7)
+    with pytest.raises(ConfigError, match="one stride per width"):
+        create_model("dwsep", widths=[32, 64], strides=[1])
