@@ -74,3 +74,96 @@ def test_per_sample_only_op_after_batched_op_is_refused() -> None:
     aug = Augmentation([RandomHorizontalFlip(), v2.RandAugment()])
     with pytest.raises(ConfigError, match="RandAugment has no batched form"):
         aug.batched()
+
+
+def test_crop_offsets_cover_the_whole_range() -> None:
+    from fmnist_lightning.augment import RandomCrop
+
+    x = torch.zeros(4000, 1, 28, 28)
+    x[:, :, 14, 14] = 1.0  # a single dot: where it lands gives the offset
+    out = RandomCrop(padding=2)(x)
+    pos = out.flatten(1).argmax(1)
+    dy, dx = pos // 28 - 14, pos % 28 - 14
+    assert set(dy.tolist()) == set(range(-2, 3)) and set(dx.tolist()) == set(range(-2, 3))
+    counts = torch.bincount(dx + 2).float()
+    assert counts.min() / counts.max() > 0.8  # uniform over the 5 offsets
+
+
+def test_erasing_rate_and_box_sizes_match_torchvision() -> None:
+    from torchvision.transforms import v2
+
+    from fmnist_lightning.augment import RandomErasing
+
+    n = 3000
+    x = torch.ones(n, 1, 28, 28)
+    batched = RandomErasing(p=0.5)(x)
+    per_sample = torch.stack([v2.RandomErasing(p=0.5, value=0)(img) for img in x[:1000]])
+    rate_b = (batched.flatten(1).min(1).values == 0).float().mean()
+    rate_s = (per_sample.flatten(1).min(1).values == 0).float().mean()
+    assert abs(rate_b - 0.5) < 0.05 and abs(rate_s - 0.5) < 0.06
+    area_b = (batched == 0).flatten(1).float().sum(1)
+    area_s = (per_sample == 0).flatten(1).float().sum(1)
+    mean_b, mean_s = area_b[area_b > 0].mean(), area_s[area_s > 0].mean()
+    assert abs(mean_b - mean_s) / mean_s < 0.1  # same distribution of erased areas
+
+
+def test_noise_and_blur_are_applied_per_image() -> None:
+    from fmnist_lightning.augment import GaussianBlur, GaussianNoise
+
+    x = _batch(2000)
+    noisy = GaussianNoise(sigma=0.1, p=0.5)(x)
+    changed = (noisy - x).abs().flatten(1).amax(1) > 0
+    assert 0.45 < changed.float().mean() < 0.55
+    blurred = GaussianBlur(3, sigma=(0.1, 2.0), p=1.0)(x)
+    spread = (blurred - x).abs().sum((1, 2, 3))
+    assert spread.std() > 0 and blurred.min() >= 0 and blurred.max() <= 1  # a different sigma per image
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "trivialaugment", "autoaugment"])
+def test_policies_draw_ops_independently_per_image(policy: str) -> None:
+    aug = instantiate({"_target_": "fmnist_lightning.augment.Augmentation", **_load(policy)})
+    (op,) = aug.ops
+    torch.manual_seed(0)
+    draws = op.draw(256, 28, 28)
+    assert len({tuple(d) for d in draws}) > 20  # not one choice for the whole batch
+    names = {name for d in draws for name, _ in d}
+    assert len(names) >= 8  # the policy's op space is explored
+    x = _batch(64)
+    out = op(x)
+    assert out.shape == x.shape and out.dtype == x.dtype and 0 <= out.min() and out.max() <= 1
+
+
+def test_batched_policy_matches_torchvision_op_frequencies() -> None:
+    from collections import Counter
+
+    from torchvision.transforms import v2
+
+    from fmnist_lightning.augment import BatchedPolicy
+
+    torch.manual_seed(0)
+    op = BatchedPolicy(v2.RandAugment(num_ops=2, magnitude=9))
+    counts = Counter(name for d in op.draw(4000, 28, 28) for name, _ in d)
+    n_ops = len(v2.RandAugment._AUGMENTATION_SPACE)
+    expected = 8000 / n_ops
+    assert set(counts) == set(v2.RandAugment._AUGMENTATION_SPACE)
+    assert all(abs(c - expected) / expected < 0.2 for c in counts.values())
+
+
+def test_preview_cli_writes_png(data_root, tmp_path) -> None:
+    from conftest import run_cli
+
+    out = tmp_path / "grid.png"
+    result = run_cli("-m", "fmnist_lightning.augment", "aug=strong", f"data.root={data_root}", "data.val_size=100",
+                     "data.download=false", f"out={out}", "draws=3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    from PIL import Image
+
+    image = Image.open(out)
+    assert image.size[0] > image.size[1] / 10 * 3  # 4 columns (original + 3 draws) of 10 class rows
+
+
+def test_per_sample_pipeline_trains(make_cfg) -> None:
+    from fmnist_lightning.train import train
+
+    metrics = train(make_cfg("aug=randaugment", "data.pipeline=per_sample", "debug=fast_dev_run"))
+    assert 0 <= metrics["test/acc"] <= 1

@@ -14,7 +14,9 @@ runs per image inside the data loader, on uint8 ``[1, H, W]`` tensors.
 
 from __future__ import annotations
 
+import copy
 import math
+from pathlib import Path
 from collections.abc import Callable, Sequence
 
 import torch
@@ -23,6 +25,8 @@ from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode, v2
 
 from fmnist_lightning.errors import ConfigError
+
+IMAGE_HW = (28, 28)
 
 
 class BatchOp(nn.Module):
@@ -74,6 +78,168 @@ class RandomRotation(BatchOp):
         return v2.RandomRotation(self.degrees, interpolation=InterpolationMode.BILINEAR)
 
 
+class RandomCrop(BatchOp):
+    """Zero-pad by ``padding`` pixels, then crop back to the original size at a random offset (a translation)."""
+
+    def __init__(self, padding: int = 2) -> None:
+        super().__init__()
+        if padding < 0:
+            raise ConfigError(f"crop padding must be >= 0, got {padding}")
+        self.padding = padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        p = self.padding
+        padded = F.pad(x, (p, p, p, p))
+        rows = torch.randint(0, 2 * p + 1, (b, 1), device=x.device) + torch.arange(h, device=x.device)
+        cols = torch.randint(0, 2 * p + 1, (b, 1), device=x.device) + torch.arange(w, device=x.device)
+        batch = torch.arange(b, device=x.device)[:, None, None]
+        # Advanced indexing gathers every image's own window in one op: [B, H, W, C] -> [B, C, H, W].
+        out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+        return out.permute(0, 3, 1, 2).contiguous()
+
+    def per_sample(self) -> Callable[[Tensor], Tensor]:
+        return v2.RandomCrop(size=IMAGE_HW, padding=self.padding, fill=0)
+
+
+class RandomErasing(BatchOp):
+    """Random erasing (Zhong et al.): with probability p, black out a rectangle of random area and aspect ratio.
+
+    Samples rectangles exactly as torchvision does, including its up-to-10 tries
+    for one that fits, but for every image at once.
+    """
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        scale: Sequence[float] = (0.02, 0.33),
+        ratio: Sequence[float] = (0.3, 3.3),
+        value: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.p, self.scale, self.ratio, self.value = p, tuple(scale), tuple(ratio), value
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        dev, tries = x.device, 10
+        area = h * w * torch.empty(b, tries, device=dev).uniform_(*self.scale)
+        log_ratio = torch.empty(b, tries, device=dev).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]))
+        eh = torch.sqrt(area * log_ratio.exp()).round().long()
+        ew = torch.sqrt(area / log_ratio.exp()).round().long()
+        fits = (eh < h) & (ew < w)
+        first = fits.int().argmax(1, keepdim=True)
+        eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)
+        erase = fits.any(1) & (torch.rand(b, device=dev) < self.p)
+        top = (torch.rand(b, device=dev) * (h - eh + 1)).long()
+        left = (torch.rand(b, device=dev) * (w - ew + 1)).long()
+        r = torch.arange(h, device=dev)[None, :, None]
+        c = torch.arange(w, device=dev)[None, None, :]
+        in_rows = (r >= top[:, None, None]) & (r < (top + eh)[:, None, None])
+        box = in_rows & (c >= left[:, None, None]) & (c < (left + ew)[:, None, None])
+        return x.masked_fill((box & erase[:, None, None])[:, None], self.value)
+
+    def per_sample(self) -> Callable[[Tensor], Tensor]:
+        return v2.RandomErasing(p=self.p, scale=self.scale, ratio=self.ratio, value=self.value)
+
+
+class GaussianNoise(BatchOp):
+    """With probability p, add N(0, sigma^2) noise to every pixel (in [0, 1] units), clipped to [0, 1]."""
+
+    def __init__(self, sigma: float = 0.05, p: float = 0.5) -> None:
+        super().__init__()
+        self.sigma, self.p = sigma, p
+
+    def forward(self, x: Tensor) -> Tensor:
+        apply = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p).to(x.dtype)
+        return (x + apply * self.sigma * torch.randn_like(x)).clamp_(0, 1)
+
+    def per_sample(self) -> Callable[[Tensor], Tensor]:
+        # torchvision's GaussianNoise takes float images; the per-sample path carries uint8.
+        noise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.GaussianNoise(sigma=self.sigma, clip=True),
+                            v2.ToDtype(torch.uint8, scale=True)])
+        return v2.RandomApply([noise], p=self.p)
+
+
+class GaussianBlur(BatchOp):
+    """With probability p, blur with a Gaussian kernel whose sigma is drawn per image from ``sigma``."""
+
+    def __init__(self, kernel_size: int = 3, sigma: Sequence[float] = (0.1, 1.0), p: float = 0.5) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ConfigError(f"blur kernel_size must be odd, got {kernel_size}")
+        self.kernel_size, self.sigma, self.p = kernel_size, tuple(sigma), p
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        k = self.kernel_size
+        sigma = torch.empty(b, 1, device=x.device, dtype=x.dtype).uniform_(*self.sigma)
+        t = torch.linspace(-(k // 2), k // 2, k, device=x.device, dtype=x.dtype)
+        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+        kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # [B*C, k]
+        # One grouped, separable convolution blurs every image with its own kernel.
+        y = F.pad(x.reshape(1, b * c, h, w), (k // 2,) * 4, mode="reflect")
+        y = F.conv2d(y, kernel[:, None, :, None], groups=b * c)
+        y = F.conv2d(y, kernel[:, None, None, :], groups=b * c).reshape(b, c, h, w)
+        y = y.clamp_(0, 1)  # a convex blend, but float rounding can step just past 1
+        apply = torch.rand(b, 1, 1, 1, device=x.device) < self.p
+        return torch.where(apply, y, x)
+
+    def per_sample(self) -> Callable[[Tensor], Tensor]:
+        return v2.RandomApply([v2.GaussianBlur(self.kernel_size, sigma=self.sigma)], p=self.p)
+
+
+class BatchedPolicy(BatchOp):
+    """A torchvision auto-augment policy (RandAugment, TrivialAugmentWide, AutoAugment) with per-image draws.
+
+    Each image's ops and magnitudes are drawn by the policy's own ``forward``, run
+    on a copy whose op method only records what it would do; images that drew the
+    same (op, magnitude) are then transformed together by torchvision's op. So the
+    distribution is torchvision's, and the work is one call per group, not per image.
+    """
+
+    def __init__(self, policy: v2.Transform) -> None:
+        super().__init__()
+        if not hasattr(policy, "_apply_image_or_video_transform"):
+            raise ConfigError(f"{type(policy).__name__} is not a torchvision auto-augment policy")
+        self.policy = policy
+        self._drawn: list[tuple[str, float]] = []
+        recorder = copy.copy(policy)
+        recorder._apply_image_or_video_transform = self._record  # type: ignore[method-assign]
+        object.__setattr__(self, "_recorder", recorder)  # not a submodule: a sampling device only
+
+    def _record(self, image: Tensor, transform_id: str, magnitude: float, **_: object) -> Tensor:
+        self._drawn.append((transform_id, magnitude))
+        return image
+
+    def draw(self, n: int, height: int, width: int) -> list[list[tuple[str, float]]]:
+        """The (op, magnitude) sequence for each of ``n`` images."""
+        probe = torch.empty(1, height, width, dtype=torch.uint8)  # only its size is read
+        draws = []
+        for _ in range(n):
+            self._drawn = []
+            self._recorder(probe)
+            draws.append(self._drawn)
+        return draws
+
+    def forward(self, x: Tensor) -> Tensor:
+        draws = self.draw(x.shape[0], x.shape[-2], x.shape[-1])
+        out = x.clone()
+        for step in range(max(map(len, draws), default=0)):
+            groups: dict[tuple[str, float], list[int]] = {}
+            for i, ops in enumerate(draws):
+                if len(ops) > step and ops[step][0] != "Identity":
+                    groups.setdefault(ops[step], []).append(i)
+            for (op, magnitude), members in groups.items():
+                index = torch.tensor(members, device=x.device)
+                out[index] = self.policy._apply_image_or_video_transform(
+                    out[index], op, magnitude, interpolation=self.policy.interpolation, fill=self.policy._fill
+                )
+        return out
+
+    def per_sample(self) -> Callable[[Tensor], Tensor]:
+        return self.policy
+
+
 class Augmentation:
     """An ordered list of ops; builds the transforms for either data pipeline."""
 
@@ -107,3 +273,39 @@ class Augmentation:
             )
         first, rest = self.ops[:n_first], self.ops[n_first:]
         return (v2.Compose(first) if first else None), (nn.Sequential(*rest) if rest else None)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m fmnist_lightning.augment aug=<preset> [out=<file.png>] [draws=N] [any Hydra override]``.
+
+    Writes a PNG grid: one training image per class in the first column, augmented draws beside it.
+    """
+    import sys
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from torchvision.utils import save_image
+
+    from fmnist_lightning.config import CONF_DIR
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    own = {k: v for k, _, v in (a.partition("=") for a in args) if k in ("out", "draws", "scale")}
+    overrides = [a for a in args if a.partition("=")[0] not in own]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    aug_name = cfg.hydra.runtime.choices.get("aug", "custom")
+    out = Path(own.get("out") or Path(cfg.paths.log_dir) / "augment" / f"{aug_name}.png")
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    grid = datamodule.preview(n_draws=int(own.get("draws", 7)))
+    scale = int(own.get("scale", 3))
+    # Nearest-neighbour upscaling keeps 28x28 pixels crisp in an image viewer.
+    grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, out)
+    print(f"wrote {out} (aug={aug_name}, pipeline={cfg.data.pipeline}): originals left, augmented draws right")
+    return out
+
+
+if __name__ == "__main__":
+    main()

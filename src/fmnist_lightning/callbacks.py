@@ -43,3 +43,20 @@ class RunRecord(L.Callback):
                     writer.add_summary(summary)
             else:
                 logger.log_hyperparams(params)
+
+
+class AugmentationPreview(L.Callback):
+    """Logs a grid of training images and their augmented draws to TensorBoard when training starts."""
+
+    def __init__(self, n_draws: int = 7) -> None:
+        self.n_draws = n_draws
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if not loggers or not hasattr(datamodule, "preview"):
+            return
+        grid = datamodule.preview(n_draws=self.n_draws)
+        for logger in loggers:
+            logger.experiment.add_image("augmentation/preview", grid, global_step=trainer.global_step)

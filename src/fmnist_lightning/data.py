@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import FashionMNIST
+from torchvision.utils import make_grid
 
 from fmnist_lightning.config import project_root
 from fmnist_lightning.errors import ConfigError, DataError
@@ -319,6 +320,29 @@ class FashionMNISTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
+
+    def preview(self, n_images: int = 10, n_draws: int = 7) -> Tensor:
+        """A grid image ``[3, H, W]`` in [0, 1]: per row, one training image of each class then augmented draws.
+
+        Runs the same transforms as training (either pipeline) under a forked RNG, so
+        looking at a preset never changes what a seeded run trains on.
+        """
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        labels = self.train_set.labels
+        index = [int(torch.nonzero(labels == c)[0]) for c in range(NUM_CLASSES) if (labels == c).any()][:n_images]
+        originals = self.train_set.images[index]
+        columns = [originals.float() / 255]
+        with torch.random.fork_rng(devices=[]):
+            for _ in range(n_draws):
+                images = originals
+                if self.sample_transform is not None:
+                    images = torch.stack([self.sample_transform(img) for img in originals])
+                x = images.float() / 255
+                columns.append(self.batch_transform(x) if self.batch_transform is not None else x)
+        tiles = torch.stack(columns, 1).flatten(0, 1)
+        return make_grid(tiles, nrow=1 + n_draws, padding=2, pad_value=0.5)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor] | Tensor, dataloader_idx: int) -> Any:
         # Lightning also passes bare image tensors through here (the model summary's example input).
