@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -49,6 +51,7 @@ def test_tensorboard_has_scalars_and_hparams(data_root: Path, tmp_path: Path) ->
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/acc", "test/loss"} <= tags
     assert any(tag.startswith("lr") for tag in tags)
+    assert "augmentation/preview" in events.Tags()["images"]
     plugins = events.PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and b"test/acc" in plugins["_hparams_/experiment"]
 
@@ -84,3 +87,11 @@ def test_resume_from_checkpoint_continues_training(data_root: Path, tmp_path: Pa
     assert metrics["epochs"] == 2
     # The first run's files are untouched.
     assert last.is_file()
+
+
+def test_console_script_is_the_same_command(data_root: Path, tmp_path: Path) -> None:
+    fmnist = Path(sys.executable).parent / "fmnist"
+    result = subprocess.run([str(fmnist), *cli_overrides(data_root, tmp_path / "outputs"), "debug=fast_dev_run"],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Test accuracy:" in result.stdout

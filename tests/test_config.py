@@ -92,3 +92,12 @@ def test_checkpoint_callback_monitors_val_acc(make_cfg) -> None:
     cfg = make_cfg()
     (checkpoint,) = [cb for cb in instantiate_group(cfg.callbacks) if isinstance(cb, ModelCheckpoint)]
     assert checkpoint.monitor == "val/acc" and checkpoint.mode == "max" and checkpoint.save_last
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_one_batch(make_cfg, experiment: str) -> None:
+    metrics = train(make_cfg(f"experiment={experiment}", "debug=fast_dev_run"))
+    assert 0.0 <= metrics["test/acc"] <= 1.0
