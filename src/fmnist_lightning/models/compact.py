@@ -8,11 +8,7 @@ from torch import Tensor, nn
 
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.models import register_model
-
-
-def conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
-    # bias=False: the BatchNorm right after supplies the shift, so a bias would be a wasted parameter.
-    return [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+from fmnist_lightning.models.layers import conv_bn_relu, gap_head
 
 
 @register_model("compact")
@@ -41,11 +37,7 @@ class CompactCNN(nn.Module):
         for width_in, width_out in zip(widths, widths[1:]):
             layers += [nn.MaxPool2d(2), *conv_bn_relu(width_in, width_out), *conv_bn_relu(width_out, width_out)]
         self.features = nn.Sequential(*layers)
-        head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        if dropout > 0:
-            head.append(nn.Dropout(dropout))
-        head.append(nn.Linear(widths[-1], num_classes))
-        self.classifier = nn.Sequential(*head)
+        self.classifier = gap_head(widths[-1], num_classes, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

@@ -8,12 +8,7 @@ from torch import Tensor, nn
 
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.models import register_model
-
-
-def conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-    # bias=False: the BatchNorm right after supplies the shift.
-    conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False)
-    return [conv, nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+from fmnist_lightning.models.layers import conv_bn_relu, gap_head
 
 
 def dwsep_block(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
@@ -48,11 +43,7 @@ class DepthwiseSeparableCNN(nn.Module):
         for width_in, width_out, stride in zip([stem_width, *widths], widths, strides):
             layers.append(dwsep_block(width_in, width_out, stride))
         self.features = nn.Sequential(*layers)
-        head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        if dropout > 0:
-            head.append(nn.Dropout(dropout))
-        head.append(nn.Linear(widths[-1], num_classes))
-        self.classifier = nn.Sequential(*head)
+        self.classifier = gap_head(widths[-1], num_classes, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

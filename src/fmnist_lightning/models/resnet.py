@@ -6,6 +6,7 @@ from torch import Tensor, nn
 
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.models import register_model
+from fmnist_lightning.models.layers import gap_head
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -62,16 +63,7 @@ class PreActResNet(nn.Module):
                 in_ch = out_ch
         self.blocks = nn.Sequential(*blocks)
         # Pre-activation blocks end on a conv, so the head normalises and activates once more.
-        head: list[nn.Module] = [
-            nn.BatchNorm2d(in_ch),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        ]
-        if dropout > 0:
-            head.append(nn.Dropout(dropout))
-        head.append(nn.Linear(in_ch, num_classes))
-        self.head = nn.Sequential(*head)
+        self.head = gap_head(in_ch, num_classes, dropout, prefix=[nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True)])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.blocks(self.stem(x)))
