@@ -37,22 +37,22 @@ class BatchOp(nn.Module):
 
 
 class RandomHorizontalFlip(BatchOp):
+    axis = -1  # image width
+
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
         flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
-        return torch.where(flip, x.flip(-1), x)
+        return torch.where(flip, x.flip(self.axis), x)
 
     def per_sample(self) -> Callable[[Tensor], Tensor]:
         return v2.RandomHorizontalFlip(self.p)
 
 
 class RandomVerticalFlip(RandomHorizontalFlip):
-    def forward(self, x: Tensor) -> Tensor:
-        flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
-        return torch.where(flip, x.flip(-2), x)
+    axis = -2  # image height
 
     def per_sample(self) -> Callable[[Tensor], Tensor]:
         return v2.RandomVerticalFlip(self.p)
