@@ -138,7 +138,7 @@ def test_batched_policy_matches_torchvision_op_frequencies() -> None:
 
     from torchvision.transforms import v2
 
-    from fmnist_lightning.augment import BatchedPolicy
+    from fmnist_lightning.policies import BatchedPolicy
 
     torch.manual_seed(0)
     op = BatchedPolicy(v2.RandAugment(num_ops=2, magnitude=9))

@@ -14,7 +14,6 @@ runs per image inside the data loader, on uint8 ``[1, H, W]`` tensors.
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -186,58 +185,6 @@ class GaussianBlur(BatchOp):
 
     def per_sample(self) -> Callable[[Tensor], Tensor]:
         return v2.RandomApply([v2.GaussianBlur(self.kernel_size, sigma=self.sigma)], p=self.p)
-
-
-class BatchedPolicy(BatchOp):
-    """A torchvision auto-augment policy (RandAugment, TrivialAugmentWide, AutoAugment) with per-image draws.
-
-    Each image's ops and magnitudes are drawn by the policy's own ``forward``, run
-    on a copy whose op method only records what it would do; images that drew the
-    same (op, magnitude) are then transformed together by torchvision's op. So the
-    distribution is torchvision's, and the work is one call per group, not per image.
-    """
-
-    def __init__(self, policy: v2.Transform) -> None:
-        super().__init__()
-        if not hasattr(policy, "_apply_image_or_video_transform"):
-            raise ConfigError(f"{type(policy).__name__} is not a torchvision auto-augment policy")
-        self.policy = policy
-        self._drawn: list[tuple[str, float]] = []
-        recorder = copy.copy(policy)
-        recorder._apply_image_or_video_transform = self._record  # type: ignore[method-assign]
-        object.__setattr__(self, "_recorder", recorder)  # not a submodule: a sampling device only
-
-    def _record(self, image: Tensor, transform_id: str, magnitude: float, **_: object) -> Tensor:
-        self._drawn.append((transform_id, magnitude))
-        return image
-
-    def draw(self, n: int, height: int, width: int) -> list[list[tuple[str, float]]]:
-        """The (op, magnitude) sequence for each of ``n`` images."""
-        probe = torch.empty(1, height, width, dtype=torch.uint8)  # only its size is read
-        draws = []
-        for _ in range(n):
-            self._drawn = []
-            self._recorder(probe)
-            draws.append(self._drawn)
-        return draws
-
-    def forward(self, x: Tensor) -> Tensor:
-        draws = self.draw(x.shape[0], x.shape[-2], x.shape[-1])
-        out = x.clone()
-        for step in range(max(map(len, draws), default=0)):
-            groups: dict[tuple[str, float], list[int]] = {}
-            for i, ops in enumerate(draws):
-                if len(ops) > step and ops[step][0] != "Identity":
-                    groups.setdefault(ops[step], []).append(i)
-            for (op, magnitude), members in groups.items():
-                index = torch.tensor(members, device=x.device)
-                out[index] = self.policy._apply_image_or_video_transform(
-                    out[index], op, magnitude, interpolation=self.policy.interpolation, fill=self.policy._fill
-                )
-        return out
-
-    def per_sample(self) -> Callable[[Tensor], Tensor]:
-        return self.policy
 
 
 class Augmentation:
