@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --progress-bar off --upgrade pip
-	$(PY) -m pip install --quiet --progress-bar off -e '.[dev]'
+	$(PY) -m pip install --quiet --progress-bar off -e '.[dev,sweeps]'
 	touch $(STAMP)
 
 # Default run: TinyVGG, no augmentation, SGD lr 0.05, 10 epochs (see conf/config.yaml).

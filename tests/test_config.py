@@ -34,7 +34,7 @@ def test_every_option_composes_and_instantiates(make_cfg, group: str, option: st
     assert module.configure_optimizers() is not None
     callbacks = instantiate_group(cfg.callbacks)
     assert any(isinstance(cb, RunRecord) for cb in callbacks)
-    loggers = instantiate_group(cfg.logger)
+    loggers = instantiate_group(cfg.logger, "logger")
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     assert isinstance(trainer, L.Trainer)
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+from pathlib import Path
 
 import hydra
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config import CONF_DIR
 from fmnist_lightning.errors import FmnistError
+from fmnist_lightning.resume import prepare_argv
+from fmnist_lightning.sweep import in_sweep, record_failure, sweep_job_failed
 
 # Imported before Hydra sets up logging, so that its job_logging config replaces the console
 # handlers Lightning installs at import (otherwise every Lightning message prints twice).
@@ -24,13 +29,35 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except FmnistError as exc:
+        if in_sweep():
+            return sweep_job_failed(cfg, exc)
+        record_failure(Path(cfg.paths.output_dir), exc)
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException:
+        # Lightning's SIGTERMException exits with status 0; a terminated run must not look finished.
+        raise SystemExit(128 + signal.SIGTERM) from None
+    except Exception as exc:
+        # Anything else (a bug, a device error) is one failed job of a sweep too; a single run shows the traceback.
+        if in_sweep():
+            return sweep_job_failed(cfg, exc)
+        record_failure(Path(cfg.paths.output_dir), exc)
+        raise
     # A sweeper (e.g. Optuna) optimises the value returned here.
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Entry point: expand ``resume=<run dir>`` (Hydra fixes the run directory before ``main`` runs), then run."""
+    try:
+        sys.argv[1:] = prepare_argv(sys.argv[1:])
+    except FmnistError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     main()
+
+
+if __name__ == "__main__":
+    cli()

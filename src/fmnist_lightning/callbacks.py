@@ -1,16 +1,24 @@
-"""Lightning callbacks that record a run: its config inside checkpoints, and hparams for TensorBoard."""
+"""Lightning callbacks that record a run: its config inside checkpoints, hparams and result figures for TensorBoard."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
 from torch.utils.tensorboard.summary import hparams
 
 from fmnist_lightning.config import hparams_from_record
+from fmnist_lightning.errors import ConfigError, TrainingError
+from fmnist_lightning.evaluation import per_class_accuracy
+from fmnist_lightning.plots import confusion_matrix_figure, per_class_accuracy_figure, prediction_grid_figure
 
 CONFIG_KEY = "fmnist_config"
 
@@ -60,3 +68,153 @@ class AugmentationPreview(L.Callback):
         grid = datamodule.preview(n_draws=self.n_draws)
         for logger in loggers:
             logger.experiment.add_image("augmentation/preview", grid, global_step=trainer.global_step)
+
+
+class EvaluationFigures(L.Callback):
+    """TensorBoard figures with class names: confusion matrices, per-class accuracy, sample test predictions.
+
+    Validation figures are logged whenever ``val/acc_best`` improves, so the last ones
+    logged belong to the best epoch; test figures when testing ends. The matrices come
+    from the module's torchmetrics ``val_confmat``/``test_confmat``, whose ``compute()``
+    syncs over processes and so runs on every rank; only rank zero draws.
+    """
+
+    def __init__(self, n_samples: int = 32, monitor: str = "val/acc_best") -> None:
+        self.n_samples = n_samples
+        self.monitor = monitor
+        self.best: float | None = None
+        self.samples: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not hasattr(pl_module, "val_confmat"):
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or (self.best is not None and float(value) <= self.best):
+            return
+        self.best = float(value)
+        self._log_matrix(trainer, "val", pl_module.val_confmat.compute())
+
+    def on_test_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if batch_idx != 0 or dataloader_idx != 0 or self.n_samples <= 0:
+            return
+        # The first test batch, predicted again by the module as it tests (TTA included).
+        images, labels = batch[0][: self.n_samples], batch[1][: self.n_samples]
+        self.samples = (images.cpu(), labels.cpu(), pl_module.predict_proba(images).cpu())
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not hasattr(pl_module, "test_confmat"):
+            return
+        self._log_matrix(trainer, "test", pl_module.test_confmat.compute())
+        if self.samples is not None:
+            self._log_samples(trainer, *self.samples)
+
+    @staticmethod
+    def _tensorboards(trainer: L.Trainer) -> list[TensorBoardLogger]:
+        return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+    @rank_zero_only
+    def _log_matrix(self, trainer: L.Trainer, stage: str, confmat: Tensor) -> None:
+        where = "validation" if stage == "val" else "test"
+        epoch = f", epoch {trainer.current_epoch + 1}" if stage == "val" else ""
+        for logger in self._tensorboards(trainer):
+            figures = {
+                f"{stage}/confusion_matrix": confusion_matrix_figure(confmat, True, f"Confusion matrix, {where}{epoch}"),
+                f"{stage}/per_class_accuracy": per_class_accuracy_figure(
+                    per_class_accuracy(confmat), f"Per-class accuracy, {where}{epoch}"
+                ),
+            }
+            for tag, figure in figures.items():
+                logger.experiment.add_figure(tag, figure, global_step=trainer.global_step)
+
+    @rank_zero_only
+    def _log_samples(self, trainer: L.Trainer, images: Tensor, labels: Tensor, probs: Tensor) -> None:
+        for logger in self._tensorboards(trainer):
+            figure = prediction_grid_figure(images, labels, probs, title="Sample test predictions (mistakes in red)")
+            logger.experiment.add_figure("test/predictions", figure, global_step=trainer.global_step)
+
+
+class FiniteLossGuard(L.Callback):
+    """Stops training with one clear line once the training loss is NaN or infinite.
+
+    Checked every ``check_every_n_steps`` steps rather than every step: reading the loss
+    is a device sync on a GPU, and a non-finite loss poisons the weights, so it stays
+    non-finite and is caught at the next check.
+    """
+
+    def __init__(self, check_every_n_steps: int = 20) -> None:
+        if check_every_n_steps < 1:
+            raise ConfigError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        self.every = check_every_n_steps
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx % self.every:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor) and not torch.isfinite(loss).all():
+            lrs = sorted({group["lr"] for opt in trainer.optimizers for group in opt.param_groups})
+            raise TrainingError(
+                f"the training loss became {float(loss)} at epoch {trainer.current_epoch}, step {trainer.global_step} "
+                f"(learning rate {', '.join(f'{lr:g}' for lr in lrs)}); try a lower learning rate, e.g. optim.lr={lrs[-1] / 10:g}"
+            )
+
+
+class RngState(L.Callback):
+    """Saves torch's random state in checkpoints and restores it when a resumed fit starts training.
+
+    Augmentation draws and dropout come from torch's global generator (the batch
+    order does not: see ``data.EpochShuffle``), so a run resumed from an end-of-epoch
+    checkpoint makes the same draws as an uninterrupted one and, with
+    ``trainer.deterministic=true``, ends identical. The state is applied at
+    ``on_train_start``, after the fit-start callbacks (which draw an augmentation
+    preview) and right before the first resumed batch.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.pending = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.pending is None:
+            return
+        torch.set_rng_state(self.pending["torch"])
+        if "cuda" in self.pending and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.pending["cuda"])
+        self.pending = None
+
+
+class InterruptCheckpoint(L.Callback):
+    """On Ctrl-C or SIGTERM, saves ``last.ckpt`` and says how to resume.
+
+    Lightning turns SIGTERM into ``SIGTERMException`` after the current batch and
+    Ctrl-C into ``KeyboardInterrupt``; both reach ``on_exception``. Other exceptions
+    (bugs, bad input, a NaN loss) save nothing: their state is not worth resuming.
+    The file is written by the Trainer's checkpoint IO, which saves atomically.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or trainer.state.fn != "fit":
+            return
+        trainer.save_checkpoint(self.path)
+        run_dir = self.path.parent.parent
+        rank_zero_only(print)(
+            f"Interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {self.path}. "
+            f"Resume with: python -m fmnist_lightning resume={run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.datasets import FashionMNIST
 from torchvision.utils import make_grid
 
@@ -181,6 +181,20 @@ def split_indices(labels: Tensor, val_size: int, seed: int) -> tuple[Tensor, Ten
     return train, val
 
 
+def fold_indices(labels: Tensor, folds: int, fold: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Stratified, seeded K-fold (train, val) indices: fold ``fold`` validates, the other folds train.
+
+    Each class's images, in the seeded order of ``class_fractions``, are cut into ``folds``
+    contiguous chunks, so the folds are disjoint, cover every image, and hold each class
+    in sizes that differ by at most one image.
+    """
+    if folds < 2 or not 0 <= fold < folds:
+        raise ConfigError(f"data.fold={fold} with data.folds={folds}: need folds >= 2 and 0 <= fold < folds")
+    assignment = (class_fractions(labels, seed) * folds).long()
+    in_fold = assignment == fold
+    return torch.nonzero(~in_fold).flatten(), torch.nonzero(in_fold).flatten()
+
+
 class InMemoryImages(Dataset):
     """uint8 images and labels in memory; ``__getitems__`` serves a whole batch with one index op.
 
@@ -204,6 +218,25 @@ class InMemoryImages(Dataset):
         if self.transform is not None:
             images = torch.stack([self.transform(img) for img in images])
         return images, self.labels[index]
+
+
+class EpochShuffle(RandomSampler):
+    """A random order that is a function of (seed, epoch) alone.
+
+    A plain shuffling DataLoader draws its order from the global random state, so a
+    run resumed from a checkpoint would see other batches than the run it continues.
+    Lightning calls ``set_epoch`` before every epoch; the starting epoch is passed in
+    because a resumed fit fetches its first batch before that call. Being a
+    ``RandomSampler``, it is replaced by a shuffling ``DistributedSampler`` under DDP.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int, epoch: int = 0) -> None:
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
 
 
 def keep_batch(batch: Any) -> Any:
@@ -234,8 +267,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         num_workers: int | str = "auto",
         pin_memory: bool | str = "auto",
         drop_last: bool = False,
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
         super().__init__()
+        self._check_folds(folds, fold)
         if normalize not in NORMALIZATION:
             raise ConfigError(f"unknown data.normalize={normalize!r}; choose one of: {', '.join(NORMALIZATION)}")
         if pipeline not in ("batched", "per_sample"):
@@ -247,6 +283,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.root = resolve_data_root(root)
         self.download = download
         self.val_size = val_size
+        self.folds, self.fold = folds, fold
         self.split_seed = 0 if split_seed is None else int(split_seed)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.mean, self.std = NORMALIZATION[normalize]
@@ -259,6 +296,20 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.train_set: InMemoryImages | None = None
         self.val_set: InMemoryImages | None = None
         self.test_set: InMemoryImages | None = None
+
+    @staticmethod
+    def _check_folds(folds: int | None, fold: int | None) -> None:
+        if folds is None and fold is None:
+            return
+        if folds is None or fold is None:
+            raise ConfigError(
+                f"cross-validation needs both data.folds and data.fold (got folds={folds}, fold={fold}), "
+                "e.g. data.folds=5 data.fold=0"
+            )
+        if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+            raise ConfigError(f"data.folds={folds!r} must be an integer >= 2, e.g. data.folds=5")
+        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+            raise ConfigError(f"data.fold={fold!r} must be an integer in 0..{folds - 1} for data.folds={folds}")
 
     @staticmethod
     def _build_transforms(augmentation: Any, pipeline: str) -> tuple[Callable | None, Callable | None]:
@@ -278,16 +329,20 @@ class FashionMNISTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
             images, labels = load_split(self.root, "train")
-            n_val = round(self.val_size * len(labels)) if isinstance(self.val_size, float) else int(self.val_size)
-            if n_val >= len(labels):
-                raise ConfigError(
-                    f"data.val_size={self.val_size} leaves no training images out of {len(labels)}; "
-                    "use a smaller validation split"
-                )
-            train_idx, val_idx = split_indices(labels, n_val, self.split_seed)
+            if self.folds is not None:
+                train_idx, val_idx = fold_indices(labels, self.folds, self.fold, self.split_seed)
+                log.info("Cross-validation: fold %d of %d validates (data.val_size is not used)", self.fold, self.folds)
+            else:
+                n_val = round(self.val_size * len(labels)) if isinstance(self.val_size, float) else int(self.val_size)
+                if n_val >= len(labels):
+                    raise ConfigError(
+                        f"data.val_size={self.val_size} leaves no training images out of {len(labels)}; "
+                        "use a smaller validation split"
+                    )
+                train_idx, val_idx = split_indices(labels, n_val, self.split_seed)
             self.train_set = InMemoryImages(images[train_idx], labels[train_idx], self.sample_transform)
-            self.val_set = InMemoryImages(images[val_idx], labels[val_idx]) if n_val else None
-            log.info("Data: %s (train %d, val %d)", self.root, len(self.train_set), n_val)
+            self.val_set = InMemoryImages(images[val_idx], labels[val_idx]) if len(val_idx) else None
+            log.info("Data: %s (train %d, val %d)", self.root, len(self.train_set), len(val_idx))
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = InMemoryImages(*load_split(self.root, "test"))
 
@@ -301,10 +356,15 @@ class FashionMNISTDataModule(L.LightningDataModule):
         if dataset is None:
             return []  # type: ignore[return-value]  # Lightning skips a stage whose loader is empty
         workers = self.num_workers if train else 0
+        sampler = None
+        if train:
+            # The process seed (seed_everything's, when the config sets one) keys the order.
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            sampler = EpochShuffle(dataset, seed=torch.initial_seed(), epoch=epoch)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train and self.drop_last,
             collate_fn=keep_batch,
             num_workers=workers,

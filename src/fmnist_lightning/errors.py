@@ -15,3 +15,7 @@ class ConfigError(FmnistError):
 
 class CheckpointError(FmnistError):
     """A checkpoint cannot be read or does not match the model."""
+
+
+class TrainingError(FmnistError):
+    """Training cannot go on (for example, the loss is no longer finite)."""

@@ -13,8 +13,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torchmetrics import MaxMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 SCHEDULER_INTERVALS = ("epoch", "step")
 
@@ -30,6 +30,7 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         num_classes: int = 10,
         image_shape: tuple[int, int, int] = (1, 28, 28),
+        tta: bool = False,
     ) -> None:
         super().__init__()
         if scheduler_interval not in SCHEDULER_INTERVALS:
@@ -40,6 +41,8 @@ class ImageClassifier(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.scheduler_monitor = scheduler_monitor
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # Test-time augmentation for test_step and predict_step (evaluate/predict set it; training's validation never uses it).
+        self.tta = tta
         # Lets the model summary show each layer's output shape.
         self.example_input_array = torch.zeros(1, *image_shape)
 
@@ -49,9 +52,15 @@ class ImageClassifier(L.LightningModule):
         # is loaded); the per-update value checks cost more than the accuracy itself.
         metric_args = {"num_classes": num_classes, "validate_args": False}
         self.train_acc = MulticlassAccuracy(average="micro", **metric_args)
+        # nan_strategy="disable": a NaN loss must show in the epoch mean, not be dropped with a warning.
+        self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_acc = MulticlassAccuracy(average="micro", **metric_args)
         self.test_acc = MulticlassAccuracy(average="micro", **metric_args)
         self.test_f1 = MulticlassF1Score(average="macro", **metric_args)
+        # Confusion matrices for the figures and reports (read by callbacks.EvaluationFigures); their
+        # compute() syncs over processes like the metrics above.
+        self.val_confmat = MulticlassConfusionMatrix(**metric_args)
+        self.test_confmat = MulticlassConfusionMatrix(**metric_args)
         self.val_acc_best = MaxMetric()
         # Kept in checkpoints so a resumed run remembers its best validation accuracy.
         self.val_acc_best.persistent(True)
@@ -66,17 +75,32 @@ class ImageClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, y = self._step(batch)
-        # Epoch-level only: per-step logging would force a device sync every step.
+        # Metrics only accumulate here and are logged once per epoch (on_train_epoch_end): a self.log
+        # call per step costs Lightning's bookkeeping every step, a measurable share of a small CNN's step.
+        self.train_loss.update(loss.detach(), weight=y.shape[0])
         self.train_acc.update(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Logging the metric objects lets Lightning compute, sync across processes and reset them.
+        self.log("train/loss", self.train_loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, prog_bar=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
         self.val_acc.update(logits, y)
+        self.val_confmat.update(logits, y)
         self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_start(self) -> None:
+        # The matrices are not logged with self.log, so Lightning does not reset them. Resetting at the
+        # start rather than the end leaves the finished epoch's matrix readable by callbacks at
+        # on_validation_end and after trainer.test returns.
+        self.val_confmat.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_confmat.reset()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -85,8 +109,14 @@ class ImageClassifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        loss, logits, y = self._step(batch)
+        x, y = batch
+        # With TTA the log of the averaged probabilities stands in for logits: same argmax, and the
+        # cross-entropy of log-probabilities is the loss of the averaged prediction (clamped: a
+        # probability that underflowed to 0 would make the loss infinite).
+        logits = self.predict_proba(x).clamp_min(torch.finfo(x.dtype).tiny).log() if self.tta else self(x)
+        loss = self.criterion(logits, y)
         self.test_acc.update(logits, y)
+        self.test_confmat.update(logits, y)
         self.test_f1.update(logits, y)
         self.log("test/loss", loss, on_step=False, on_epoch=True, sync_dist=True)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
@@ -94,7 +124,16 @@ class ImageClassifier(L.LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, Tensor] | Tensor, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(x).softmax(dim=-1)
+        return self.predict_proba(x)
+
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Class probabilities ``[B, classes]``; with ``tta``, averaged over the image and its mirror image."""
+        probs = self(x).softmax(dim=-1)
+        if self.tta:
+            # A garment mirrored left-right is still the same garment; only a model trained with flips
+            # has seen mirrored ones (Fashion-MNIST's shoes all face the same way).
+            probs = (probs + self(x.flip(-1)).softmax(dim=-1)) / 2
+        return probs
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

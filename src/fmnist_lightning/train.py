@@ -1,4 +1,4 @@
-"""``train(cfg)``: build everything from the config, fit, test the best checkpoint, write metrics.json.
+"""``train(cfg)``: build everything from the config, fit, test the best checkpoint, write metrics.json and the report.
 
 Callable from tests with a composed config; ``__main__`` wraps it in ``@hydra.main``.
 """
@@ -12,27 +12,61 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, open_dict
 
 from fmnist_lightning.callbacks import RunRecord
-from fmnist_lightning.config import run_record
-from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.config import check_values, run_record
+from fmnist_lightning.distributed import relaunches_command, run_in_own_process
+from fmnist_lightning.errors import CheckpointError, ConfigError
+from fmnist_lightning.report import write_training_report
 
 log = logging.getLogger(__name__)
 
 MODEL_CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
 
 
-def instantiate_group(group: DictConfig | None) -> list[Any]:
+def build(node: Any, what: str, **kwargs: Any) -> Any:
+    """``instantiate`` with a constructor's complaint about a config value turned into one ConfigError line."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc).splitlines()[0]
+        raise ConfigError(f"cannot build {what} from the config ({reason.splitlines()[0]}); check its {what}.* values") from exc
+
+
+def instantiate_group(group: DictConfig | None, what: str = "callbacks") -> list[Any]:
     """Instantiate every ``_target_`` node of a callbacks/logger group."""
     return [
-        instantiate(node, _convert_="all")
-        for node in (group or {}).values()
+        build(node, f"{what}.{name}", _convert_="all")
+        for name, node in (group or {}).items()
         if isinstance(node, DictConfig) and "_target_" in node
     ]
+
+
+def check_resume_checkpoint(path: str, module: L.LightningModule, cfg: DictConfig) -> None:
+    """Refuse a checkpoint that cannot continue this config's model, before the Trainer tries to load it."""
+    from fmnist_lightning.restore import load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    expected = module.state_dict()
+    stored = checkpoint["state_dict"]
+    mismatched = sorted(
+        k for k in expected.keys() | stored.keys()
+        if k not in expected or k not in stored or expected[k].shape != stored[k].shape
+    )
+    if mismatched:
+        trained = checkpoint["fmnist_config"].get("choices", {}).get("model", "another model")
+        raise CheckpointError(
+            f"{path} holds a {trained} model whose weights do not fit this run's model={cfg.model.name} "
+            f"({len(mismatched)} tensors differ, e.g. {mismatched[0]}); pass the options the checkpoint was "
+            "trained with, or resume=<run dir> to reuse its config"
+        )
 
 
 def without_validation(cfg: DictConfig) -> None:
@@ -70,12 +104,13 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and (optionally) test one configuration; return the final metrics."""
     started = time.perf_counter()
+    check_values(cfg)
     output_dir = Path(cfg.paths.output_dir)
     log.info("Run directory: %s", output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
-    datamodule: L.LightningDataModule = instantiate(cfg.data, _recursive_=True)
+    datamodule: L.LightningDataModule = build(cfg.data, "data", _recursive_=True)
     # Read (and validate) the data before anything else, so bad data stops the run at once.
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -83,22 +118,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.warning("data.val_size=0: no validation; the last epoch's checkpoint is tested")
         without_validation(cfg)
 
-    net = instantiate(cfg.model)
-    module: L.LightningModule = instantiate(cfg.module, net=net)
+    net = build(cfg.model, "model")
+    module: L.LightningModule = build(cfg.module, "module", net=net)
     info = model_info(module)
     log.info("Model %s: %s parameters, %s FLOPs per image", cfg.model.name, f"{info['params']:,}",
              f"{info['flops_per_image']:,}")
 
     record = run_record(cfg, model_info=info)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     for callback in callbacks:
         if isinstance(callback, RunRecord):
             # Not a constructor argument: Hydra would instantiate the _target_ nodes inside the record.
             callback.config = record
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    loggers = instantiate_group(cfg.get("logger"), "logger")
+    if not loggers:
+        # LearningRateMonitor refuses to run without a logger; with logger=none there is nothing to monitor into.
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    if relaunches_command(trainer):
+        return run_in_own_process(output_dir)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        check_resume_checkpoint(ckpt_path, module, cfg)
+    # weights_only: resuming never runs code stored in a checkpoint file.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test"):
@@ -119,4 +163,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"Test accuracy: {metrics['test/acc']:.4f}  test loss: {metrics['test/loss']:.4f}  "
             f"({metrics['best_model_path'] or 'final weights'}); results in {output_dir}"
         )
+    # Last, so that nothing in the report can cost the run its checkpoints or metrics.json.
+    write_training_report(trainer, module, datamodule, record, metrics, output_dir)
     return metrics

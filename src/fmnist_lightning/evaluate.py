@@ -1,0 +1,82 @@
+"""``python -m fmnist_lightning.evaluate ckpt_path=<file>`` / ``fmnist-evaluate``: evaluate a checkpoint.
+
+Rebuilds the model and data from the config stored in the checkpoint, predicts the
+test set (or the run's validation split) through a Lightning Trainer, prints the
+metrics and writes report.md, metrics.json and the figures into its own directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+# Imported before Hydra sets up logging, so that its job_logging config replaces the console
+# handlers Lightning installs at import (otherwise every Lightning message prints twice).
+from fmnist_lightning import evaluation, restore
+from fmnist_lightning.config import CONF_DIR
+from fmnist_lightning.errors import ConfigError, FmnistError
+from fmnist_lightning.report import RunFacts, checkpoint_facts, csv_log_path, format_summary, write_report
+from fmnist_lightning.train import write_json
+
+log = logging.getLogger("fmnist_lightning")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write the report into ``cfg.paths.output_dir``; return the metrics."""
+    started = time.perf_counter()
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
+        raise ConfigError("no checkpoint given: python -m fmnist_lightning.evaluate ckpt_path=<file.ckpt>")
+    if cfg.split not in evaluation.SPLITS:
+        raise ConfigError(f"unknown split={cfg.split!r}; choose one of: {', '.join(evaluation.SPLITS)}")
+    if cfg.batch_size is not None and int(cfg.batch_size) < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    checkpoint = restore.load_checkpoint(cfg.ckpt_path)
+    config = restore.run_config(checkpoint)
+    module = restore.module_from_checkpoint(checkpoint)
+    module.tta = bool(cfg.tta)
+    datamodule = restore.datamodule_from_config(config, root=cfg.data_root, batch_size=cfg.batch_size)
+    trainer = evaluation.prediction_trainer(
+        accelerator=cfg.accelerator,
+        precision=cfg.precision or (config.get("trainer") or {}).get("precision"),
+    )
+    result = evaluation.evaluate_split(module, datamodule, cfg.split, trainer)
+
+    output_dir = Path(cfg.paths.output_dir)
+    facts = RunFacts(
+        title=f"Evaluation of {Path(cfg.ckpt_path).name}",
+        config=config,
+        checkpoint=str(Path(cfg.ckpt_path).resolve()),
+        epoch_label="checkpoint epoch",
+        tta=module.tta,
+        history_csv=csv_log_path(config),
+        **checkpoint_facts(checkpoint),
+    )
+    facts.wall_time_s = time.perf_counter() - started
+    report = write_report(output_dir, result, facts)
+    metrics = {**result.as_dict(), "split": cfg.split, "tta": module.tta, "ckpt_path": facts.checkpoint,
+               "wall_time_s": round(facts.wall_time_s, 2)}
+    write_json(output_dir / "metrics.json", metrics)
+    print(format_summary(result, facts))
+    print(f"\nWrote {report}, metrics.json and the figures in {output_dir}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluation.quiet_lightning_info()
+    try:
+        evaluate(cfg)
+    except FmnistError as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""A tiny real training run, its report and TensorBoard figures, then ``evaluate`` on its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from fmnist_lightning import evaluation, restore
+from fmnist_lightning.config import CONF_DIR
+from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES, normalize
+from fmnist_lightning.errors import CheckpointError, ConfigError, DataError
+from fmnist_lightning.evaluate import evaluate
+from fmnist_lightning.report import (
+    CONFUSION_NORMALIZED_PNG,
+    CONFUSION_PNG,
+    CURVES_PNG,
+    MISTAKES_PNG,
+    PER_CLASS_PNG,
+    REPORT_MD,
+)
+
+from conftest import cli_overrides, run_cli
+
+# Two epochs of a few batches; validation and test are not limited, so they cover the whole
+# (tiny) validation split and test set, as an evaluation of the checkpoint does.
+TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=4"]
+FIGURES = (CURVES_PNG, CONFUSION_PNG, CONFUSION_NORMALIZED_PNG, PER_CLASS_PNG, MISTAKES_PNG)
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    log_dir = tmp_path_factory.mktemp("outputs")
+    result = run_cli(*cli_overrides(data_root, log_dir), *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (log_dir / "runs").iterdir()
+    return run
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.fixture
+def eval_cfg(tmp_path: Path):
+    """The real ``evaluate`` config composed as the CLI composes it, writing into a temporary directory."""
+
+    def _make(*overrides: str) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="evaluate", overrides=list(overrides))
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "evaluate")
+        return cfg
+
+    yield _make
+    GlobalHydra.instance().clear()
+
+
+def test_training_run_writes_figures_and_report(trained_run: Path) -> None:
+    for name in FIGURES:
+        with Image.open(trained_run / name) as image:
+            assert image.format == "PNG" and min(image.size) > 0
+    report = (trained_run / REPORT_MD).read_text()
+    metrics = _metrics(trained_run)
+    assert f"{metrics['test/acc']:.2%}" in report
+    assert f"{metrics['params']:,}" in report
+    assert "best epoch" in report and "wall time" in report and "Most-confused class pairs" in report
+    # The per-class table has one row per class, named.
+    for name in CLASS_NAMES:
+        assert f"| {name} |" in report
+    for name in FIGURES:
+        assert f"({name})" in report
+
+
+def test_tensorboard_has_result_figures(trained_run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained_run / "tensorboard"))
+    events.Reload()
+    expected = {f"{stage}/{name}" for stage in ("val", "test") for name in ("confusion_matrix", "per_class_accuracy")}
+    assert expected | {"test/predictions"} <= set(events.Tags()["images"])
+
+
+def test_evaluate_command_reproduces_the_runs_test_metrics(trained_run: Path, data_root: Path, tmp_path: Path) -> None:
+    trained = _metrics(trained_run)
+    fmnist_evaluate = Path(sys.executable).parent / "fmnist-evaluate"
+    result = subprocess.run(
+        [str(fmnist_evaluate), f"ckpt_path={trained['best_model_path']}", f"data_root={data_root}",
+         f"paths.log_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (out,) = (tmp_path / "evaluate").iterdir()
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-4)
+    assert evaluated["test/f1_macro"] == pytest.approx(trained["test/f1_macro"], abs=1e-4)
+    assert f"{trained['test/acc']:.2%}" in result.stdout
+    assert "Confusion matrix" in result.stdout
+    for name in CLASS_NAMES:
+        assert name in result.stdout
+    for name in (*FIGURES, REPORT_MD):
+        assert (out / name).is_file(), name
+
+
+def test_validation_split_is_the_runs_own(trained_run: Path, data_root: Path, eval_cfg) -> None:
+    # Same seed and size from the checkpoint, so the same images: the best checkpoint's accuracy
+    # on them is the run's best validation accuracy.
+    trained = _metrics(trained_run)
+    metrics = evaluate(eval_cfg(f"ckpt_path={trained['best_model_path']}", f"data_root={data_root}", "split=val"))
+    assert metrics["val/acc"] == pytest.approx(trained["val/acc_best"], abs=1e-6)
+
+
+def test_tta_averages_each_image_with_its_mirror_image(trained_run: Path, data_root: Path, eval_cfg) -> None:
+    ckpt_path = _metrics(trained_run)["best_model_path"]
+    checkpoint = restore.load_checkpoint(ckpt_path)
+    module = restore.module_from_checkpoint(checkpoint)
+    datamodule = restore.datamodule_from_config(restore.run_config(checkpoint), root=str(data_root))
+    test_set = evaluation.split_dataset(datamodule, "test")
+    x = normalize(test_set.images, datamodule.mean, datamodule.std)
+    with torch.no_grad():
+        plain = module(x).softmax(-1)
+        expected = (plain + module(x.flip(-1)).softmax(-1)) / 2
+    assert not torch.allclose(plain, expected)
+
+    module.tta = True
+    result = evaluation.evaluate_split(module, datamodule, "test", evaluation.prediction_trainer(accelerator="cpu"))
+    torch.testing.assert_close(result.probs, expected)
+
+    expected_acc = float(multiclass_accuracy(expected, test_set.labels, num_classes=NUM_CLASSES, average="micro"))
+    metrics = evaluate(eval_cfg(f"ckpt_path={ckpt_path}", f"data_root={data_root}", "tta=true"))
+    assert metrics["tta"] is True
+    assert metrics["test/acc"] == pytest.approx(expected_acc)
+    # trainer.test honours the flag too.
+    tester = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    (tested,) = tester.test(module, datamodule=datamodule, verbose=False)
+    assert tested["test/acc"] == pytest.approx(expected_acc)
+
+
+def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run_cli("-m", "fmnist_lightning.evaluate", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}"
+
+
+@pytest.mark.parametrize(
+    ("make_file", "error", "message"),
+    [
+        (lambda p: p.write_text("not a checkpoint"), CheckpointError, "not a readable checkpoint"),
+        (lambda p: torch.save({"state_dict": {}}, p), CheckpointError, "has no fmnist_config"),
+        (lambda p: p.mkdir(), CheckpointError, "is a directory"),
+    ],
+    ids=["text file", "no run config", "directory"],
+)
+def test_bad_checkpoints_raise_one_clear_error(eval_cfg, tmp_path: Path, make_file, error, message) -> None:
+    path = tmp_path / "bad.ckpt"
+    make_file(path)
+    with pytest.raises(error, match=message):
+        evaluate(eval_cfg(f"ckpt_path={path}"))
+
+
+def test_usage_errors(eval_cfg, trained_run: Path, tmp_path: Path) -> None:
+    last = trained_run / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match="no checkpoint given"):
+        evaluate(eval_cfg())
+    with pytest.raises(ConfigError, match="unknown split"):
+        evaluate(eval_cfg(f"ckpt_path={last}", "split=train"))
+    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+        evaluate(eval_cfg(f"ckpt_path={last}", "batch_size=0"))
+    with pytest.raises(DataError, match="data_root=<folder>"):
+        evaluate(eval_cfg(f"ckpt_path={last}", f"data_root={tmp_path / 'no_data_here'}"))

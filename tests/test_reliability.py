@@ -1,0 +1,231 @@
+"""Crash safety, resume, bad input and untrusted checkpoints, through the real CLI and the real Trainer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import cli_overrides, run_cli
+from fmnist_lightning.errors import CheckpointError, ConfigError, TrainingError
+from fmnist_lightning.train import train
+
+# Whole epochs of the 500-image training split (16 batches), so a kill lands inside an epoch.
+RUN = ["trainer.max_epochs=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=2",
+       "trainer.deterministic=true", "seed=7"]
+TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1"]
+
+
+def _start(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen([sys.executable, "-m", "fmnist_lightning", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path.name} appeared: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def _only_run(log_dir: Path) -> Path:
+    (run,) = [p for p in (log_dir / "runs").iterdir() if p.is_dir()]
+    return run
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sigkill_mid_run_then_resume_ends_like_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
+    reference = run_cli(*cli_overrides(data_root, tmp_path / "ref"), *RUN)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = json.loads((_only_run(tmp_path / "ref") / "metrics.json").read_text())
+
+    log_dir = tmp_path / "killed"
+    proc = _start(*cli_overrides(data_root, log_dir), *RUN)
+    runs = log_dir / "runs"
+    _wait_for(runs, proc)
+    _wait_for(next(runs.iterdir()) / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    run = _only_run(log_dir)
+    assert not (run / "metrics.json").exists(), "the kill came after the run had finished"
+    # Whatever moment the kill hit, last.ckpt is a complete checkpoint (written by an atomic rename).
+    killed_at = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    original_config = _digest(run / ".hydra" / "config.yaml")
+
+    resumed = run_cli(f"resume={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _only_run(log_dir) == run  # continued in place, no second run directory
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == expected["epochs"] == 3
+    assert abs(metrics["test/acc"] - expected["test/acc"]) <= 0.003
+    # Batch order, augmentation draws and dropout are restored, and the CPU path is deterministic: identical.
+    assert metrics["test/acc"] == expected["test/acc"] and metrics["test/loss"] == expected["test/loss"]
+    assert _digest(run / ".hydra" / "config.yaml") == original_config
+    assert list((run / ".hydra").glob("resumed_*/overrides.yaml"))
+    # One TensorBoard run: the resumed events land beside the first ones.
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) >= 2
+    csv_epochs = {line.split(",")[0] for line in (run / "csv" / "metrics.csv").read_text().splitlines()[1:]}
+    assert str(killed_at) in csv_epochs or killed_at == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(sig: int, data_root: Path, tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs"
+    proc = _start(*cli_overrides(data_root, log_dir), *RUN, "trainer.max_epochs=50")
+    _wait_for(log_dir / "runs", proc)
+    last = next((log_dir / "runs").iterdir()) / "checkpoints" / "last.ckpt"
+    _wait_for(last, proc)
+    saved = last.stat().st_mtime_ns
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert f"Resume with: python -m fmnist_lightning resume={_only_run(log_dir)}" in stderr
+    assert last.stat().st_mtime_ns > saved  # written at the interrupt, not only at the last epoch end
+    assert torch.load(last, weights_only=True)["fmnist_config"]["model"]["name"] == "tinyvgg"
+
+
+def test_a_new_run_never_writes_into_an_existing_run(data_root: Path, tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs"
+    first = run_cli(*cli_overrides(data_root, log_dir), *TINY)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = _only_run(log_dir)
+    before = {p: _digest(p) for p in run.rglob("*") if p.is_file()}
+    second = run_cli(*cli_overrides(data_root, log_dir), *TINY, f"hydra.run.dir={run}")
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines()[-1].startswith(f"error: {run} already holds a run")
+    assert {p: _digest(p) for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_resume_of_a_directory_without_a_run_is_refused(tmp_path: Path) -> None:
+    result = run_cli(f"resume={tmp_path}")
+    assert result.returncode == 2 and "no .hydra/overrides.yaml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=0", "optim.lr=0 is impossible: it must be a learning rate > 0"),
+        ("optim.lr=-0.1", "optim.lr=-0.1 is impossible"),
+        ("optim.lr=fast", "optim.lr='fast' is str, not a number"),
+        ("data.batch_size=0", "data.batch_size=0 is impossible: it must be a batch size >= 1"),
+        ("data.batch_size=1.5", "data.batch_size=1.5 is float, not an integer"),
+        ("trainer.max_epochs=-3", "trainer.max_epochs=-3 is impossible"),
+        ("data.val_size=600", "data.val_size=600 leaves no training images out of 600"),
+        ("data.val_size=1.0", "data.val_size=1.0 is impossible"),
+        ("trainer.precision=banana", "cannot build trainer from the config"),
+    ],
+)
+def test_impossible_config_values_stop_before_training(override: str, message: str, make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(*TINY, override)
+    with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.").replace("(", r"\(").replace("[", r"\[")):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bad_value_on_the_cli_is_one_error_line(data_root: Path, tmp_path: Path) -> None:
+    result = run_cli(*cli_overrides(data_root, tmp_path / "outputs"), "optim.lr=-1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: optim.lr=-1 is impossible: it must be a learning rate > 0, e.g. optim.lr=0.001"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_group_option_lists_the_valid_ones(tmp_path: Path) -> None:
+    result = run_cli("model=tinyvg", f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "Could not find 'model/tinyvg'" in result.stderr
+    assert all(name in result.stderr for name in ("tinyvgg", "lenet", "bncnn", "resnet"))
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    result = run_cli("trainer.max_epoch=3", f"paths.log_dir={tmp_path}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "Could not override 'trainer.max_epoch'" in result.stderr
+
+
+def _train_checkpoint(make_cfg, tmp_path: Path, *overrides: str) -> Path:
+    cfg = make_cfg(*TINY, *overrides, output_dir=tmp_path / "trained")
+    train(cfg)
+    return tmp_path / "trained" / "checkpoints" / "last.ckpt"
+
+
+def test_checkpoint_of_another_backbone_is_refused(make_cfg, tmp_path: Path) -> None:
+    checkpoint = _train_checkpoint(make_cfg, tmp_path, "model=linear")
+    cfg = make_cfg(*TINY, "model=tinyvgg", f"ckpt_path={checkpoint}")
+    with pytest.raises(CheckpointError, match=r"holds a linear model whose weights do not fit this run's model=tinyvgg"):
+        train(cfg)
+
+
+def test_checkpoint_of_another_shape_is_refused(make_cfg, tmp_path: Path) -> None:
+    checkpoint = _train_checkpoint(make_cfg, tmp_path, "model=tinyvgg")
+    cfg = make_cfg(*TINY, "model=tinyvgg", "model.hidden_units=16", f"ckpt_path={checkpoint}")
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        train(cfg)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(make_cfg, tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.ckpt"
+    bogus.write_text("not a checkpoint\n")
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint"):
+        train(make_cfg(*TINY, f"ckpt_path={bogus}"))
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, "w")``: what a booby-trapped checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(data_root: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    malicious = tmp_path / "malicious.ckpt"
+    torch.save({"state_dict": {}, "fmnist_config": {}, "payload": _Payload(marker)}, malicious)
+    assert not marker.exists()
+    result = run_cli(*cli_overrides(data_root, tmp_path / "outputs"), *TINY, f"ckpt_path={malicious}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: refusing to load {malicious}")
+    assert not marker.exists()
+
+
+def test_a_loss_that_turns_nan_stops_the_run_and_suggests_a_lower_lr(make_cfg) -> None:
+    cfg = make_cfg("trainer.max_epochs=3", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
+                   "optim=sgd", "optim.lr=1e30", "callbacks.finite_loss_guard.check_every_n_steps=1")
+    with pytest.raises(TrainingError, match=r"the training loss became (nan|inf).*try a lower learning rate, e.g. optim.lr="):
+        train(cfg)
+
+
+def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path: Path) -> None:
+    overrides = ("trainer.max_epochs=2", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
+                 "trainer.limit_test_batches=2", "trainer.deterministic=true", "aug=strong", "seed=3")
+    first = train(make_cfg(*overrides, output_dir=tmp_path / "a"))
+    second = train(make_cfg(*overrides, output_dir=tmp_path / "b"))
+    keys = ("test/acc", "test/loss", "val/loss", "val/acc", "train/loss")
+    assert {k: first[k] for k in keys} == {k: second[k] for k in keys}
+
+
+def test_last_checkpoint_every_n_train_steps(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=7", "trainer.limit_val_batches=0",
+                   "callbacks.model_checkpoint.every_n_train_steps=3", "test=false")
+    train(cfg)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] in (6, 7)  # step 3, then 6, then the end of the epoch

@@ -1,0 +1,179 @@
+"""Sweeps through the real CLI: summaries, a failing job, joblib and submitit launchers, Optuna searches."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from conftest import cli_overrides, run_cli
+from fmnist_lightning.config import CONF_DIR
+from fmnist_lightning.summarize import find_jobs, metric_figure, write_summary
+
+TINY = ["model=linear", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1"]
+SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
+
+
+def needs(plugin: str) -> None:
+    pytest.importorskip(f"hydra_plugins.{plugin}", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
+
+
+def multirun(data_root: Path, log_dir: Path, *args: str) -> Path:
+    """Run ``python -m fmnist_lightning -m ...`` to completion; return its sweep directory."""
+    result = run_cli("-m", "fmnist_lightning", "--multirun", *cli_overrides(data_root, log_dir), *TINY, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (log_dir / "multirun").iterdir()
+    return sweep
+
+
+def summary_rows(sweep: Path) -> list[dict[str, str]]:
+    with (sweep / "summary.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 3-job learning-rate sweep, shared by the tests that read its summary."""
+    return multirun(data_root, tmp_path_factory.mktemp("lr_sweep"), "optim.lr=1e-4,1e-3,1e-1")
+
+
+def test_lr_sweep_summary_has_one_row_per_job_best_first(lr_sweep: Path) -> None:
+    for name in SUMMARY_FILES:
+        assert (lr_sweep / name).is_file(), name
+    assert (lr_sweep / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = summary_rows(lr_sweep)
+    assert sorted(row["job"] for row in rows) == ["0", "1", "2"]
+    for row in rows:
+        metrics = json.loads((lr_sweep / row["job"] / "metrics.json").read_text())
+        assert row["status"] == "completed"
+        assert float(row["val/acc_best"]) == pytest.approx(metrics["val/acc_best"])
+        assert float(row["test/acc"]) == pytest.approx(metrics["test/acc"])
+        assert int(row["params"]) == metrics["params"] and int(row["epochs"]) == metrics["epochs"]
+        assert float(row["wall_time_s"]) == pytest.approx(metrics["wall_time_s"])
+        assert f"optim.lr={row['optim.lr']}" in row["overrides"].split()
+    scores = [float(row["val/acc_best"]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert {float(row["optim.lr"]) for row in rows} == {1e-4, 1e-3, 1e-1}
+    markdown = (lr_sweep / "summary.md").read_text()
+    assert "| job | status | optim.lr | val/acc_best | test/acc | params | epochs | wall_time_s |" in markdown
+    assert markdown.count("| completed |") == 3 and "![val/acc_best" in markdown
+
+
+def test_summary_plot_puts_learning_rates_on_a_log_axis(lr_sweep: Path) -> None:
+    summary = write_summary(lr_sweep)
+    figure = metric_figure(summary)
+    assert figure is not None
+    (axes,) = [ax for ax in figure.axes if ax.get_xlabel() == "optim.lr"]
+    assert axes.get_xscale() == "log" and axes.get_ylabel() == "val/acc_best"
+    assert len(axes.lines[0].get_xdata()) == 3
+
+
+def test_summarize_cli_rebuilds_an_interrupted_sweep(lr_sweep: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "interrupted"
+    shutil.copytree(lr_sweep, sweep, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "summary*"))
+    # As if the sweep was killed while job 2 trained: it has its .hydra but no results yet.
+    (sweep / "2" / "metrics.json").unlink()
+    result = run_cli("-m", "fmnist_lightning.summarize", str(sweep))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in SUMMARY_FILES:
+        assert (sweep / name).is_file(), name
+    status = {row["job"]: row["status"] for row in summary_rows(sweep)}
+    assert status == {"0": "completed", "1": "completed", "2": "incomplete"}
+    assert "3 jobs: 2 completed, 0 failed, 1 incomplete" in result.stdout
+    # The unfinished job is listed last.
+    assert summary_rows(sweep)[-1]["job"] == "2"
+
+
+def test_summarize_cli_rejects_a_directory_without_jobs(tmp_path: Path) -> None:
+    result = run_cli("-m", "fmnist_lightning.summarize", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no job directories")
+
+
+def test_failing_job_is_marked_failed_and_the_sweep_goes_on(data_root: Path, tmp_path: Path) -> None:
+    # model.max_params=10 refuses the 7,850-parameter linear model before training: a real, deterministic failure.
+    sweep = multirun(data_root, tmp_path / "outputs", "model.max_params=10,100000")
+    by_budget = {row["model.max_params"]: row for row in summary_rows(sweep)}
+    failed, completed = by_budget["10"], by_budget["100000"]
+    assert failed["status"] == "failed" and "model.max_params=10" in failed["error"]
+    assert completed["status"] == "completed" and completed["val/acc_best"]
+    record = json.loads((sweep / failed["job"] / "status.json").read_text())
+    assert record["status"] == "failed" and record["error_type"] == "ConfigError"
+    assert not (sweep / failed["job"] / "metrics.json").exists()
+    assert "1 failed" in (sweep / "summary.md").read_text()
+
+
+def test_joblib_runs_jobs_in_parallel_in_their_own_directories(data_root: Path, tmp_path: Path) -> None:
+    needs("hydra_joblib_launcher")
+    sweep = multirun(data_root, tmp_path / "outputs", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     "optim.lr=1e-3,1e-2")
+    jobs = find_jobs(sweep)
+    assert [job.name for job in jobs] == ["0", "1"]
+    assert {job.values["optim.lr"] for job in jobs} == {1e-3, 1e-2}
+    for job in jobs:
+        assert job.status == "completed"
+        # Each job's checkpoints and logs stay in its own directory.
+        assert json.loads((sweep / job.name / "metrics.json").read_text())["best_model_path"].startswith(
+            str(sweep / job.name))
+        assert list((sweep / job.name / "tensorboard").glob("events.out.tfevents.*"))
+    assert [row["status"] for row in summary_rows(sweep)] == ["completed", "completed"]
+
+
+def test_submitit_local_runs_each_job_as_a_submitit_job(data_root: Path, tmp_path: Path) -> None:
+    needs("hydra_submitit_launcher")
+    sweep = multirun(data_root, tmp_path / "outputs", "hydra/launcher=submitit_local", "optim.lr=1e-3,1e-2")
+    assert [row["status"] for row in summary_rows(sweep)] == ["completed", "completed"]
+    # submitit's own records (pickled job, its stdout/stderr) of each job.
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2
+
+
+def test_slurm_preset_takes_one_task_per_device() -> None:
+    needs("hydra_submitit_launcher")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True,
+                      overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
+    GlobalHydra.instance().clear()
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == 4 and launcher.nodes == 2
+
+
+def test_optuna_search_is_resumed_and_extended_from_its_sqlite_study(data_root: Path, tmp_path: Path) -> None:
+    needs("hydra_optuna_sweeper")
+    import optuna
+
+    log_dir = tmp_path / "outputs"
+    sweep = multirun(data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=3")
+    storage = f"sqlite:///{sweep / 'optuna.db'}"
+    assert len(optuna.load_study(study_name="lr_wd", storage=storage).trials) == 3
+    assert (sweep / "optimization_results.yaml").is_file()
+
+    # Resumed in the same directory with 2 more trials, then extended with a trial that fails.
+    again = multirun(data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=2",
+                     f"hydra.sweep.dir={sweep}", "hydra.sweeper.sampler.seed=1")
+    assert again == sweep
+    failing = multirun(data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=1",
+                       f"hydra.sweep.dir={sweep}", "model.max_params=10")
+    assert failing == sweep
+
+    trials = optuna.load_study(study_name="lr_wd", storage=storage).trials
+    states = [trial.state for trial in trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 5 + [optuna.trial.TrialState.FAIL]
+    search = OmegaConf.load(CONF_DIR / "hparams_search" / "lr_wd.yaml").hydra.sweeper.params
+    assert "optim.lr" in search and all(1e-4 <= trial.params["optim.lr"] <= 3e-2 for trial in trials)
+
+    # Six trials, six directories: a resumed study never writes into an earlier trial's directory.
+    jobs = find_jobs(sweep)
+    assert len(jobs) == 6 and len({job.name for job in jobs}) == 6
+    rows = summary_rows(sweep)
+    assert [row["status"] for row in rows].count("completed") == 5 and rows[-1]["status"] == "failed"
+    best = max(trial.value for trial in trials if trial.value is not None)
+    assert float(rows[0]["val/acc_best"]) == pytest.approx(best)
