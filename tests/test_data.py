@@ -125,3 +125,25 @@ def test_cli_missing_data_is_one_clear_line(tmp_path: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "train-images-idx3-ubyte" in errors[0] and "data.root" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_in_memory_split_serves_batches_from_the_device_it_lives_on(data_root) -> None:
+    from fmnist_lightning.data import InMemoryImages
+
+    images, labels = load_split(data_root, "test")
+    # "meta" stands in for an accelerator here: the tensors move, and batches are cut where they are.
+    dataset = InMemoryImages(images, labels).to(torch.device("meta"))
+    batch, targets = dataset.__getitems__([0, 5, 7])
+    assert batch.device.type == targets.device.type == "meta" and batch.shape == (3, 1, 28, 28)
+
+
+def test_a_cpu_trainer_keeps_the_data_in_host_memory(make_cfg) -> None:
+    import lightning as L
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(make_cfg("data.on_device=true").data)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, max_epochs=1)
+    datamodule.trainer = trainer
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    assert datamodule.train_set.images.device.type == "cpu" and loader.pin_memory is False

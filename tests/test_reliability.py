@@ -27,8 +27,11 @@ TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_
 
 def _start(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no Ctrl-C handler:
+    # restore the default so the child sees Ctrl-C however the test suite itself was started.
     return subprocess.Popen([sys.executable, "-m", "fmnist_lightning", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -85,7 +88,7 @@ def test_sigkill_mid_run_then_resume_ends_like_an_uninterrupted_run(data_root: P
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
 def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(sig: int, data_root: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
-    proc = _start(*cli_overrides(data_root, log_dir), *RUN, "trainer.max_epochs=50")
+    proc = _start(*cli_overrides(data_root, log_dir), *RUN, "trainer.max_epochs=200")
     _wait_for(log_dir / "runs", proc)
     last = next((log_dir / "runs").iterdir()) / "checkpoints" / "last.ckpt"
     _wait_for(last, proc)
