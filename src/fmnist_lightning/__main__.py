@@ -12,7 +12,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.errors import FmnistError
+from fmnist_lightning.errors import FmnistError, exit_with_error
 from fmnist_lightning.resume import prepare_argv
 from fmnist_lightning.sweep import in_sweep, record_failure, sweep_job_failed
 
@@ -32,9 +32,7 @@ def main(cfg: DictConfig) -> float | None:
         if in_sweep():
             return sweep_job_failed(cfg, exc)
         record_failure(Path(cfg.paths.output_dir), exc)
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(exc)
     except SIGTERMException:
         # Lightning's SIGTERMException exits with status 0; a terminated run must not look finished.
         raise SystemExit(128 + signal.SIGTERM) from None
@@ -54,8 +52,7 @@ def cli() -> None:
     try:
         sys.argv[1:] = prepare_argv(sys.argv[1:])
     except FmnistError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(exc)
     main()
 
 

@@ -8,7 +8,6 @@ metrics and writes report.md, metrics.json and the figures into its own director
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 # handlers Lightning installs at import (otherwise every Lightning message prints twice).
 from fmnist_lightning import evaluation, restore
 from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.errors import ConfigError, FmnistError
+from fmnist_lightning.errors import ConfigError, FmnistError, exit_with_error
 from fmnist_lightning.report import RunFacts, checkpoint_facts, csv_log_path, format_summary, write_report
 from fmnist_lightning.train import write_json
 
@@ -73,9 +72,7 @@ def main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
     except FmnistError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with_error(exc)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fmnist_lightning import evaluation, restore
 from fmnist_lightning.config import CONF_DIR
 from fmnist_lightning.data import CLASS_NAMES, IMAGE_SIZE, normalize
-from fmnist_lightning.errors import ConfigError, DataError, FmnistError
+from fmnist_lightning.errors import ConfigError, DataError, FmnistError, exit_with_error
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -213,9 +213,7 @@ def main(cfg: DictConfig) -> None:
     try:
         results = predict(cfg)
     except FmnistError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+        exit_with_error(exc, EXIT_USAGE)
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"{failed} of {len(results)} files could not be classified", file=sys.stderr)
