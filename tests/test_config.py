@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from fmnist_lightning.callbacks import RunRecord
 from fmnist_lightning.config import CONF_DIR
+from fmnist_lightning.models import count_parameters
 from fmnist_lightning.module import ImageClassifier
 from fmnist_lightning.train import instantiate_group, train
 
@@ -101,3 +102,11 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 def test_every_experiment_runs_one_batch(make_cfg, experiment: str) -> None:
     metrics = train(make_cfg(f"experiment={experiment}", "debug=fast_dev_run"))
     assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+@pytest.mark.parametrize("experiment", ["compact100k", "best_small"])
+def test_small_presets_stay_under_100k_parameters(make_cfg, experiment: str) -> None:
+    cfg = make_cfg(f"experiment={experiment}")
+    # The preset carries the budget, so a wider override fails before training instead of silently growing.
+    assert cfg.model.max_params == 100_000
+    assert count_parameters(instantiate(cfg.model)) < 100_000

@@ -6,6 +6,8 @@ trains, and with which optimizer, comes from the config.
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from fmnist_lightning.errors import ConfigError
 
 SCHEDULER_INTERVALS = ("epoch", "step")
 
@@ -135,11 +139,37 @@ class ImageClassifier(L.LightningModule):
             probs = (probs + self(x.flip(-1)).softmax(dim=-1)) / 2
         return probs
 
+    def _schedule_length(self) -> dict[str, int]:
+        """``total_steps`` for schedulers that plan the whole run (OneCycleLR) when the config leaves it null.
+
+        The length depends on the Trainer (epochs, batches per epoch, limits, accumulation, devices),
+        so it is only known here; a config value of its own would drift from the real run.
+        """
+        factory = self.scheduler_factory
+        target = getattr(factory, "func", factory)
+        try:
+            takes_total_steps = "total_steps" in inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            return {}
+        if not takes_total_steps or getattr(factory, "keywords", {}).get("total_steps") is not None:
+            return {}
+        if self.scheduler_interval != "step":
+            raise ConfigError(
+                f"{target.__name__} plans its schedule in optimizer steps: set sched.interval=step "
+                f"(got {self.scheduler_interval!r})"
+            )
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ConfigError(
+                f"{target.__name__} needs a finite run to plan its schedule: set trainer.max_epochs or trainer.max_steps"
+            )
+        return {"total_steps": int(total)}
+
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer, **self._schedule_length())
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

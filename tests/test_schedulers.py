@@ -1,0 +1,64 @@
+"""Learning-rate schedules as the Trainer runs them, read back from the run's own CSV log."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.train import train
+
+
+def _logged_lrs(run_dir: Path) -> list[tuple[int, float]]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    key = next(k for k in rows[0] if k.startswith("lr-"))
+    return [(int(r["step"]), float(r[key])) for r in rows if r[key]]
+
+
+def test_onecycle_plans_the_run_from_the_trainer(make_cfg, tmp_path: Path) -> None:
+    # 2 epochs x 10 batches: total_steps must come out as 20 although no config states it.
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(
+        "sched=onecycle", "debug=limit_batches", "logger=csv", "optim.lr=0.02",
+        "trainer.log_every_n_steps=1", output_dir=run_dir,
+    )
+    train(cfg)
+    lrs = _logged_lrs(run_dir)
+    steps = [s for s, _ in lrs]
+    values = [v for _, v in lrs]
+    assert steps == list(range(20)), "the schedule is stepped, and logged, every batch"
+    peak = values.index(max(values))
+    assert peak == 4, "OneCycleLR ends its warm-up at step pct_start * total_steps - 1 = 0.25 * 20 - 1"
+    assert max(values) == pytest.approx(0.02, rel=1e-3)
+    assert values[0] == pytest.approx(0.02 / 25, rel=1e-3)
+    assert values[-1] < values[0] / 100, "annealed far below the starting rate by the last step"
+    assert all(a < b for a, b in zip(values[:peak], values[1 : peak + 1]))
+    assert all(a > b for a, b in zip(values[peak:], values[peak + 1 :]))
+
+
+def test_onecycle_refuses_an_unbounded_run(make_cfg) -> None:
+    cfg = make_cfg("sched=onecycle", "trainer.max_epochs=-1", "trainer.max_steps=-1", "logger=none")
+    with pytest.raises(ConfigError, match="finite run.*trainer.max_epochs or trainer.max_steps"):
+        train(cfg)
+
+
+def test_onecycle_refuses_a_per_epoch_interval(make_cfg) -> None:
+    cfg = make_cfg("sched=onecycle", "sched.interval=epoch", "debug=fast_dev_run")
+    with pytest.raises(ConfigError, match="sched.interval=step"):
+        train(cfg)
+
+
+def test_an_explicit_total_steps_is_kept(make_cfg, tmp_path: Path) -> None:
+    # A 40-step plan over a 20-step run peaks at step 9 and is still mid-anneal at the end.
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(
+        "sched=onecycle", "sched.scheduler.total_steps=40", "debug=limit_batches", "logger=csv",
+        "optim.lr=0.02", "trainer.log_every_n_steps=1", output_dir=run_dir,
+    )
+    train(cfg)
+    values = [v for _, v in _logged_lrs(run_dir)]
+    assert values.index(max(values)) == 9
+    assert values[-1] > 0.02 / 2
