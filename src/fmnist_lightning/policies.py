@@ -144,15 +144,34 @@ class BatchedPolicy(BatchOp):
         space = policy._AUGMENTATION_SPACE
         self.names = [IDENTITY] + [name for name in space if name != IDENTITY]
         self.signed = torch.tensor([name in space and space[name][1] for name in self.names])
+        # Fixed per policy, so built once rather than on every training step.
+        self.geometric = torch.tensor([name in GEOMETRIC for name in self.names])
+        self.colour_ops = [(fn, self.names.index(name)) for name, fn in COLOUR_OPS.items() if name in self.names]
+        self.space_to_name = torch.tensor([self.names.index(name) for name in space])
+        if isinstance(policy, v2.AutoAugment):
+            # Per sub-policy step: op index, probability and magnitude bin of every sub-policy.
+            self.sub_policies = [
+                (
+                    torch.tensor([self.names.index(name) for name, _, _ in sub]),
+                    torch.tensor([p for _, p, _ in sub]),
+                    torch.tensor([b if b is not None else 0 for _, _, b in sub]),
+                )
+                for sub in zip(*policy._policies)
+            ]
+        self._magnitude_tables: dict[tuple[int, int, int], Tensor] = {}
 
     def _magnitudes(self, bins: int, height: int, width: int) -> Tensor:
         """``[ops, bins]`` table of each op's magnitude per bin (0 for ops without one)."""
+        key = (bins, height, width)
+        if key in self._magnitude_tables:
+            return self._magnitude_tables[key]
         space = self.policy._AUGMENTATION_SPACE
         table = torch.zeros(len(self.names), bins)
         for i, name in enumerate(self.names):
             values = space[name][0](bins, height, width) if name in space else None
             if values is not None and values.ndim > 0:
                 table[i] = values.float()
+        self._magnitude_tables[key] = table
         return table
 
     def _sign(self, op: Tensor) -> Tensor:
@@ -166,20 +185,15 @@ class BatchedPolicy(BatchOp):
             table = self._magnitudes(10, height, width)
             chosen = torch.randint(len(policy._policies), (n,))
             ops, mags = [], []
-            for step in range(2):
-                sub = [p[step] for p in policy._policies]
-                op_of = torch.tensor([self.names.index(name) for name, _, _ in sub])[chosen]
-                prob = torch.tensor([p for _, p, _ in sub])[chosen]
-                bin_of = torch.tensor([b if b is not None else 0 for _, _, b in sub])[chosen]
-                op = torch.where(torch.rand(n) <= prob, op_of, 0)
+            for op_of, prob, bin_of in self.sub_policies:
+                op = torch.where(torch.rand(n) <= prob[chosen], op_of[chosen], 0)
                 ops.append(op)
-                mags.append(table[op, bin_of] * self._sign(op))
+                mags.append(table[op, bin_of[chosen]] * self._sign(op))
             return torch.stack(ops), torch.stack(mags)
         bins = policy.num_magnitude_bins
         table = self._magnitudes(bins, height, width)
         steps = policy.num_ops if isinstance(policy, v2.RandAugment) else 1
-        space_to_name = torch.tensor([self.names.index(name) for name in policy._AUGMENTATION_SPACE])
-        op = space_to_name[torch.randint(len(space_to_name), (steps, n))]
+        op = self.space_to_name[torch.randint(len(self.space_to_name), (steps, n))]
         if isinstance(policy, v2.RandAugment):
             bin_of = torch.full((steps, n), policy.magnitude)
         else:
@@ -193,22 +207,26 @@ class BatchedPolicy(BatchOp):
 
     def apply(self, x: Tensor, op: Tensor, magnitude: Tensor) -> Tensor:
         """One step: image ``i`` gets op ``self.names[op[i]]`` with ``magnitude[i]``."""
+        # Which images get which op is worked out on the host, where sample() draws it: on an
+        # accelerator, a nonzero() per op on device tensors would wait for the device every time.
+        op, magnitude = op.cpu(), magnitude.cpu()
         out = x.clone()
-        geometric = torch.tensor([name in GEOMETRIC for name in self.names], device=x.device)
-        moved = geometric[op].nonzero().squeeze(1)
+        moved = self.geometric[op].nonzero().squeeze(1)
         if len(moved):
             theta = _inverse_affine(op[moved], magnitude[moved], self.names, x.shape[-2], x.shape[-1])
-            out[moved] = _warp(out[moved], theta, v2.InterpolationMode(self.policy.interpolation).value)
-        for name, fn in COLOUR_OPS.items():
-            if name in self.names:
-                members = (op == self.names.index(name)).nonzero().squeeze(1)
-                if len(members):
-                    out[members] = fn(out[members], magnitude[members])
+            rows = moved.to(x.device)
+            mode = v2.InterpolationMode(self.policy.interpolation).value
+            out[rows] = _warp(out[rows], theta.to(x.device, x.dtype), mode)
+        for fn, index in self.colour_ops:
+            members = (op == index).nonzero().squeeze(1)
+            if len(members):
+                rows = members.to(x.device)
+                out[rows] = fn(out[rows], magnitude[members].to(x.device, x.dtype))
         return out
 
     def forward(self, x: Tensor) -> Tensor:
         op, magnitude = self.sample(x.shape[0], x.shape[-2], x.shape[-1])
-        for step_op, step_magnitude in zip(op.to(x.device), magnitude.to(x.device, x.dtype)):
+        for step_op, step_magnitude in zip(op, magnitude):
             x = self.apply(x, step_op, step_magnitude)
         return x
 
