@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.config import CONF_DIR
 from fmnist_lightning.errors import FmnistError, exit_with_error
 from fmnist_lightning.resume import prepare_argv
-from fmnist_lightning.sweep import in_sweep, record_failure, sweep_job_failed
+from fmnist_lightning.distributed import in_sweep
+from fmnist_lightning.sweep import record_failure, sweep_job_failed
 
 # Imported before Hydra sets up logging, so that its job_logging config replaces the console
 # handlers Lightning installs at import (otherwise every Lightning message prints twice).

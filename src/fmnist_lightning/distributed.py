@@ -29,13 +29,19 @@ from hydra.utils import get_original_cwd
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
 from fmnist_lightning.errors import TrainingError
+from fmnist_lightning.summarize import STATUS_FILE
 
 log = logging.getLogger(__name__)
 
 
+def in_sweep() -> bool:
+    """True inside a job of a multirun (any launcher), False for a single run or outside Hydra."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def relaunches_command(trainer: L.Trainer) -> bool:
     """True when this multirun job's strategy would start its ranks by re-running the command line."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_sweep():
         return False
     launcher = trainer.strategy.launcher
     return isinstance(launcher, _SubprocessScriptLauncher) and not launcher.cluster_environment.creates_processes_externally
@@ -60,7 +66,7 @@ def run_in_own_process(output_dir: Path) -> dict[str, Any]:
     returncode = subprocess.run(command, cwd=get_original_cwd(), check=False).returncode
     metrics_file = output_dir / "metrics.json"
     if returncode != 0 or not metrics_file.is_file():
-        status_file = output_dir / "status.json"
+        status_file = output_dir / STATUS_FILE
         error = json.loads(status_file.read_text()).get("error") if status_file.is_file() else None
         raise TrainingError(f"the job's DDP run exited with status {returncode}: {error or 'see its train.log'}")
     return json.loads(metrics_file.read_text())

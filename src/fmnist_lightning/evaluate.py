@@ -31,8 +31,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("no checkpoint given: python -m fmnist_lightning.evaluate ckpt_path=<file.ckpt>")
-    if cfg.split not in evaluation.SPLITS:
-        raise ConfigError(f"unknown split={cfg.split!r}; choose one of: {', '.join(evaluation.SPLITS)}")
+    # Checked before the checkpoint is loaded, so a typo fails at once.
+    evaluation.check_split(cfg.split)
     if cfg.batch_size is not None and int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
     checkpoint = restore.load_checkpoint(cfg.ckpt_path)

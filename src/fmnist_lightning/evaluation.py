@@ -68,10 +68,14 @@ class Evaluation:
         }
 
 
-def split_dataset(datamodule: L.LightningDataModule, split: str) -> Any:
-    """The datamodule's test set or its validation split (the run's seed and size, so the same images)."""
+def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ConfigError(f"unknown split={split!r}; choose one of: {', '.join(SPLITS)}")
+
+
+def split_dataset(datamodule: L.LightningDataModule, split: str) -> Any:
+    """The datamodule's test set or its validation split (the run's seed and size, so the same images)."""
+    check_split(split)
     datamodule.setup("test" if split == "test" else "fit")
     dataset = datamodule.test_set if split == "test" else datamodule.val_set
     if dataset is None:

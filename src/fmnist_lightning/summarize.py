@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 from omegaconf import OmegaConf
 
+from fmnist_lightning.config import is_number
 from fmnist_lightning.errors import FmnistError
 
 DEFAULT_METRIC = "val/acc_best"
@@ -55,7 +56,7 @@ class Job:
 
     def score(self, metric: str) -> float | None:
         value = self.metrics.get(metric)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if is_number(value) and math.isfinite(value):
             return float(value)
         return None
 
@@ -257,10 +258,6 @@ def write_markdown(summary: Summary, path: Path, table: Sequence[dict[str, Any]]
     path.write_text("\n".join(lines) + "\n")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def metric_figure(summary: Summary) -> Figure | None:
     """The optimised metric against each swept parameter, one panel each; None when nothing was swept."""
     scored = [job for job in summary.jobs if job.score(summary.metric) is not None]
@@ -270,7 +267,7 @@ def metric_figure(summary: Summary) -> Figure | None:
     fig = Figure(figsize=(4.2 * len(keys), 3.6), layout="constrained")
     for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
         points = [(job.values[key], job.score(summary.metric)) for job in scored if key in job.values]
-        numeric = all(_is_number(x) for x, _ in points)
+        numeric = all(is_number(x) for x, _ in points)
         # Anything else (model names, null) is a category on the axis.
         points = sorted(points) if numeric else sorted((str(x), y) for x, y in points)
         xs, ys = [x for x, _ in points], [y for _, y in points]

@@ -15,7 +15,6 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
@@ -27,11 +26,6 @@ log = logging.getLogger(__name__)
 
 # Sweepers that catch a job's exception themselves and record the trial as failed.
 SWEEPERS_THAT_RECORD_FAILURES = ("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",)
-
-
-def in_sweep() -> bool:
-    """True inside a job of a multirun (any launcher), False for a single run or outside Hydra."""
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def one_line(exc: BaseException) -> str:

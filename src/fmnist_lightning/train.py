@@ -51,7 +51,7 @@ def instantiate_group(group: DictConfig | None, what: str = "callbacks") -> list
 
 def check_resume_checkpoint(path: str, module: L.LightningModule, cfg: DictConfig) -> None:
     """Refuse a checkpoint that cannot continue this config's model, before the Trainer tries to load it."""
-    from fmnist_lightning.restore import load_checkpoint
+    from fmnist_lightning.restore import load_checkpoint, run_config
 
     checkpoint = load_checkpoint(path)
     expected = module.state_dict()
@@ -61,7 +61,7 @@ def check_resume_checkpoint(path: str, module: L.LightningModule, cfg: DictConfi
         if k not in expected or k not in stored or expected[k].shape != stored[k].shape
     )
     if mismatched:
-        trained = checkpoint["fmnist_config"].get("choices", {}).get("model", "another model")
+        trained = run_config(checkpoint).get("choices", {}).get("model", "another model")
         raise CheckpointError(
             f"{path} holds a {trained} model whose weights do not fit this run's model={cfg.model.name} "
             f"({len(mismatched)} tensors differ, e.g. {mismatched[0]}); pass the options the checkpoint was "
