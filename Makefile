@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 train: install
 	$(PY) -m fmnist_lightning $(ARGS)
 
+# Two workers (one torch thread each), a test file per worker at a time, so session fixtures that train run once.
 test: install
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs

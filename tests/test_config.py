@@ -96,8 +96,10 @@ def test_help_lists_groups_and_options() -> None:
 
 def test_checkpoint_callback_monitors_val_acc(make_cfg) -> None:
     cfg = make_cfg()
-    (checkpoint,) = [cb for cb in instantiate_group(cfg.callbacks) if isinstance(cb, ModelCheckpoint)]
-    assert checkpoint.monitor == "val/acc" and checkpoint.mode == "max" and checkpoint.save_last
+    best, last = [cb for cb in instantiate_group(cfg.callbacks) if isinstance(cb, ModelCheckpoint)]
+    assert best.monitor == "val/acc" and best.mode == "max" and not best.save_last
+    # last.ckpt is kept by a callback of its own, every epoch, whatever val/acc does.
+    assert last.filename == "last" and last.monitor is None and last.save_top_k == 1
 
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

@@ -32,16 +32,17 @@ from fmnist_lightning.report import (
 
 from conftest import cli_overrides, run_cli
 
+
 # Two epochs of a few batches; validation and test are not limited, so they cover the whole
 # (tiny) validation split and test set, as an evaluation of the checkpoint does.
 TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=4"]
 FIGURES = (CURVES_PNG, CONFUSION_PNG, CONFUSION_NORMALIZED_PNG, PER_CLASS_PNG, MISTAKES_PNG)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     log_dir = tmp_path_factory.mktemp("outputs")
-    result = run_cli(*cli_overrides(data_root, log_dir), *TINY)
+    result = run_cli(*cli_overrides(data_root, log_dir, figures=True), *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (log_dir / "runs").iterdir()
     return run

@@ -146,7 +146,8 @@ def test_report_from_an_evaluation(planted, tmp_path: Path) -> None:
 
 
 def test_run_without_test_still_gets_curves_and_report(make_cfg) -> None:
-    cfg = make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false")
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
+                   figures=True)
     train(cfg)
     run = Path(cfg.paths.output_dir)
     assert (run / CURVES_PNG).is_file() and not (run / CONFUSION_PNG).exists()

@@ -16,6 +16,7 @@ from conftest import cli_overrides, run_cli
 from fmnist_lightning.config import CONF_DIR
 from fmnist_lightning.summarize import find_jobs, metric_figure, write_summary
 
+
 TINY = ["model=linear", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1"]
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
@@ -38,7 +39,7 @@ def summary_rows(sweep: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lr_sweep(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One 3-job learning-rate sweep, shared by the tests that read its summary."""
     return multirun(data_root, tmp_path_factory.mktemp("lr_sweep"), "optim.lr=1e-4,1e-3,1e-1")

@@ -8,24 +8,26 @@ import sys
 from pathlib import Path
 
 import hydra
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.errors import FmnistError, exit_with_error
-from fmnist_lightning.resume import prepare_argv
-from fmnist_lightning.distributed import in_sweep
-from fmnist_lightning.sweep import record_failure, sweep_job_failed
-
-# Imported before Hydra sets up logging, so that its job_logging config replaces the console
-# handlers Lightning installs at import (otherwise every Lightning message prints twice).
-from fmnist_lightning.train import train
+from fmnist_lightning.errors import FmnistError, exit_with_error, exit_with_failure
+from fmnist_lightning.resume import RunComplete, prepare_argv
 
 log = logging.getLogger("fmnist_lightning")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    # Imported here, not at the top: --help, a config error or resume of a finished run answer without
+    # the 3 s import of torch and Lightning. Lightning, imported after Hydra set up logging, sees the
+    # root logger's handlers and sends its messages through them instead of adding its own.
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from fmnist_lightning.distributed import in_sweep
+    from fmnist_lightning.sweep import record_failure, sweep_job_failed
+    from fmnist_lightning.train import train
+
     log.info("Composed config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:
         metrics = train(cfg)
@@ -38,11 +40,12 @@ def main(cfg: DictConfig) -> float | None:
         # Lightning's SIGTERMException exits with status 0; a terminated run must not look finished.
         raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as exc:
-        # Anything else (a bug, a device error) is one failed job of a sweep too; a single run shows the traceback.
+        # Anything else (a bug, a device error) is one failed job of a sweep too; a single run ends with
+        # one error line and keeps the traceback in the run directory.
         if in_sweep():
             return sweep_job_failed(cfg, exc)
         record_failure(Path(cfg.paths.output_dir), exc)
-        raise
+        exit_with_failure(exc, Path(cfg.paths.output_dir))
     # A sweeper (e.g. Optuna) optimises the value returned here.
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None
@@ -54,6 +57,9 @@ def cli() -> None:
         sys.argv[1:] = prepare_argv(sys.argv[1:])
     except FmnistError as exc:
         exit_with_error(exc)
+    except RunComplete as done:
+        print(done)
+        raise SystemExit(0) from None
     main()
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -21,6 +23,13 @@ from fmnist_lightning.evaluation import per_class_accuracy
 from fmnist_lightning.plots import confusion_matrix_figure, per_class_accuracy_figure, prediction_grid_figure
 
 CONFIG_KEY = "fmnist_config"
+LAST_CHECKPOINT_NAME = "last"
+
+
+def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The ModelCheckpoint that keeps the best model (``callbacks.model_checkpoint``), not the one keeping last.ckpt."""
+    kept = [cb for cb in trainer.checkpoint_callbacks if cb.filename != LAST_CHECKPOINT_NAME]
+    return kept[0] if kept else None
 
 
 class RunRecord(L.Callback):
@@ -218,3 +227,55 @@ class InterruptCheckpoint(L.Callback):
             file=sys.stderr,
             flush=True,
         )
+
+
+class RunClock(L.Callback):
+    """The run's wall time summed over its invocations, and when ``val/acc`` first reached each threshold.
+
+    The elapsed time travels in checkpoints, so a resumed run reports the time of the
+    whole run (time spent after the last checkpoint of a killed invocation is lost
+    with it). Each threshold's first crossing is recorded once, with the wall time and
+    the (1-based) epoch, logged to the loggers as ``time_to_acc/<t>`` (seconds) and
+    ``epoch_to_acc/<t>``, and returned by ``metrics()`` for ``metrics.json``.
+    """
+
+    def __init__(self, thresholds: Sequence[float] = (0.90, 0.92, 0.93, 0.94), monitor: str = "val/acc") -> None:
+        self.thresholds = sorted(float(t) for t in thresholds)
+        self.monitor = monitor
+        self.started = time.perf_counter()
+        self.previous_s = 0.0
+        self.reached: dict[str, dict[str, float]] = {}
+
+    def elapsed(self) -> float:
+        return self.previous_s + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"elapsed_s": self.elapsed(), "reached": self.reached}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # This invocation's own time so far (setup, loading) is counted on top of the restored total.
+        self.previous_s = float(state_dict["elapsed_s"])
+        self.reached = dict(state_dict.get("reached", {}))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None:
+            return
+        new = {}
+        for threshold in self.thresholds:
+            key = f"{threshold:.2f}"
+            if key not in self.reached and float(value) >= threshold:
+                self.reached[key] = {"time_s": round(self.elapsed(), 2), "epoch": trainer.current_epoch + 1}
+                new[f"time_to_acc/{key}"] = self.reached[key]["time_s"]
+                new[f"epoch_to_acc/{key}"] = self.reached[key]["epoch"]
+        if new and not trainer.fast_dev_run:
+            for logger in trainer.loggers:
+                logger.log_metrics(new, step=trainer.global_step)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat keys for ``metrics.json``: the crossing time and epoch of every threshold reached."""
+        out: dict[str, float] = {}
+        for key, hit in sorted(self.reached.items()):
+            out[f"time_to_acc/{key}"] = hit["time_s"]
+            out[f"epoch_to_acc/{key}"] = hit["epoch"]
+        return out

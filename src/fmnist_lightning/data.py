@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import itertools
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,7 @@ class InMemoryImages(Dataset):
 
 
 class EpochShuffle(RandomSampler):
-    """A random order that is a function of (seed, epoch) alone.
+    """A random order that is a function of (seed, epoch) alone, which can start part-way through an epoch.
 
     A plain shuffling DataLoader draws its order from the global random state, so a
     run resumed from a checkpoint would see other batches than the run it continues.
@@ -238,10 +239,77 @@ class EpochShuffle(RandomSampler):
     def __init__(self, data_source: Dataset, seed: int, epoch: int = 0) -> None:
         super().__init__(data_source, generator=torch.Generator())
         self.seed = seed
+        self.resume_at: tuple[int, int] | None = None
         self.set_epoch(epoch)
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         self.generator.manual_seed(self.seed + epoch)
+
+    def start_at(self, epoch: int, index: int) -> None:
+        """Make the next pass over ``epoch`` (only that one) skip its first ``index`` positions."""
+        self.resume_at = (epoch, index)
+
+    def __iter__(self) -> Iterator[int]:
+        resume, self.resume_at = self.resume_at, None
+        skip = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        # The whole epoch's permutation is drawn, then cut: the order is the uninterrupted epoch's.
+        return itertools.islice(super().__iter__(), skip, None)
+
+
+class _CountingIterator:
+    """Counts the batches a loader's iterator hands out, on the loader."""
+
+    def __init__(self, loader: ResumableLoader, iterator: Iterator[Any]) -> None:
+        self.loader, self.iterator = loader, iterator
+
+    def __iter__(self) -> _CountingIterator:
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self.iterator)
+        self.loader.served += 1
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.iterator)  # type: ignore[arg-type]
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader whose place within the epoch travels in checkpoints.
+
+    Lightning saves the ``state_dict`` of a loader that has one and hands it back on
+    resume (``_Stateful``), so a run interrupted mid-epoch (SIGTERM, Ctrl-C) continues
+    with the batch it would have trained on next instead of starting that epoch over.
+    The count is of batches handed out: Lightning does not prefetch from a loader with
+    a length, so every batch handed out was trained on.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.served, self.served_epoch = 0, None
+
+    def _epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", 0))
+
+    def __iter__(self) -> Iterator[Any]:
+        self.served, self.served_epoch = 0, self._epoch()
+        return _CountingIterator(self, super().__iter__())
+
+    def state_dict(self) -> dict[str, int]:
+        # Between set_epoch and the new epoch's first batch, nothing of that epoch has been served yet.
+        served = self.served if self.served_epoch == self._epoch() else 0
+        return {"epoch": self._epoch(), "batches": served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if not state.get("batches"):
+            return
+        if isinstance(self.sampler, EpochShuffle):
+            self.sampler.start_at(int(state["epoch"]), int(state["batches"]) * self.batch_size)
+        else:
+            # e.g. DDP's DistributedSampler: its epoch restarts from the top, as with any plain loader.
+            log.warning("Resuming mid-epoch with a %s sampler: epoch %d starts over", type(self.sampler).__name__,
+                        state["epoch"])
 
 
 def keep_batch(batch: Any) -> Any:
@@ -366,12 +434,16 @@ class FashionMNISTDataModule(L.LightningDataModule):
         device = self._resident_device(train, workers)
         if device is not None:
             dataset.to(device)
-        sampler = None
+        sampler, loader_class, extra = None, DataLoader, {}
         if train:
+            loader_class = ResumableLoader
             # The process seed (seed_everything's, when the config sets one) keys the order.
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
             sampler = EpochShuffle(dataset, seed=torch.initial_seed(), epoch=epoch)
-        return DataLoader(
+            # Each new iterator draws its workers' base seed from this generator, not torch's global one,
+            # whose state a resumed run restores to the exact point of the interrupt.
+            extra["generator"] = torch.Generator().manual_seed(torch.initial_seed())
+        return loader_class(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
@@ -381,6 +453,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
             # Pinning is for host tensors on their way to an accelerator; resident ones are there already.
             pin_memory=self.pin_memory and dataset.images.device.type == "cpu",
             persistent_workers=workers > 0,
+            **extra,
         )
 
     def _resident_device(self, train: bool, workers: int) -> torch.device | None:

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 # Imported before Hydra sets up logging, so that its job_logging config replaces the console
 # handlers Lightning installs at import (otherwise every Lightning message prints twice).
 from fmnist_lightning import evaluation, restore
 from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.errors import ConfigError, FmnistError, exit_with_error
+from fmnist_lightning.errors import ConfigError, FmnistError, exit_with_error, exit_with_failure
 from fmnist_lightning.report import RunFacts, checkpoint_facts, csv_log_path, format_summary, write_report
 from fmnist_lightning.train import write_json
 
@@ -73,6 +74,8 @@ def main(cfg: DictConfig) -> None:
         evaluate(cfg)
     except FmnistError as exc:
         exit_with_error(exc)
+    except Exception as exc:
+        exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ trains, and with which optimizer, comes from the config.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -15,12 +16,25 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric, MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from fmnist_lightning.errors import ConfigError
 
 SCHEDULER_INTERVALS = ("epoch", "step")
+# Scheduler state that follows the run's length (OneCycleLR's plan, CosineAnnealingLR's T_max). When a run
+# is resumed with another length, the freshly planned values replace the stored ones; only the position
+# (the step or epoch count) is restored.
+RUN_LENGTH_STATE = ("total_steps", "_schedule_phases", "T_max")
+
+log = logging.getLogger(__name__)
+
+
+def fill_missing_accumulators(module: nn.Module, state_dict: dict[str, Tensor]) -> None:
+    """Let checkpoints written before the epoch sums were saved load: the missing sums start empty."""
+    for key, value in module.state_dict().items():
+        if key.startswith(("train_acc.", "train_loss.")):
+            state_dict.setdefault(key, value)
 
 
 class ImageClassifier(L.LightningModule):
@@ -58,6 +72,10 @@ class ImageClassifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(average="micro", **metric_args)
         # nan_strategy="disable": a NaN loss must show in the epoch mean, not be dropped with a warning.
         self.train_loss = MeanMetric(nan_strategy="disable")
+        # The epoch's running sums travel in checkpoints, so an epoch resumed mid-way reports the same
+        # train/loss and train/acc as one that was never interrupted (they are reset at each epoch start).
+        for metric in self.epoch_accumulators():
+            metric.persistent(True)
         self.val_acc = MulticlassAccuracy(average="micro", **metric_args)
         self.test_acc = MulticlassAccuracy(average="micro", **metric_args)
         self.test_f1 = MulticlassF1Score(average="macro", **metric_args)
@@ -76,6 +94,48 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         return self.criterion(logits, y), logits, y
+
+    def epoch_accumulators(self) -> tuple[Metric, ...]:
+        return (self.train_acc, self.train_loss)
+
+    def on_train_epoch_start(self) -> None:
+        # Not called again when a checkpoint resumes mid-epoch: the restored sums go on accumulating.
+        for metric in self.epoch_accumulators():
+            metric.reset()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        fill_missing_accumulators(self, checkpoint["state_dict"])
+        # Read by configure_optimizers, which the Trainer calls before it restores the schedulers from this dict.
+        self._resumed_schedulers = checkpoint.get("lr_schedulers") or []
+
+    def _replan(self, scheduler: Any) -> None:
+        """On resume with another run length, keep the new plan and restore only the scheduler's position."""
+        stored = next(iter(getattr(self, "_resumed_schedulers", [])), None)
+        if not isinstance(stored, dict):
+            return
+        fresh = vars(scheduler)
+        changed = [k for k in RUN_LENGTH_STATE if k in stored and k in fresh and stored[k] != fresh[k]]
+        if not changed:
+            return
+        key = changed[0]
+        was = stored[key]
+        for name in RUN_LENGTH_STATE:
+            stored.pop(name, None)
+        log.warning(
+            "Resuming with another run length: %s is re-planned with %s=%s (was %s) and continues from its step %s",
+            type(scheduler).__name__, key, fresh[key], was, stored.get("last_epoch", 0),
+        )
+        self._closed_form_pending = True
+
+    def on_train_start(self) -> None:
+        scheduler = self.lr_schedulers()
+        if not getattr(self, "_closed_form_pending", False) or scheduler is None:
+            return
+        self._closed_form_pending = False
+        # Recursive schedules (cosine) would carry the old plan's current lr on; set the new plan's value.
+        if hasattr(scheduler, "_get_closed_form_lr"):
+            for group, lr in zip(scheduler.optimizer.param_groups, scheduler._get_closed_form_lr()):
+                group["lr"] = lr
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, y = self._step(batch)
@@ -151,7 +211,16 @@ class ImageClassifier(L.LightningModule):
             takes_total_steps = "total_steps" in inspect.signature(target).parameters
         except (TypeError, ValueError):
             return {}
-        if not takes_total_steps or getattr(factory, "keywords", {}).get("total_steps") is not None:
+        explicit = getattr(factory, "keywords", {}).get("total_steps")
+        if not takes_total_steps:
+            return {}
+        if explicit is not None:
+            needed = self.trainer.estimated_stepping_batches
+            if explicit < needed:
+                raise ConfigError(
+                    f"sched.scheduler.total_steps={explicit} is shorter than this run's {needed} optimizer steps; "
+                    "set it to null so it is planned from the run's length"
+                )
             return {}
         if self.scheduler_interval != "step":
             raise ConfigError(
@@ -170,6 +239,7 @@ class ImageClassifier(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer, **self._schedule_length())
+        self._replan(scheduler)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 import lightning as L
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fmnist_lightning import evaluation, restore
 from fmnist_lightning.config import CONF_DIR
 from fmnist_lightning.data import CLASS_NAMES, IMAGE_SIZE, normalize
-from fmnist_lightning.errors import ConfigError, DataError, FmnistError, exit_with_error
+from fmnist_lightning.errors import ConfigError, DataError, FmnistError, exit_with_error, exit_with_failure
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -214,6 +215,8 @@ def main(cfg: DictConfig) -> None:
         results = predict(cfg)
     except FmnistError as exc:
         exit_with_error(exc, EXIT_USAGE)
+    except Exception as exc:
+        exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"{failed} of {len(results)} files could not be classified", file=sys.stderr)

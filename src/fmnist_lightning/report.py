@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from fmnist_lightning.callbacks import best_checkpoint
 from fmnist_lightning.data import CLASS_NAMES
 from fmnist_lightning.evaluation import (
     Evaluation,
@@ -303,7 +304,7 @@ def write_training_report(
             limit_batches=trainer.limit_test_batches,
         )
         evaluation = evaluate_split(module, datamodule, "test", predictor)
-    checkpoint = trainer.checkpoint_callback
+    checkpoint = best_checkpoint(trainer)
     best = (checkpoint.best_model_path or None) if checkpoint is not None else None
     facts = RunFacts(
         title=f"Run {output_dir.name}",

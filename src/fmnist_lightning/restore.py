@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from fmnist_lightning.callbacks import CONFIG_KEY
 from fmnist_lightning.data import NORMALIZATION
 from fmnist_lightning.errors import CheckpointError, ConfigError, DataError
+from fmnist_lightning.module import fill_missing_accumulators
 
 
 def _first_line(exc: BaseException) -> str:
@@ -81,6 +82,7 @@ def module_from_checkpoint(checkpoint: dict[str, Any]) -> L.LightningModule:
     net = _build(config, "model")
     # The optimizer and scheduler factories are built but never called: evaluation does not train.
     module = _build(config, "module", net=net)
+    fill_missing_accumulators(module, checkpoint["state_dict"])
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:

@@ -10,14 +10,20 @@ go to ``.hydra/resumed_<time>`` so the original ones stay as they were.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
 
 RESUME = "resume"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -28,18 +34,99 @@ def _key(arg: str) -> str:
     return arg.partition("=")[0].lstrip("+~")
 
 
-def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str]:
-    """The overrides that continue the run in ``run_dir``; ``extra`` overrides win (e.g. more epochs)."""
-    run = Path(run_dir).expanduser().resolve()
-    overrides_file = run / ".hydra" / "overrides.yaml"
-    checkpoint = run / LAST_CHECKPOINT
-    if not overrides_file.is_file():
-        raise ConfigError(f"resume={run_dir}: no .hydra/overrides.yaml there; pass the directory of an earlier run")
-    if not checkpoint.is_file():
+class RunComplete(Exception):
+    """``resume=`` named a run that has nothing left to train; the message says so (exit 0)."""
+
+
+def _readable_checkpoint(run: Path) -> Path:
+    """``last.ckpt``, or, if it cannot be read (a crash mid-write on a filesystem without atomic rename,
+    a truncated copy), the newest readable checkpoint of the run, with a warning naming both."""
+    from fmnist_lightning.restore import load_checkpoint
+
+    last = run / LAST_CHECKPOINT
+    others = sorted((p for p in last.parent.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not last.is_file() and not others:
         raise ConfigError(
-            f"resume={run_dir}: no {LAST_CHECKPOINT} there (the run stopped before its first checkpoint); "
+            f"resume={run}: no checkpoint in {last.parent} (the run stopped before its first checkpoint); "
             "start it again instead"
         )
+    failures = []
+    for candidate in ([last] if last.is_file() else []) + others:
+        try:
+            load_checkpoint(candidate)
+        except CheckpointError as exc:
+            failures.append(f"{candidate.name}: {exc}")
+            continue
+        if candidate != last:
+            reason = failures[0] if failures else f"{last.name}: missing"
+            message = f"{last} cannot be read ({reason}); resuming from {candidate}, the newest readable checkpoint"
+            log.warning("%s", message)
+            print(f"warning: {message}", file=sys.stderr)
+        return candidate
+    raise ConfigError(f"resume={run}: no readable checkpoint in {last.parent} ({'; '.join(failures)}); start the run again")
+
+
+def _requested(extra: Sequence[str], key: str) -> int | None:
+    values = [arg.partition("=")[2] for arg in extra if _key(arg) == key]
+    try:
+        return int(values[-1]) if values else None
+    except ValueError:
+        return None  # not a number: left to the config checks of the resumed run
+
+
+def _longer(requested: int | None, done: Any) -> bool:
+    """Whether a budget of ``requested`` (-1: none) asks for more than the run was given (``done``)."""
+    if requested is None or requested == done:
+        return False
+    if requested == -1:
+        return True
+    return done is not None and done != -1 and requested > done
+
+
+def finished_message(run: Path, checkpoint: Path, extra: Sequence[str]) -> str | None:
+    """What to tell the user when the run completed and ``extra`` asks for no more training; else None.
+
+    Complete means: ``metrics.json`` was written from the state ``checkpoint`` holds (same global
+    step), so fitting again would only re-test and overwrite the results with a poorer copy.
+    """
+    from fmnist_lightning.restore import load_checkpoint, run_config
+
+    metrics_file = run / "metrics.json"
+    if not metrics_file.is_file():
+        return None
+    try:
+        metrics = json.loads(metrics_file.read_text())
+    except (OSError, ValueError):
+        return None
+    state = load_checkpoint(checkpoint)
+    if "global_step" in metrics:
+        if metrics["global_step"] != state.get("global_step"):
+            return None
+    elif metrics_file.stat().st_mtime < checkpoint.stat().st_mtime:
+        return None  # written by an older version: the newer checkpoint means training went on after it
+    trainer = run_config(state).get("trainer", {})
+    if any(_longer(_requested(extra, f"trainer.{key}"), trainer.get(key)) for key in ("max_epochs", "max_steps")):
+        return None
+    result = f", test/acc {metrics['test/acc']:.4f}" if isinstance(metrics.get("test/acc"), (int, float)) else ""
+    return (
+        f"{run} is complete ({metrics.get('epochs', '?')} epochs{result}); its results are left as they are. "
+        f"To train it longer: resume={run} trainer.max_epochs=<more than {trainer.get('max_epochs')}>"
+    )
+
+
+def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str]:
+    """The overrides that continue the run in ``run_dir``; ``extra`` overrides win (e.g. more epochs).
+
+    Raises ``RunComplete`` when the run has finished and ``extra`` asks for no more training.
+    """
+    run = Path(run_dir).expanduser().resolve()
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        raise ConfigError(f"resume={run_dir}: no .hydra/overrides.yaml there; pass the directory of an earlier run")
+    checkpoint = _readable_checkpoint(run)
+    message = finished_message(run, checkpoint, extra)
+    if message:
+        raise RunComplete(message)
     original = [str(arg) for arg in OmegaConf.load(overrides_file)]
     replaced = {_key(arg) for arg in extra} | {"ckpt_path"}
     kept = [arg for arg in original if _key(arg) not in replaced]

@@ -19,15 +19,17 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, open_dict
 
-from fmnist_lightning.callbacks import RunRecord
+from fmnist_lightning.callbacks import RunClock, RunRecord, best_checkpoint
 from fmnist_lightning.config import check_values, run_record
 from fmnist_lightning.distributed import relaunches_command, run_in_own_process
 from fmnist_lightning.errors import CheckpointError, ConfigError
+from fmnist_lightning.module import fill_missing_accumulators
 from fmnist_lightning.report import write_training_report
 
 log = logging.getLogger(__name__)
 
 MODEL_CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
+RUN_CLOCK = f"{RunClock.__module__}.{RunClock.__name__}"
 
 
 def build(node: Any, what: str, **kwargs: Any) -> Any:
@@ -56,6 +58,7 @@ def check_resume_checkpoint(path: str, module: L.LightningModule, cfg: DictConfi
     checkpoint = load_checkpoint(path)
     expected = module.state_dict()
     stored = checkpoint["state_dict"]
+    fill_missing_accumulators(module, stored)
     mismatched = sorted(
         k for k in expected.keys() | stored.keys()
         if k not in expected or k not in stored or expected[k].shape != stored[k].shape
@@ -78,6 +81,8 @@ def without_validation(cfg: DictConfig) -> None:
             node = cfg.callbacks[name]
             if not isinstance(node, DictConfig) or not str(node.get("monitor") or "").startswith("val/"):
                 continue
+            if node.get("_target_") == RUN_CLOCK:
+                continue  # still times the run; no val/acc, so no time-to-accuracy
             if node.get("_target_") == MODEL_CHECKPOINT:
                 node.monitor = None
             else:
@@ -126,10 +131,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     record = run_record(cfg, model_info=info)
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    clock = None
     for callback in callbacks:
         if isinstance(callback, RunRecord):
             # Not a constructor argument: Hydra would instantiate the _target_ nodes inside the record.
             callback.config = record
+        elif isinstance(callback, RunClock):
+            callback.started, clock = started, callback
     loggers = instantiate_group(cfg.get("logger"), "logger")
     if not loggers:
         # LearningRateMonitor refuses to run without a logger; with logger=none there is nothing to monitor into.
@@ -146,7 +154,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test"):
-        checkpoint = trainer.checkpoint_callback
+        checkpoint = best_checkpoint(trainer)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if not best:
             log.warning("No checkpoint was saved; testing the weights as they are at the end of training")
@@ -156,7 +164,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics.update(info)
     metrics["epochs"] = trainer.current_epoch
-    metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+    # The resume guard compares it with last.ckpt's: equal means these results are of the finished run.
+    metrics["global_step"] = trainer.global_step
+    if clock is not None:
+        metrics.update(clock.metrics())
+    metrics["wall_time_s"] = round(clock.elapsed() if clock is not None else time.perf_counter() - started, 2)
     write_json(output_dir / "metrics.json", metrics)
     if "test/acc" in metrics:
         rank_zero_only(print)(
@@ -164,5 +176,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"({metrics['best_model_path'] or 'final weights'}); results in {output_dir}"
         )
     # Last, so that nothing in the report can cost the run its checkpoints or metrics.json.
-    write_training_report(trainer, module, datamodule, record, metrics, output_dir)
+    if cfg.get("report", True):
+        write_training_report(trainer, module, datamodule, record, metrics, output_dir)
     return metrics

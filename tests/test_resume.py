@@ -1,0 +1,159 @@
+"""Resume never loses a result: finished runs are left alone, longer schedules are re-planned,
+an interrupt at any step resumes exactly, and an unreadable last.ckpt falls back to an older one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from conftest import cli_overrides, compose_cfg, run_cli
+from fmnist_lightning.train import train
+
+
+# 500 training images in batches of 32: 16 batches an epoch, so 4 batches stop mid-epoch.
+FINISHED = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1", "optim=sgd", "sched=onecycle", "seed=5"]
+
+
+def _digests(run: Path) -> dict[str, str]:
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def finished_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-cycle run trained to its end through the CLI (session-scoped: tests copy it before changing it)."""
+    log_dir = tmp_path_factory.mktemp("finished")
+    result = run_cli(*cli_overrides(data_root, log_dir), *FINISHED)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (log_dir / "runs").iterdir()
+    return run
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    # A copy resumes like the original: resume= points Hydra's run dir (and so every output) at it.
+    return Path(shutil.copytree(run, tmp_path / run.name))
+
+
+def test_resume_of_a_finished_run_leaves_every_file_as_it_is(finished_run: Path, tmp_path: Path) -> None:
+    run = _copy(finished_run, tmp_path)
+    before = _digests(run)
+    result = run_cli(f"resume={run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{run} is complete (2 epochs, test/acc" in result.stdout
+    assert "trainer.max_epochs=<more than 2>" in result.stdout
+    assert _digests(run) == before
+    # Asking for the same length again is no more training either.
+    again = run_cli(f"resume={run}", "trainer.max_epochs=2")
+    assert again.returncode == 0 and "is complete" in again.stdout
+    assert _digests(run) == before
+
+
+def test_resume_with_more_epochs_replans_onecycle_and_rewrites_full_results(finished_run: Path, tmp_path: Path) -> None:
+    run = _copy(finished_run, tmp_path)
+    first = json.loads((run / "metrics.json").read_text())
+    result = run_cli(f"resume={run}", "trainer.max_epochs=4", "trainer.log_every_n_steps=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Tried to step" not in result.stderr
+    log = (run / "train.log").read_text()
+    assert "OneCycleLR is re-planned with total_steps=16 (was 8) and continues from its step 8" in log
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 4 and metrics["global_step"] == 16
+    # Everything a fresh run writes, and the wall time of both invocations.
+    for key in ("val/acc_best", "val/acc", "val/loss", "train/loss", "train/acc", "test/acc", "params"):
+        assert key in metrics, key
+    assert metrics["wall_time_s"] > first["wall_time_s"]
+    # The learning rate follows the new plan: it rises again after the resume (a 16-step cycle at step 8
+    # is still near its peak), where the old 8-step plan had annealed to almost nothing.
+    rows = [line.split(",") for line in (run / "csv" / "metrics.csv").read_text().splitlines()]
+    header, rows = rows[0], rows[1:]
+    # Both invocations' rows are kept: the CSV log of the first is not replaced by the second's.
+    assert [int(r[header.index("epoch")]) for r in rows if r[header.index("train/loss")]] == [0, 1, 2, 3]
+    lr_col, step_col = header.index("lr-SGD"), header.index("step")
+    lrs = {int(r[step_col]): float(r[lr_col]) for r in rows if r[lr_col]}
+    assert min(lrs) >= 8 and max(lrs.values()) > 0.5 * 0.1  # optim.lr of optim=sgd is the peak
+
+
+def test_explicit_onecycle_length_shorter_than_the_run_is_refused(make_cfg) -> None:
+    from fmnist_lightning.errors import ConfigError
+
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=4", "sched=onecycle",
+                   "sched.scheduler.total_steps=5")
+    with pytest.raises(ConfigError, match=r"total_steps=5 is shorter than this run's 8 optimizer steps"):
+        train(cfg)
+
+
+def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable_one(finished_run: Path, tmp_path: Path) -> None:
+    run = _copy(finished_run, tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    (best,) = [p for p in (run / "checkpoints").glob("epoch_*.ckpt")]
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a full disk or a half-finished copy
+    result = run_cli(f"resume={run}", "trainer.max_epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warning and f"{last} cannot be read" in warning[0] and f"resuming from {best}" in warning[0]
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
+
+
+class SigtermAt(L.Callback):
+    """Sends this process a real SIGTERM after training step ``step``: Lightning's own handler takes it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+# 3 epochs of 6 batches; aug=light draws random flips and rotations from torch's generator.
+EXACT = ["trainer.max_epochs=3", "trainer.limit_train_batches=6", "trainer.limit_val_batches=1",
+         "trainer.limit_test_batches=2", "trainer.deterministic=true", "aug=light", "seed=11",
+         "trainer.enable_model_summary=false"]
+COMPARED = ("test/acc", "test/loss", "val/acc", "val/loss", "val/acc_best", "train/loss", "train/acc")
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
+    from hydra.core.global_hydra import GlobalHydra
+
+    cfg = compose_cfg(data_root, tmp_path_factory.mktemp("uninterrupted"), *EXACT)
+    GlobalHydra.instance().clear()
+    return train(cfg)
+
+
+# Step 3: mid-epoch 1; step 6: after epoch 1's last batch, before epoch 2's first; step 10: mid-epoch 2.
+@pytest.mark.parametrize("step", [3, 6, 10])
+def test_sigterm_at_any_step_then_resume_ends_exactly_like_an_uninterrupted_run(
+    step: int, make_cfg, uninterrupted: dict[str, float], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(SIGTERMException):
+        train(make_cfg(*EXACT, f"+callbacks.sigterm._target_={__name__}.SigtermAt", f"+callbacks.sigterm.step={step}"))
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == step
+    assert not (run / "metrics.json").exists()
+    resumed = train(make_cfg(*EXACT, f"ckpt_path={last}"))
+    assert resumed["global_step"] == 18
+    assert {k: resumed[k] for k in COMPARED} == {k: uninterrupted[k] for k in COMPARED}
+
+
+def test_time_to_accuracy_is_in_metrics_json_and_the_logs(make_cfg, tmp_path: Path) -> None:
+    metrics = train(make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+                             "trainer.limit_test_batches=1", "callbacks.run_clock.thresholds=[0.0,1.01]"))
+    assert metrics["epoch_to_acc/0.00"] == 1
+    assert 0 < metrics["time_to_acc/0.00"] < metrics["wall_time_s"]
+    assert "time_to_acc/1.01" not in metrics and "epoch_to_acc/1.01" not in metrics  # never reached
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["time_to_acc/0.00"] == metrics["time_to_acc/0.00"]
+    header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "time_to_acc/0.00" in header and "epoch_to_acc/0.00" in header
+    assert not (tmp_path / "run" / "report.md").exists()  # report=false (the tests' default) skips it
