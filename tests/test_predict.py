@@ -17,7 +17,8 @@ from PIL import Image
 from fmnist_lightning import restore
 from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES, load_split, normalize
 from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.predict import predict, read_image
+from fmnist_lightning.imagefiles import read_image
+from fmnist_lightning.predict import predict
 
 from conftest import cli_overrides, run_cli
 
@@ -138,10 +139,10 @@ def test_larger_images_are_fitted_back_into_the_frame(test_images, tmp_path: Pat
     files = write_variants(images, tmp_path)
     originals = images.float()
     for way in ("plain", "rgb", "inverted"):
-        assert torch.equal(torch.stack([read_image(p) for p in files[way]]), images)
+        assert torch.equal(torch.stack([torch.from_numpy(read_image(p)) for p in files[way]]), images)
     # A 4x larger image, shrunk back into 28x28, is closer to its own original than to any other image.
     for i, path in enumerate(files["larger"]):
-        distance = (originals - read_image(path).float()).abs().mean(dim=(1, 2, 3))
+        distance = (originals - torch.from_numpy(read_image(path)).float()).abs().mean(dim=(1, 2, 3))
         assert int(distance.argmin()) == i
 
 
@@ -156,4 +157,4 @@ def test_usage_errors_exit_2(checkpoint_path: Path, tmp_path: Path) -> None:
     result = subprocess.run([str(fmnist_predict), f"inputs={tmp_path}", f"paths.log_dir={tmp_path}"],
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ckpt_path is required")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: give exactly one of ckpt_path=")

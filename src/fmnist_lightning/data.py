@@ -25,32 +25,15 @@ from torchvision.utils import make_grid
 
 from fmnist_lightning.config import project_root
 from fmnist_lightning.errors import ConfigError, DataError
+from fmnist_lightning.fashion_mnist import CLASS_NAMES, IMAGE_SIZE, NORMALIZATION, NUM_CLASSES  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-CLASS_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-NUM_CLASSES = len(CLASS_NAMES)
-IMAGE_SIZE = 28
 
 RAW_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
-
-# (mean, std) applied after scaling to [0, 1]. "dataset" is the official training-set statistic.
-NORMALIZATION = {"unit": (0.0, 1.0), "half": (0.5, 0.5), "dataset": (0.2860, 0.3530)}
 
 
 def resolve_data_root(root: str | os.PathLike | None) -> Path:

@@ -7,7 +7,10 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
 
 
 class FmnistError(Exception):
@@ -48,3 +51,16 @@ def exit_with_failure(exc: BaseException, where: Path | None = None, code: int =
     print(f"error: {type(exc).__name__}: {first} (this is a failure, not bad input; traceback in {trace})".replace(": :", ":"),
           file=sys.stderr)
     raise SystemExit(code) from None
+
+
+def run_command(command: Callable[[Any], T], cfg: Any) -> T:
+    """Run a Hydra command's body: bad input ends as one ``error:`` line (exit 2), any other failure as one
+    line too (exit 1) with the traceback in the command's output directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return command(cfg)
+    except FmnistError as exc:
+        exit_with_error(exc)
+    except Exception as exc:
+        exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))

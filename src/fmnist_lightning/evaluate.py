@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 # Imported before Hydra sets up logging, so that its job_logging config replaces the console
 # handlers Lightning installs at import (otherwise every Lightning message prints twice).
 from fmnist_lightning import evaluation, restore
 from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.errors import ConfigError, FmnistError, exit_with_error, exit_with_failure
+from fmnist_lightning.errors import ConfigError, run_command
 from fmnist_lightning.report import RunFacts, checkpoint_facts, csv_log_path, format_summary, write_report
 from fmnist_lightning.train import write_json
 
@@ -70,12 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     evaluation.quiet_lightning_info()
-    try:
-        evaluate(cfg)
-    except FmnistError as exc:
-        exit_with_error(exc)
-    except Exception as exc:
-        exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))
+    run_command(evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,10 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.summarize import STATUS_FILE, write_summary
-from fmnist_lightning.train import write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +34,8 @@ def one_line(exc: BaseException) -> str:
 
 def record_failure(output_dir: Path, exc: BaseException) -> str:
     """Write ``status.json`` (failed, the one-line error) into the run's directory; return the line."""
+    from fmnist_lightning.train import write_json
+
     line = one_line(exc)
     write_json(output_dir / STATUS_FILE, {"status": "failed", "error": line, "error_type": type(exc).__name__})
     return line
@@ -60,8 +60,12 @@ class SweepSummary(Callback):
         # The Optuna sweeper opens its sqlite study there before any job has created the directory.
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
-    @rank_zero_only
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # Imported here: every command shares this Hydra config, and predict model=<file> runs without Lightning.
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank != 0:
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             summary = write_summary(sweep_dir)

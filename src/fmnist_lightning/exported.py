@@ -1,0 +1,99 @@
+"""Run a model written by ``fmnist_lightning.export``: ONNX on onnxruntime, TorchScript on torch.jit, no Lightning.
+
+An exported model takes what a user has, a float32 ``[N, 1, 28, 28]`` batch in [0, 1]
+(a light garment on black, as Fashion-MNIST's images), and returns class probabilities
+``[N, 10]``; the run's normalisation is inside it. Its metadata (class names, the
+preprocessing, the source checkpoint, its test accuracy) travels inside the file:
+ONNX ``metadata_props``, TorchScript extra files.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist_lightning.errors import CheckpointError, ConfigError
+
+METADATA_KEY = "fmnist_lightning"
+TORCHSCRIPT_METADATA_FILE = "fmnist_lightning.json"
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+
+
+@dataclass
+class ExportedModel:
+    path: Path
+    format: str
+    metadata: dict[str, Any]
+    run: Callable[[np.ndarray], np.ndarray]
+
+    def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities ``[N, classes]`` for float32 images ``[N, 1, 28, 28]`` in [0, 1]."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        parts = [self.run(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.metadata.get("class_names", []))), np.float32)
+
+
+def format_of(path: Path) -> str:
+    for name, suffix in FORMATS.items():
+        if path.suffix == suffix:
+            return name
+    raise ConfigError(f"{path} is not an exported model: expected a .onnx or .pt file written by fmnist_lightning.export")
+
+
+def _onnx(path: Path) -> ExportedModel:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+        raise CheckpointError(f"{path} is not a readable ONNX model ({str(exc).strip().splitlines()[0]})") from exc
+    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    return ExportedModel(path, "onnx", _metadata(path, raw), run)
+
+
+def _torchscript(path: Path) -> ExportedModel:
+    import torch
+
+    extra = {TORCHSCRIPT_METADATA_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            # torch 2.14 deprecates TorchScript; export says so once when it writes the file.
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning)
+            scripted = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:  # torch.jit raises RuntimeError or ValueError, depending on what is wrong
+        raise CheckpointError(f"{path} is not a readable TorchScript model ({str(exc).strip().splitlines()[0]})") from exc
+    scripted.eval()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return scripted(torch.from_numpy(batch)).numpy()
+
+    return ExportedModel(path, "torchscript", _metadata(path, extra[TORCHSCRIPT_METADATA_FILE] or None), run)
+
+
+def _metadata(path: Path, raw: str | bytes | None) -> dict[str, Any]:
+    if not raw:
+        raise CheckpointError(
+            f"{path} has no {METADATA_KEY} metadata: it was not written by fmnist_lightning.export, so its input "
+            "format and classes are unknown"
+        )
+    return json.loads(raw)
+
+
+def load_exported(path: str | Path) -> ExportedModel:
+    """The exported model in ``path``, ready to run; one-line errors for a missing, foreign or broken file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"model={path}: no such file")
+    return _onnx(path) if format_of(path) == "onnx" else _torchscript(path)

@@ -1,0 +1,166 @@
+"""Export to ONNX and TorchScript, verified against the checkpoint; predict from the exported file without Lightning."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+from PIL import Image
+
+from conftest import compose_cfg, run_cli
+from fmnist_lightning.config import CONF_DIR
+from fmnist_lightning.data import CLASS_NAMES, load_split
+from fmnist_lightning.errors import CheckpointError, ConfigError
+from fmnist_lightning.export import ExportError, check_parity, export
+from fmnist_lightning.exported import METADATA_KEY, TORCHSCRIPT_METADATA_FILE, load_exported
+
+
+@pytest.fixture(scope="session")
+def checkpoint(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny TinyVGG trained in-process (8 steps): enough for its predictions to differ between images."""
+    from fmnist_lightning.train import train
+
+    out = tmp_path_factory.mktemp("export_run")
+    train(compose_cfg(data_root, out, "trainer.max_epochs=1", "trainer.limit_train_batches=8",
+                      "trainer.limit_val_batches=1", "test=false"))
+    GlobalHydra.instance().clear()
+    return out / "checkpoints" / "last.ckpt"
+
+
+def export_cfg(*overrides: str) -> DictConfig:
+    """The real ``export`` config, composed as the CLI composes it."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="export", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _export(checkpoint: Path, data_root: Path, out: Path, *overrides: str) -> dict:
+    return export(export_cfg(f"ckpt_path={checkpoint}", f"data_root={data_root}", f"out={out}", *overrides))
+
+
+def test_onnx_export_is_verified_and_carries_its_metadata(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
+    summary = _export(checkpoint, data_root, tmp_path)
+    path = tmp_path / "tinyvgg.onnx"
+    assert summary["file"] == str(path) and summary["parity"]["ok"]
+    assert summary["parity"]["images"] == 200 and summary["parity"]["top1_differ"] == 0
+    assert summary["parity"]["max_abs_prob_diff"] <= 1e-4
+    assert json.loads((tmp_path / "export.json").read_text())["parity"] == summary["parity"]
+
+    meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}[METADATA_KEY])
+    assert meta["class_names"] == list(CLASS_NAMES)
+    assert "[N, 1, 28, 28] in [0, 1]" in meta["input"] and meta["source_checkpoint"] == str(checkpoint)
+    assert 0 <= meta["test_accuracy"] <= 1 and meta["test_images"] == 200
+
+    # Any batch size; what goes in is [0, 1] pixels, what comes out are probabilities.
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = load_split(data_root, "test")[0][:7].float().numpy() / 255
+    for n in (1, 7):
+        probs = session.run(None, {"images": images[:n]})[0]
+        assert probs.shape == (n, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_torchscript_export_is_verified_and_carries_its_metadata(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
+    summary = _export(checkpoint, data_root, tmp_path, "format=torchscript")
+    assert summary["parity"]["ok"] and summary["parity"]["top1_differ"] == 0
+    extra = {TORCHSCRIPT_METADATA_FILE: ""}
+    scripted = torch.jit.load(str(tmp_path / "tinyvgg.pt"), _extra_files=extra)
+    assert json.loads(extra[TORCHSCRIPT_METADATA_FILE])["class_names"] == list(CLASS_NAMES)
+    assert scripted(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_a_tampered_normalisation_fails_the_parity_check(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
+    _export(checkpoint, data_root, tmp_path)
+    path = tmp_path / "tinyvgg.onnx"
+    model = onnx.load(str(path))
+    (mean,) = [init for init in model.graph.initializer if init.name == "mean"]
+    mean.CopyFrom(onnx.numpy_helper.from_array(np.array(0.5, dtype=np.float32), "mean"))  # "half" instead of "dataset"
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, str(tampered))
+
+    images = load_split(data_root, "test")[0].float().numpy() / 255
+    reference = load_exported(path).probabilities(images)
+    check_parity(path, images, reference, 1e-4)  # the untouched file passes
+    with pytest.raises(ExportError, match=r"parity check failed for .*tampered\.onnx: \d+ of 200 test images get another"):
+        check_parity(tampered, images, reference, 1e-4)
+
+
+def test_an_opset_the_exporter_cannot_write_is_one_error_line(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
+    result = run_cli("-m", "fmnist_lightning.export", f"ckpt_path={checkpoint}", f"data_root={data_root}",
+                     f"out={tmp_path}", "opset=7", f"paths.log_dir={tmp_path / 'logs'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: opset=7 cannot be written by torch's ONNX exporter")
+    assert not (tmp_path / "tinyvgg.onnx").exists()  # no unverified file is left behind
+
+
+def test_bad_export_inputs_are_one_line_errors(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        _export(tmp_path / "missing.ckpt", data_root, tmp_path)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(CheckpointError, match="was not written by a fmnist_lightning training run"):
+        _export(foreign, data_root, tmp_path)
+    with pytest.raises(ConfigError, match="unknown format='tflite'; choose one of: onnx, torchscript"):
+        _export(checkpoint, data_root, tmp_path, "format=tflite")
+
+    result = run_cli("-m", "fmnist_lightning.export", f"ckpt_path={tmp_path / 'missing.ckpt'}",
+                     f"paths.log_dir={tmp_path / 'logs'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}"
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_quantization_reports_accuracy_change_and_size(mode: str, checkpoint: Path, data_root: Path,
+                                                            tmp_path: Path) -> None:
+    summary = _export(checkpoint, data_root, tmp_path, f"quantize={mode}")
+    q = summary["quantized"]
+    assert Path(q["file"]).is_file() and q["mode"] == mode and q["bytes"] < summary["bytes"]
+    assert q["accuracy_change"] == pytest.approx(q["test_accuracy"] - summary["metadata"]["test_accuracy"])
+    assert q["calibration_images"] == (500 if mode == "static" else 0)
+    assert load_exported(q["file"]).probabilities(np.zeros((2, 1, 28, 28), np.float32)).shape == (2, 10)
+
+
+def _top1(csv_path: Path) -> dict[str, str]:
+    with csv_path.open() as fh:
+        return {row["file"]: row["class_1"] for row in csv.DictReader(fh)}
+
+
+def test_predict_from_the_onnx_file_matches_the_checkpoint_without_lightning(
+    checkpoint: Path, data_root: Path, tmp_path: Path
+) -> None:
+    _export(checkpoint, data_root, tmp_path / "export")
+    images = load_split(data_root, "test")[0][::10]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image[0].numpy()).save(folder / f"{i:02d}.png")
+
+    by_checkpoint = run_cli("-m", "fmnist_lightning.predict", f"ckpt_path={checkpoint}", f"inputs={folder}",
+                            f"csv={tmp_path / 'ckpt.csv'}", f"paths.log_dir={tmp_path / 'logs'}")
+    assert by_checkpoint.returncode == 0, by_checkpoint.stderr[-2000:]
+    # -X importtime lists every module the command imports: the exported-model path must not need Lightning.
+    cmd = [sys.executable, "-X", "importtime", "-m", "fmnist_lightning.predict",
+           f"model={tmp_path / 'export' / 'tinyvgg.onnx'}", f"inputs={folder}", f"csv={tmp_path / 'onnx.csv'}",
+           f"paths.log_dir={tmp_path / 'logs'}"]
+    by_onnx = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert by_onnx.returncode == 0, by_onnx.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in by_onnx.stderr.splitlines() if line.startswith("import time:")}
+    assert "onnxruntime" in imported
+    assert not {name for name in imported if name.split(".")[0] in ("lightning", "pytorch_lightning", "torch")}
+
+    expected, got = _top1(tmp_path / "ckpt.csv"), _top1(tmp_path / "onnx.csv")
+    assert len(expected) == 20 and got == expected
+    assert len(set(got.values())) > 1  # a model that tells classes apart, so the comparison means something
