@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install train test tensorboard bench clean-venv
+.PHONY: install train test tensorboard dashboard bench clean-venv
 
 install: $(STAMP)
 
@@ -25,6 +25,13 @@ test: install
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs
+
+# The Optuna study of a search (hparams_search=...) in optuna-dashboard: make dashboard SWEEP=outputs/multirun/<time>
+SWEEP ?=
+PORT  ?= 8080
+dashboard: install
+	@test -f "$(SWEEP)/optuna.db" || { echo "error: no optuna.db in SWEEP=$(SWEEP); pass the sweep directory of an hparams_search run"; exit 2; }
+	$(VENV)/bin/optuna-dashboard sqlite:///$(abspath $(SWEEP))/optuna.db --host 127.0.0.1 --port $(PORT)
 
 bench: install
 	$(PY) bench/throughput.py $(ARGS)

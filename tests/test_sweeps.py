@@ -148,21 +148,22 @@ def test_slurm_preset_takes_one_task_per_device() -> None:
 
 
 def test_optuna_search_is_resumed_and_extended_from_its_sqlite_study(data_root: Path, tmp_path: Path) -> None:
-    needs("hydra_optuna_sweeper")
+    pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
     import optuna
 
     log_dir = tmp_path / "outputs"
-    sweep = multirun(data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=3")
+    # No pruning here: this test is about storing, resuming and extending every trial to its end.
+    sweep = multirun(data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=3", "hydra/sweeper/pruner=none")
     storage = f"sqlite:///{sweep / 'optuna.db'}"
     assert len(optuna.load_study(study_name="lr_wd", storage=storage).trials) == 3
     assert (sweep / "optimization_results.yaml").is_file()
 
     # Resumed in the same directory with 2 more trials, then extended with a trial that fails.
     again = multirun(data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=2",
-                     f"hydra.sweep.dir={sweep}", "hydra.sweeper.sampler.seed=1")
+                     f"hydra.sweep.dir={sweep}", "hydra.sweeper.sampler.seed=1", "hydra/sweeper/pruner=none")
     assert again == sweep
     failing = multirun(data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=1",
-                       f"hydra.sweep.dir={sweep}", "model.max_params=10")
+                       f"hydra.sweep.dir={sweep}", "model.max_params=10", "hydra/sweeper/pruner=none")
     assert failing == sweep
 
     trials = optuna.load_study(study_name="lr_wd", storage=storage).trials

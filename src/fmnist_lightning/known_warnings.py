@@ -17,8 +17,6 @@ KNOWN_HARMLESS: tuple[tuple[str, type[Warning], str], ...] = (
      "tiny runs (limits, debug presets) log once per epoch anyway"),
     (r"Checkpoint directory .* exists and is not empty", UserWarning,
      "only a resumed run checkpoints into a directory that has files: a new run never shares one"),
-    (r"Deprecated API features detected", DeprecationWarning,
-     "optuna 2.x (pinned by hydra-optuna-sweeper) against SQLAlchemy 1.4, which is pinned below 2 for it"),
 )
 
 

@@ -37,9 +37,14 @@ from fmnist_lightning.errors import FmnistError
 DEFAULT_METRIC = "val/acc_best"
 METRICS_FILE = "metrics.json"
 STATUS_FILE = "status.json"
-COMPLETED, FAILED, INCOMPLETE = "completed", "failed", "incomplete"
+COMPLETED, PRUNED, FAILED, INCOMPLETE = "completed", "pruned", "failed", "incomplete"
 REPORTED_METRICS = ("val/acc_best", "test/acc")
 FACTS = ("params", "epochs", "wall_time_s")
+
+
+def facts(summary: Summary) -> tuple[str, ...]:
+    """The per-job facts shown; where the pruner stopped jobs, the epoch each stopped at."""
+    return FACTS + (("pruned_at_epoch",) if summary.count(PRUNED) else ())
 FOLD_KEY = "data.fold"
 # Plotted on a log axis whatever their range: they are swept in factors, not steps.
 LOG_SCALE_KEYS = ("lr", "weight_decay")
@@ -74,7 +79,8 @@ class Summary:
         return sum(job.status == status for job in self.jobs)
 
     def counts_text(self) -> str:
-        return (f"{len(self.jobs)} jobs: {self.count(COMPLETED)} completed, {self.count(FAILED)} failed, "
+        pruned = f"{self.count(PRUNED)} pruned, " if self.count(PRUNED) else ""
+        return (f"{len(self.jobs)} jobs: {self.count(COMPLETED)} completed, {pruned}{self.count(FAILED)} failed, "
                 f"{self.count(INCOMPLETE)} incomplete")
 
     def best_text(self) -> str:
@@ -105,10 +111,11 @@ def read_job(job_dir: Path) -> Job:
     metrics_file, status_file = job_dir / METRICS_FILE, job_dir / STATUS_FILE
     if metrics_file.is_file():
         job.metrics = json.loads(metrics_file.read_text())
-        job.status = COMPLETED
+        # Stopped early by the Optuna pruner: its results are real, only shorter.
+        job.status = PRUNED if job.metrics.get("pruned_at_epoch") is not None else COMPLETED
     # Whichever was written last tells: a failure after metrics.json (e.g. in the report) makes the
     # job failed; a run resumed after a failure and completed is completed.
-    if status_file.is_file() and (job.status != COMPLETED or status_file.stat().st_mtime >= metrics_file.stat().st_mtime):
+    if status_file.is_file() and (not metrics_file.is_file() or status_file.stat().st_mtime >= metrics_file.stat().st_mtime):
         record = json.loads(status_file.read_text())
         job.status = record.get("status", FAILED)
         job.error = record.get("error", "")
@@ -147,16 +154,18 @@ def optimized_metric(sweep_dir: Path, jobs: Sequence[Job]) -> str:
 
 
 def maximizes(sweep_dir: Path, jobs: Sequence[Job], metric: str) -> bool:
-    """The Optuna sweeper's direction when there is one; otherwise losses go down and the rest up."""
+    """Lower is better for losses and times to an accuracy; else the Optuna sweeper's direction, or higher."""
+    if "loss" in metric or metric.startswith(("time_to_acc/", "epoch_to_acc/")):
+        return False
     direction = _job_setting(sweep_dir, jobs, "hydra.yaml", "hydra.sweeper.direction")
     if direction is not None:
         return "max" in str(direction).lower()
-    return "loss" not in metric
+    return True
 
 
 def rank(jobs: Sequence[Job], metric: str, maximize: bool) -> list[Job]:
     """Scored jobs best first, then completed jobs without the metric, failed and incomplete ones."""
-    order = {COMPLETED: 1, FAILED: 2, INCOMPLETE: 3}
+    order = {COMPLETED: 1, PRUNED: 1, FAILED: 2, INCOMPLETE: 3}
 
     def key(job: Job) -> tuple[Any, ...]:
         score = job.score(metric)
@@ -179,7 +188,7 @@ def rows(summary: Summary) -> list[dict[str, Any]]:
         row.update({key: "null" if key in job.values and job.values[key] is None else job.values.get(key)
                     for key in summary.swept})
         row.update({m: job.metrics.get(m) for m in metric_columns(summary.metric)})
-        row.update({f: job.metrics.get(f) for f in FACTS})
+        row.update({f: job.metrics.get(f) for f in facts(summary)})
         row["overrides"] = " ".join(job.overrides)
         row["error"] = job.error
         out.append(row)
@@ -246,7 +255,7 @@ def write_markdown(summary: Summary, path: Path, table: Sequence[dict[str, Any]]
     ]
     if common:
         lines += [f"Overrides common to all jobs: `{' '.join(common)}`", ""]
-    columns = ["job", "status", *summary.swept, *metric_columns(summary.metric), *FACTS, "error"]
+    columns = ["job", "status", *summary.swept, *metric_columns(summary.metric), *facts(summary), "error"]
     lines += markdown_table(table, columns)
     if folds:
         fold_columns = list(folds[0])

@@ -23,7 +23,7 @@ from fmnist_lightning.summarize import STATUS_FILE, write_summary
 log = logging.getLogger(__name__)
 
 # Sweepers that catch a job's exception themselves and record the trial as failed.
-SWEEPERS_THAT_RECORD_FAILURES = ("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",)
+SWEEPERS_THAT_RECORD_FAILURES = ("hydra_plugins.fmnist_optuna_sweeper.optuna_sweeper.OptunaSweeper",)
 
 
 def one_line(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, open_dict
 
-from fmnist_lightning.callbacks import RunClock, RunRecord, best_checkpoint
+from fmnist_lightning.callbacks import OptunaPruning, RunClock, RunRecord, best_checkpoint
 from fmnist_lightning.config import check_values, run_record
 from fmnist_lightning.distributed import relaunches_command, run_in_own_process
 from fmnist_lightning.errors import CheckpointError, ConfigError
@@ -131,13 +131,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     record = run_record(cfg, model_info=info)
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
-    clock = None
+    clock = pruning = None
     for callback in callbacks:
         if isinstance(callback, RunRecord):
             # Not a constructor argument: Hydra would instantiate the _target_ nodes inside the record.
             callback.config = record
         elif isinstance(callback, RunClock):
             callback.started, clock = started, callback
+        elif isinstance(callback, OptunaPruning):
+            pruning = callback
     loggers = instantiate_group(cfg.get("logger"), "logger")
     if not loggers:
         # LearningRateMonitor refuses to run without a logger; with logger=none there is nothing to monitor into.
@@ -168,6 +170,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["global_step"] = trainer.global_step
     if clock is not None:
         metrics.update(clock.metrics())
+    if pruning is not None and pruning.pruned_at_epoch is not None:
+        metrics["pruned_at_epoch"] = pruning.pruned_at_epoch
     metrics["wall_time_s"] = round(clock.elapsed() if clock is not None else time.perf_counter() - started, 2)
     write_json(output_dir / "metrics.json", metrics)
     if "test/acc" in metrics:

@@ -1,0 +1,126 @@
+"""hydra/sweeper=optuna on current Optuna: pruning, parallel trials, an interrupted study, the dashboard's API.
+
+Real Optuna, real sqlite storage, the real CLI on tiny budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_overrides, run_cli
+from fmnist_lightning.summarize import find_jobs
+
+optuna = pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
+
+TINY = ["model=linear", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+# A pruner that prunes every trial at its first report: makes pruning deterministic whatever the sampler draws.
+ALWAYS_PRUNE = ["hydra/sweeper/pruner=none", "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+                "+hydra.sweeper.pruner.lower=1.01"]
+
+
+def search(data_root: Path, log_dir: Path, *args: str, sweep: Path | None = None) -> Path:
+    result = run_cli(*cli_overrides(data_root, log_dir), *TINY, "hparams_search=lr_wd",
+                     *([f"hydra.sweep.dir={sweep}"] if sweep else []), *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (found,) = (log_dir / "multirun").iterdir()
+    return found
+
+
+def trials(sweep: Path) -> list:
+    return optuna.load_study(study_name="lr_wd", storage=f"sqlite:///{sweep / 'optuna.db'}").trials
+
+
+def test_a_pruned_trial_stops_cleanly_keeps_its_results_and_is_listed(data_root: Path, tmp_path: Path) -> None:
+    sweep = search(data_root, tmp_path, "trainer.max_epochs=3", "hydra.sweeper.n_trials=1", *ALWAYS_PRUNE)
+    (trial,) = trials(sweep)
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.intermediate_values.keys() == {1}  # reported after epoch 1, then stopped
+    (job,) = find_jobs(sweep)
+    metrics = json.loads((sweep / job.name / "metrics.json").read_text())
+    assert metrics["pruned_at_epoch"] == 1 and metrics["epochs"] == 1 and "test/acc" in metrics
+    assert list((sweep / job.name / "checkpoints").glob("*.ckpt"))
+    assert job.status == "pruned"
+    summary = (sweep / "summary.md").read_text()
+    assert "1 pruned" in summary and "| pruned |" in summary
+    with (sweep / "summary.csv").open() as fh:
+        header, row = fh.readline().strip().split(","), fh.readline().strip().split(",")
+    assert row[header.index("status")] == "pruned" and row[header.index("pruned_at_epoch")] == "1"
+
+
+def test_two_trials_run_in_parallel_through_joblib_and_each_reaches_its_trial(data_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = search(data_root, tmp_path, "trainer.max_epochs=2", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *ALWAYS_PRUNE)
+    found = trials(sweep)
+    # Both were asked for before either ran, and each job (in its own worker process) reported to its own trial.
+    assert len(found) == 2 and all(t.state == optuna.trial.TrialState.PRUNED for t in found)
+    assert all(t.intermediate_values.keys() == {1} for t in found)
+    assert len({job.name for job in find_jobs(sweep)}) == 2
+
+
+def test_an_interrupted_study_resumes(data_root: Path, tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs"
+    cmd = [sys.executable, "-m", "fmnist_lightning", *cli_overrides(data_root, log_dir), *TINY, "hparams_search=lr_wd",
+           "hydra.sweeper.n_trials=3", "trainer.max_epochs=200", "hydra/sweeper/pruner=none"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    # Killed while the first trial trains (it has written a checkpoint): the sweep never tells its trial.
+    while not list(log_dir.glob("multirun/*/*/checkpoints/last.ckpt")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (sweep,) = (log_dir / "multirun").iterdir()
+    assert [t.state for t in trials(sweep)] == [optuna.trial.TrialState.RUNNING]
+
+    search(data_root, log_dir, "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "hydra/sweeper/pruner=none",
+           sweep=sweep)
+    states = [t.state for t in trials(sweep)]
+    assert states == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_old_sweeper_keys_get_a_clear_error(data_root: Path, tmp_path: Path) -> None:
+    result = run_cli(*cli_overrides(data_root, tmp_path), *TINY, "hparams_search=lr_wd",
+                     "+hydra.sweeper.search_space={optim.lr: {type: float}}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "hydra.sweeper.search_space is not supported by this Optuna sweeper" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_dashboard_serves_the_study(data_root: Path, tmp_path: Path) -> None:
+    sweep = search(data_root, tmp_path, "trainer.max_epochs=1", "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=none")
+    port = _free_port()
+    dashboard = Path(sys.executable).parent / "optuna-dashboard"
+    server = subprocess.Popen([str(dashboard), f"sqlite:///{sweep / 'optuna.db'}", "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, studies = time.monotonic() + 60, None
+        while studies is None:
+            assert server.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not come up"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    studies = json.load(response)["study_summaries"]
+            except OSError:
+                time.sleep(0.2)
+        (study,) = [s for s in studies if s["study_name"] == "lr_wd"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=5) as response:
+            detail = json.load(response)
+        assert len(detail["trials"]) == 2 and all(t["state"] == "Complete" for t in detail["trials"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
