@@ -231,3 +231,18 @@ def test_last_checkpoint_every_n_train_steps(make_cfg, tmp_path: Path) -> None:
     train(cfg)
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] in (6, 7)  # step 3, then 6, then the end of the epoch
+
+
+def test_an_unexpected_failure_is_one_error_line_with_the_traceback_kept(tmp_path: Path, capsys) -> None:
+    from fmnist_lightning.errors import exit_with_failure
+
+    try:
+        torch.zeros(2, 3) @ torch.zeros(2, 3)  # a real error from inside torch
+    except RuntimeError as exc:
+        with pytest.raises(SystemExit) as exited:
+            exit_with_failure(exc, tmp_path)
+    assert exited.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: RuntimeError: mat1 and mat2 shapes cannot be multiplied")
+    assert line.endswith(f"(this is a failure, not bad input; traceback in {tmp_path / 'error.log'})")
+    assert "Traceback (most recent call last)" in (tmp_path / "error.log").read_text()

@@ -254,9 +254,16 @@ class RunClock(L.Callback):
         return {"elapsed_s": self.elapsed(), "reached": self.reached}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # This invocation's own time so far (setup, loading) is counted on top of the restored total.
-        self.previous_s = float(state_dict["elapsed_s"])
-        self.reached = dict(state_dict.get("reached", {}))
+        # Applied when fitting starts: testing a checkpoint (trainer.test(ckpt_path=...)) restores callback
+        # states too, and must not add that checkpoint's time to this run's.
+        self.pending = state_dict
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self.pending = getattr(self, "pending", None), None
+        if state is not None:
+            # This invocation's own time so far (setup, loading) is counted on top of the restored total.
+            self.previous_s = float(state["elapsed_s"])
+            self.reached = dict(state.get("reached", {}))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)

@@ -48,8 +48,8 @@ def exit_with_failure(exc: BaseException, where: Path | None = None, code: int =
     trace.write_text("".join(traceback.format_exception(exc)))
     logging.getLogger("fmnist_lightning").error("%s: %s (traceback in %s)", type(exc).__name__, exc, trace)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    print(f"error: {type(exc).__name__}: {first} (this is a failure, not bad input; traceback in {trace})".replace(": :", ":"),
-          file=sys.stderr)
+    what = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    print(f"error: {what} (this is a failure, not bad input; traceback in {trace})", file=sys.stderr)
     raise SystemExit(code) from None
 
 
