@@ -25,6 +25,7 @@ def _dirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
 
 
+@pytest.mark.slow
 def test_ddp_run_has_one_directory_and_tests_like_one_process(data_root: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
     result = run_cli(*cli_overrides(data_root, log_dir), *TINY, *DDP)
@@ -49,6 +50,7 @@ def test_ddp_run_has_one_directory_and_tests_like_one_process(data_root: Path, t
     assert one["test/loss"] == pytest.approx(ddp["test/loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_ddp_job_of_a_multirun_trains_in_its_own_processes(data_root: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
     result = run_cli("-m", "fmnist_lightning", "--multirun", *cli_overrides(data_root, log_dir), *TINY, *DDP,

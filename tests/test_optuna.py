@@ -57,6 +57,7 @@ def test_a_pruned_trial_stops_cleanly_keeps_its_results_and_is_listed(data_root:
     assert row[header.index("status")] == "pruned" and row[header.index("pruned_at_epoch")] == "1"
 
 
+@pytest.mark.slow
 def test_two_trials_run_in_parallel_through_joblib_and_each_reaches_its_trial(data_root: Path, tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = search(data_root, tmp_path, "trainer.max_epochs=2", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
@@ -68,6 +69,7 @@ def test_two_trials_run_in_parallel_through_joblib_and_each_reaches_its_trial(da
     assert len({job.name for job in find_jobs(sweep)}) == 2
 
 
+@pytest.mark.slow
 def test_an_interrupted_study_resumes(data_root: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
     cmd = [sys.executable, "-m", "fmnist_lightning", *cli_overrides(data_root, log_dir), *TINY, "hparams_search=lr_wd",

@@ -51,6 +51,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_ends_like_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
     # The uninterrupted reference runs in-process: the same composition and code path, without a CLI start.
     expected = train(compose_cfg(data_root, tmp_path / "ref", *RUN))
