@@ -78,7 +78,7 @@ def test_resume_with_more_epochs_replans_onecycle_and_rewrites_full_results(fini
     header, rows = rows[0], rows[1:]
     # Both invocations' rows are kept: the CSV log of the first is not replaced by the second's.
     assert [int(r[header.index("epoch")]) for r in rows if r[header.index("train/loss")]] == [0, 1, 2, 3]
-    lr_col, step_col = header.index("lr-SGD"), header.index("step")
+    lr_col, step_col = header.index("lr"), header.index("step")
     lrs = {int(r[step_col]): float(r[lr_col]) for r in rows if r[lr_col]}
     assert min(lrs) >= 8 and max(lrs.values()) > 0.5 * 0.1  # optim.lr of optim=sgd is the peak
 

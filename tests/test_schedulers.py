@@ -14,7 +14,7 @@ from fmnist_lightning.train import train
 def _logged_lrs(run_dir: Path) -> list[tuple[int, float]]:
     with open(run_dir / "csv" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    key = next(k for k in rows[0] if k.startswith("lr-"))
+    key = "lr"
     return [(int(r["step"]), float(r[key])) for r in rows if r[key]]
 
 
@@ -62,3 +62,27 @@ def test_an_explicit_total_steps_is_kept(make_cfg, tmp_path: Path) -> None:
     values = [v for _, v in _logged_lrs(run_dir)]
     assert values.index(max(values)) == 9
     assert values[-1] > 0.02 / 2
+
+
+def test_the_learning_rate_is_logged_as_lr_whatever_the_optimizer(make_cfg, tmp_path: Path) -> None:
+    # SGD without a scheduler and AdamW with one: Lightning alone would log lr-SGD and lr-AdamW.
+    for optim, sched in (("sgd", "none"), ("adamw", "cosine")):
+        run_dir = tmp_path / optim
+        train(make_cfg(f"optim={optim}", f"sched={sched}", "debug=limit_batches", "logger=csv", output_dir=run_dir))
+        with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+            header = next(csv.reader(f))
+        assert "lr" in header and not [h for h in header if h.startswith("lr-")], header
+
+
+def test_a_jobs_own_overrides_come_first_in_its_hparams(make_cfg) -> None:
+    from fmnist_lightning.config import _hparam_name, hparams_from_record, run_record
+
+    cfg = make_cfg("optim.lr=0.02", "model=lenet", "data.batch_size=16")
+    record = run_record(cfg)
+    names = list(hparams_from_record(record))
+    # Every override that names a hyperparameter, in the order given (the tests' base overrides, data.val_size,
+    # data.batch_size, ..., are overrides of this job too), before any hyperparameter the job did not set.
+    expected = list(dict.fromkeys(_hparam_name(o) for o in record["overrides"] if _hparam_name(o) in names))
+    assert {"optim/lr", "choice/model", "data/batch_size"} <= set(expected)
+    assert names[: len(expected)] == expected
+    assert names.index("optim/lr") < names.index("choice/aug")  # a choice nobody overrode comes later

@@ -10,7 +10,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -25,6 +25,8 @@ from fmnist_lightning.plots import confusion_matrix_figure, per_class_accuracy_f
 
 CONFIG_KEY = "fmnist_config"
 LAST_CHECKPOINT_NAME = "last"
+# The learning rate's tag in TensorBoard and metrics.csv, whatever the optimizer.
+LR_TAG = "lr"
 
 
 def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -337,3 +339,18 @@ class OptunaPruning(L.Callback):
             trainer.should_stop = True
             rank_zero_only(print)(f"Optuna trial {self.trial.number} pruned after epoch {epoch} "
                                   f"({self.monitor} {float(value):.4f})", flush=True)
+
+
+class LearningRateTag(LearningRateMonitor):
+    """Lightning's LearningRateMonitor, logging a single optimizer's learning rate as ``lr``.
+
+    Lightning names the tag after the optimizer class when no scheduler names it (``lr-SGD``,
+    ``lr-AdamW``), so runs with different optimizers land on different TensorBoard charts.
+    (With a scheduler, ``ImageClassifier`` names it ``lr`` in its scheduler config.)
+    """
+
+    def _find_names_from_optimizers(self, optimizers: list[Any], *args: Any, **kwargs: Any) -> tuple[list[list[str]], list[Any]]:
+        names, found = super()._find_names_from_optimizers(optimizers, *args, **kwargs)
+        if len(names) == 1 and len(names[0]) == 1:
+            names = [[LR_TAG]]
+        return names, found

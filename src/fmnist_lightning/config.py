@@ -40,8 +40,18 @@ def run_record(cfg: DictConfig, **extra: Any) -> dict[str, Any]:
     record = OmegaConf.to_container(app, resolve=True, throw_on_missing=False)
     assert isinstance(record, dict)
     record["choices"] = hydra_choices()
+    record["overrides"] = job_overrides()
     record.update(extra)
     return record
+
+
+def job_overrides() -> list[str]:
+    """The job's own command-line overrides (what a sweep varied), when running under Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in HydraConfig.get().overrides.task]
 
 
 def _flatten(prefix: str, node: Any, out: dict[str, Any]) -> None:
@@ -68,7 +78,15 @@ def hparams_from_record(record: dict[str, Any]) -> dict[str, Any]:
         out[f"trainer/{key}"] = str(trainer.get(key))
     for key, value in record.get("model_info", {}).items():
         out[f"model_info/{key}"] = value
-    return out
+    # The job's own overrides first, so TensorBoard's HPARAMS table opens on what a sweep varied.
+    first = [name for name in (_hparam_name(o) for o in record.get("overrides", [])) if name in out]
+    return {**{name: out[name] for name in first}, **out}
+
+
+def _hparam_name(override: str) -> str:
+    """``optim.lr=0.01`` -> ``optim/lr``; a group choice ``model=lenet`` -> ``choice/model``."""
+    key = override.partition("=")[0].lstrip("+~")
+    return f"choice/{key}" if "." not in key and "/" not in key else key.replace(".", "/")
 
 
 def _is_int(value: Any) -> bool:

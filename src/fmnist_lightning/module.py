@@ -246,5 +246,7 @@ class ImageClassifier(L.LightningModule):
                 "scheduler": scheduler,
                 "interval": self.scheduler_interval,
                 "monitor": self.scheduler_monitor,
+                # One learning-rate tag ("lr") in the logs, whatever the optimizer, so runs share a chart.
+                "name": "lr",
             },
         }
