@@ -14,8 +14,7 @@ from fmnist_lightning.train import train
 def _logged_lrs(run_dir: Path) -> list[tuple[int, float]]:
     with open(run_dir / "csv" / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    key = "lr"
-    return [(int(r["step"]), float(r[key])) for r in rows if r[key]]
+    return [(int(r["step"]), float(r["lr"])) for r in rows if r["lr"]]
 
 
 def test_onecycle_plans_the_run_from_the_trainer(make_cfg, tmp_path: Path) -> None:
@@ -72,17 +71,35 @@ def test_the_learning_rate_is_logged_as_lr_whatever_the_optimizer(make_cfg, tmp_
         with open(run_dir / "csv" / "metrics.csv", newline="") as f:
             header = next(csv.reader(f))
         assert "lr" in header and not [h for h in header if h.startswith("lr-")], header
+        assert _logged_lrs(run_dir)
 
 
 def test_a_jobs_own_overrides_come_first_in_its_hparams(make_cfg) -> None:
-    from fmnist_lightning.config import _hparam_name, hparams_from_record, run_record
+    from fmnist_lightning.config import hparams_from_record, job_hparam_names, run_record
 
     cfg = make_cfg("optim.lr=0.02", "model=lenet", "data.batch_size=16")
     record = run_record(cfg)
     names = list(hparams_from_record(record))
     # Every override that names a hyperparameter, in the order given (the tests' base overrides, data.val_size,
     # data.batch_size, ..., are overrides of this job too), before any hyperparameter the job did not set.
-    expected = list(dict.fromkeys(_hparam_name(o) for o in record["overrides"] if _hparam_name(o) in names))
+    expected = [name for name in job_hparam_names(record) if name in names]
     assert {"optim/lr", "choice/model", "data/batch_size"} <= set(expected)
     assert names[: len(expected)] == expected
     assert names.index("optim/lr") < names.index("choice/aug")  # a choice nobody overrode comes later
+
+
+def test_tensorboard_lists_a_jobs_own_overrides_first(make_cfg, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    run_dir = tmp_path / "run"
+    train(make_cfg("optim.lr=0.02", "debug=limit_batches", "trainer.max_epochs=1", "logger=tensorboard",
+                   "test=false", output_dir=run_dir))
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    infos = HParamsPluginData.FromString(content).experiment.hparam_infos
+    # TensorBoard orders its HPARAMS columns by this flag first, then by name, not in the order logged.
+    flagged = {info.name for info in infos if info.differs}
+    assert {"optim/lr", "choice/debug", "data/batch_size"} <= flagged
+    assert not flagged & {"choice/aug", "choice/model", "model/hidden_units", "optim/weight_decay"}

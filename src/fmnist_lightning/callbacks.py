@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,12 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch import Tensor
 from torch.utils.tensorboard.summary import hparams
 
-from fmnist_lightning.config import hparams_from_record
+from fmnist_lightning.config import hparams_from_record, job_hparam_names
 from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
 from fmnist_lightning.errors import ConfigError, TrainingError
 from fmnist_lightning.evaluation import per_class_accuracy
@@ -59,10 +61,27 @@ class RunRecord(L.Callback):
                 # What TensorBoardLogger.log_hyperparams does, minus logging metric values at step 0,
                 # which would put a false first point on the val/acc_best and test/acc curves.
                 writer = logger.experiment._get_file_writer()
-                for summary in hparams(params, dict.fromkeys(self.hparam_metrics, 0.0)):
+                experiment, *session = hparams(params, dict.fromkeys(self.hparam_metrics, 0.0))
+                writer.add_summary(flag_as_differing(experiment, job_hparam_names(self.config)))
+                for summary in session:
                     writer.add_summary(summary)
             else:
                 logger.log_hyperparams(params)
+
+
+def flag_as_differing(experiment: Summary, names: Collection[str]) -> Summary:
+    """The hparams experiment summary with ``names`` flagged as differing between runs.
+
+    TensorBoard's HPARAMS table lists flagged hparams first and the rest by name, whatever order
+    they were logged in (torch flags none, so ``choice/*`` columns came first and ``optim/lr``
+    among the last); flagging the job's own overrides opens the table on what a sweep varied.
+    """
+    value = experiment.value[0]
+    data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in names
+    value.metadata.plugin_data.content = data.SerializeToString()
+    return experiment
 
 
 class AugmentationPreview(L.Callback):

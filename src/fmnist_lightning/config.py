@@ -78,9 +78,14 @@ def hparams_from_record(record: dict[str, Any]) -> dict[str, Any]:
         out[f"trainer/{key}"] = str(trainer.get(key))
     for key, value in record.get("model_info", {}).items():
         out[f"model_info/{key}"] = value
-    # The job's own overrides first, so TensorBoard's HPARAMS table opens on what a sweep varied.
-    first = [name for name in (_hparam_name(o) for o in record.get("overrides", [])) if name in out]
+    # The job's own overrides first, so tables of runs open on what a sweep varied.
+    first = [name for name in job_hparam_names(record) if name in out]
     return {**{name: out[name] for name in first}, **out}
+
+
+def job_hparam_names(record: dict[str, Any]) -> list[str]:
+    """The hparam names the job's own overrides set, in command-line order (``optim.lr=0.01`` -> ``optim/lr``)."""
+    return list(dict.fromkeys(_hparam_name(o) for o in record.get("overrides", [])))
 
 
 def _hparam_name(override: str) -> str:
