@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from fmnist_lightning.callbacks import RunRecord
 from fmnist_lightning.config import CONF_DIR
+from fmnist_lightning.hardware import resolve_precision
 from fmnist_lightning.models import count_parameters
 from fmnist_lightning.module import ImageClassifier
 from fmnist_lightning.train import instantiate_group, train
@@ -41,6 +42,7 @@ def test_every_option_composes_and_instantiates(make_cfg, group: str, option: st
     callbacks = instantiate_group(cfg.callbacks)
     assert any(isinstance(cb, RunRecord) for cb in callbacks)
     loggers = instantiate_group(cfg.logger, "logger")
+    resolve_precision(cfg)  # trainer.precision=auto becomes a Lightning value, as in train()
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     assert isinstance(trainer, L.Trainer)
 
@@ -107,11 +109,14 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_one_batch(make_cfg, experiment: str) -> None:
-    metrics = train(make_cfg(f"experiment={experiment}", "debug=fast_dev_run"))
+    cfg = make_cfg(f"experiment={experiment}", "debug=fast_dev_run")
+    metrics = train(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0
+    # metrics.json says whether the test figure includes test-time augmentation.
+    assert metrics["test_tta"] is cfg.module.tta
 
 
-@pytest.mark.parametrize("experiment", ["compact100k", "best_small"])
+@pytest.mark.parametrize("experiment", ["compact100k", "best_small", "speedrun"])
 def test_small_presets_stay_under_100k_parameters(make_cfg, experiment: str) -> None:
     cfg = make_cfg(f"experiment={experiment}")
     # The preset carries the budget, so a wider override fails before training instead of silently growing.

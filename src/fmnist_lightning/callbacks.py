@@ -10,8 +10,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from tensorboard.compat.proto.summary_pb2 import Summary
@@ -373,3 +374,25 @@ class LearningRateTag(LearningRateMonitor):
         if len(names) == 1 and len(names[0]) == 1:
             names = [[LR_TAG]]
         return names, found
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's ``EMAWeightAveraging``, with the stored average kept when a checkpoint is tested.
+
+    Lightning validates with the averaged weights, saves them as the checkpoint's ``state_dict`` (the raw
+    weights go to ``current_model_state``, to resume from) and copies them into the module when training
+    ends. But ``trainer.test(ckpt_path=...)`` after ``fit`` also calls this callback's
+    ``on_load_checkpoint``, whose parent then loads the raw weights over the average: the best checkpoint
+    would be tested with weights other than those it was chosen by. Outside fitting, the ``state_dict``
+    the Trainer has just loaded (the average) is what is evaluated.
+    """
+
+    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"callbacks.ema.decay must be between 0 and 1 (exclusive), got {decay}")
+        super().__init__(decay=decay, **kwargs)
+        self.decay = decay
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

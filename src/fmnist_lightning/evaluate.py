@@ -12,14 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 # Imported before Hydra sets up logging, so that its job_logging config replaces the console
 # handlers Lightning installs at import (otherwise every Lightning message prints twice).
 from fmnist_lightning import evaluation, restore
-from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.errors import ConfigError, run_command
+from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.report import RunFacts, checkpoint_facts, csv_log_path, format_summary, write_report
 from fmnist_lightning.train import write_json
 
@@ -38,7 +36,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = restore.load_checkpoint(cfg.ckpt_path)
     config = restore.run_config(checkpoint)
     module = restore.module_from_checkpoint(checkpoint)
-    module.tta = bool(cfg.tta)
+    if cfg.tta is not None:
+        module.tta = bool(cfg.tta)
     datamodule = restore.datamodule_from_config(config, root=cfg.data_root, batch_size=cfg.batch_size)
     trainer = evaluation.prediction_trainer(
         accelerator=cfg.accelerator,
@@ -66,10 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    evaluation.quiet_lightning_info()
-    run_command(evaluate, cfg)
+main = evaluation.checkpoint_command("evaluate", evaluate)
 
 
 if __name__ == "__main__":

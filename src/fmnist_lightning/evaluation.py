@@ -7,9 +7,11 @@ compute the same numbers the same way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import hydra
 import lightning as L
 import torch
 from torch import Tensor
@@ -23,8 +25,11 @@ from torchmetrics.functional.classification import (
     multiclass_stat_scores,
 )
 
+from omegaconf import DictConfig
+
+from fmnist_lightning.config import CONF_DIR
 from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES, normalize
-from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.errors import ConfigError, run_command
 
 SPLITS = ("test", "val")
 
@@ -95,6 +100,18 @@ def split_loader(datamodule: L.LightningDataModule, dataset: Any) -> DataLoader:
 def quiet_lightning_info() -> None:
     """Silence the device summary and tips Lightning logs for every Trainer; they are noise in a command's output."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def checkpoint_command(config_name: str, body: Callable[[DictConfig], Any]) -> Callable[[], None]:
+    """The Hydra entry point of a command that reads a checkpoint (evaluate, export): ``conf/<config_name>.yaml``,
+    Lightning's per-Trainer info lines off, and any failure of ``body`` as one ``error:`` line."""
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+    def main(cfg: DictConfig) -> None:
+        quiet_lightning_info()
+        run_command(body, cfg)
+
+    return main
 
 
 def prediction_trainer(

@@ -21,7 +21,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -29,9 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from fmnist_lightning import evaluation, restore
-from fmnist_lightning.config import CONF_DIR
 from fmnist_lightning.data import normalize
-from fmnist_lightning.errors import ConfigError, FmnistError, run_command
+from fmnist_lightning.errors import ConfigError, FmnistError
 from fmnist_lightning.exported import (
     FORMATS,
     INPUT_NAME,
@@ -263,10 +261,7 @@ def _calibration_images(config: dict[str, Any], cfg: DictConfig) -> np.ndarray:
     return (images.float() / 255).numpy()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
-def main(cfg: DictConfig) -> None:
-    evaluation.quiet_lightning_info()
-    run_command(export, cfg)
+main = evaluation.checkpoint_command("export", export)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ KNOWN_HARMLESS: tuple[tuple[str, type[Warning], str], ...] = (
      "tiny runs (limits, debug presets) log once per epoch anyway"),
     (r"Checkpoint directory .* exists and is not empty", UserWarning,
      "only a resumed run checkpoints into a directory that has files: a new run never shares one"),
+    (r"Precision bf16-mixed is not supported by the model summary", UserWarning,
+     "only the summary's size-in-MB estimate assumes float32; the weights are float32 under autocast anyway"),
 )
 
 

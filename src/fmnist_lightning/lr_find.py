@@ -126,12 +126,14 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.tuner import Tuner
 
     from fmnist_lightning.config import check_values
+    from fmnist_lightning.hardware import resolve_precision
     from fmnist_lightning.plots import save_figure
     from fmnist_lightning.train import build
 
     settings = cfg.lr_find
     check_settings(settings)
     check_values(cfg)
+    resolve_precision(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

@@ -46,7 +46,8 @@ def checkpoint_classifier(cfg: DictConfig) -> Classifier:
     checkpoint = restore.load_checkpoint(cfg.ckpt_path)
     config = restore.run_config(checkpoint)
     module = restore.module_from_checkpoint(checkpoint)
-    module.tta = bool(cfg.tta)
+    if cfg.tta is not None:
+        module.tta = bool(cfg.tta)
     mean, std = restore.normalization(config)
 
     def classify(images: np.ndarray) -> np.ndarray:

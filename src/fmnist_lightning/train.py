@@ -19,10 +19,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, open_dict
 
-from fmnist_lightning.callbacks import OptunaPruning, RunClock, RunRecord, best_checkpoint
+from fmnist_lightning.callbacks import EMA, OptunaPruning, RunClock, RunRecord, best_checkpoint
 from fmnist_lightning.config import check_values, run_record
 from fmnist_lightning.distributed import relaunches_command, run_in_own_process
 from fmnist_lightning.errors import CheckpointError, ConfigError
+from fmnist_lightning.hardware import resolve_precision
 from fmnist_lightning.module import fill_missing_accumulators
 from fmnist_lightning.report import write_training_report
 
@@ -110,6 +111,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and (optionally) test one configuration; return the final metrics."""
     started = time.perf_counter()
     check_values(cfg)
+    resolve_precision(cfg)
     output_dir = Path(cfg.paths.output_dir)
     log.info("Run directory: %s", output_dir)
     if cfg.get("seed") is not None:
@@ -131,7 +133,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     record = run_record(cfg, model_info=info)
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
-    clock = pruning = None
+    clock = pruning = ema = None
     for callback in callbacks:
         if isinstance(callback, RunRecord):
             # Not a constructor argument: Hydra would instantiate the _target_ nodes inside the record.
@@ -140,6 +142,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             callback.started, clock = started, callback
         elif isinstance(callback, OptunaPruning):
             pruning = callback
+        elif isinstance(callback, EMA):
+            ema = callback
     loggers = instantiate_group(cfg.get("logger"), "logger")
     if not loggers:
         # LearningRateMonitor refuses to run without a logger; with logger=none there is nothing to monitor into.
@@ -163,9 +167,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True if best else None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         metrics["best_model_path"] = best
+        # Which predictions test/acc is of: with TTA, each image's averaged with its mirror image's.
+        metrics["test_tta"] = bool(getattr(module, "tta", False))
 
     metrics.update(info)
     metrics["epochs"] = trainer.current_epoch
+    if ema is not None:
+        # The checkpoints, val/* and test/* are of the averaged weights.
+        metrics["ema_decay"] = ema.decay
     # The resume guard compares it with last.ckpt's: equal means these results are of the finished run.
     metrics["global_step"] = trainer.global_step
     if clock is not None:

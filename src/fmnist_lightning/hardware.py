@@ -1,0 +1,55 @@
+"""``trainer.precision=auto``: bfloat16 autocast where the hardware computes it natively, float32 elsewhere.
+
+bf16 autocast is only a speed-up where matrix units take bfloat16 directly: Ampere and later GPUs, and
+CPUs with AMX (Intel Sapphire Rapids and later) or AVX-512 BF16 (e.g. AMD Zen 4). On an AVX2-only CPU
+the conversions cost more than they save, so float32 stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+# /proc/cpuinfo flags of native bfloat16 dot products.
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo does not exist, e.g. macOS)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def fast_precision(accelerator: str, flags: frozenset[str] | None = None) -> str:
+    """The fastest autocast the device computes natively: bf16-mixed, 16-mixed (pre-Ampere GPUs) or 32-true.
+
+    ``flags``: the CPU's feature flags (default: this machine's).
+    """
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == AUTO and torch.cuda.is_available())
+    if on_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if accelerator in ("cpu", AUTO) and BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags):
+        return "bf16-mixed"
+    return "32-true"
+
+
+def resolve_precision(cfg: DictConfig) -> None:
+    """Replace ``trainer.precision=auto`` by the concrete value, so checkpoints and logs record what ran."""
+    if str(cfg.trainer.get("precision")) != AUTO:
+        return
+    precision = fast_precision(str(cfg.trainer.get("accelerator", AUTO)))
+    log.info("trainer.precision=auto: %s on this machine", precision)
+    with open_dict(cfg):
+        cfg.trainer.precision = precision
