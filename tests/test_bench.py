@@ -36,3 +36,17 @@ def test_export_latency_smoke(data_root: Path, tmp_path: Path) -> None:
                                                                for b in (1, 256)}
     assert all(r["median_ms"] > 0 and r["images_per_s"] > 0 for r in report["rows"]) and report["cpu"]
     assert "| tinyvgg | 256 |" in (tmp_path / "export_latency.md").read_text()
+
+
+@pytest.mark.slow
+def test_precision_bench_smoke(data_root: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, str(project_root() / "bench" / "precision.py"), "--smoke", "--models", "linear", "--batch", "32",
+           "--root", str(data_root), "--out", str(tmp_path), "--cli-override", "data.val_size=100"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "precision.json").read_text())
+    row = report["models"]["linear"]
+    assert all(row[p]["median"] > 0 and len(row[p]["runs"]) == 1 for p in ("32-true", "bf16-mixed"))
+    assert row["speedup"] == pytest.approx(row["bf16-mixed"]["median"] / row["32-true"]["median"])
+    assert report["cpu"] and report["auto"] in ("32-true", "bf16-mixed")
+    assert "| linear |" in (tmp_path / "precision.md").read_text()
