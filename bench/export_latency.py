@@ -20,8 +20,6 @@ Writes bench/results/export_latency.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -30,16 +28,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from results_files import cpu_name, write_results
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ARMS = ("eager", "ort_fp32", "ort_int8")
 BATCHES = (1, 256)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def build_served(model: str) -> Any:
@@ -132,10 +125,7 @@ def main() -> None:
         "onnxruntime": __import__("onnxruntime").__version__, "repeats": repeats, "calls": calls,
         "command": "python bench/export_latency.py" + (" --smoke" if args.smoke else ""), "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "export_latency.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "export_latency.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.out, "export_latency", report, markdown(report))
 
 
 def markdown(report: dict[str, Any]) -> str:

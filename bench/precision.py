@@ -9,6 +9,10 @@ and bfloat16 flags are recorded, with what ``trainer.precision=auto`` picks here
 
 Usage: python bench/precision.py [--repeats 3] [--images 12800] [--batch 256] [--models compact tinyvgg] [--smoke]
 Writes bench/results/precision.{json,md}.
+
+``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/precision.py --out bench/results/avx2``
+measures what a CPU without bf16 units gets: oneDNN and ATen dispatch only AVX2 kernels, so bf16 is
+emulated as on an AVX2-only CPU. The limits in force are recorded beside the figures.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PRECISIONS = ("32-true", "bf16-mixed")
+# Environment variables that cap the instruction set oneDNN and ATen dispatch to (inherited by each cell).
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
 def run_cell(model: str, precision: str, root: str, batch: int, warmup: int, steps: int,
@@ -48,12 +54,15 @@ def run_cell(model: str, precision: str, root: str, batch: int, warmup: int, ste
 
 
 def markdown(report: dict[str, Any]) -> str:
+    limits = " ".join(f"{k}={v}" for k, v in report["isa_limits"].items())
     lines = [
         "# bf16 autocast against float32, through the CLI",
         "",
         f"CPU: {report['cpu']} (bfloat16 flags: {', '.join(report['bf16_flags']) or 'none'}; "
         f"`trainer.precision=auto` picks {report['auto']}). torch {report['torch']}. "
-        f"Command: `{report['command']}`.",
+        f"Command: `{(limits + ' ') if limits else ''}{report['command']}`.",
+        *([f"Kernels limited by {limits}: the CPU's bf16 units are not used, so this measures an AVX2-only CPU's "
+           "emulated bf16 (`auto` reads the CPU flags and would still pick bf16-mixed here)."] if limits else []),
         f"Batch {report['batch']}, {report['steps']} timed steps after {report['warmup']} warm-up steps, "
         f"{report['repeats']} interleaved repeats: median images/s (min-max).",
         "",
@@ -84,7 +93,7 @@ def main() -> None:
     from fmnist_lightning.hardware import BF16_CPU_FLAGS, cpu_flags, fast_precision
 
     sys.path.insert(0, str(HERE))
-    from export_latency import cpu_name
+    from results_files import cpu_name, write_results
 
     root = str(resolve_data_root(args.root))
     warmup, steps = (1, 2) if args.smoke else (10, max(1, args.images // args.batch))
@@ -104,13 +113,11 @@ def main() -> None:
         models[model] = row
     report = {
         "cpu": cpu_name(), "bf16_flags": sorted(BF16_CPU_FLAGS & cpu_flags()), "auto": fast_precision("cpu"),
-        "torch": torch.__version__, "batch": args.batch, "warmup": warmup, "steps": steps, "repeats": repeats,
+        "torch": torch.__version__, "isa_limits": {k: os.environ[k] for k in ISA_LIMITS if k in os.environ},
+        "batch": args.batch, "warmup": warmup, "steps": steps, "repeats": repeats,
         "command": " ".join(["python bench/precision.py", *sys.argv[1:]]), "models": models,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "precision.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "precision.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.out, "precision", report, markdown(report))
 
 
 if __name__ == "__main__":

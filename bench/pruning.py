@@ -4,7 +4,7 @@ Each arm is the real CLI as a user runs it (one process per search, basic launch
 from start to exit; the best ``val/acc_best`` and the trial states are read back from the
 study's sqlite storage.
 
-Usage: python bench/pruning.py [--trials 12] [--epochs 8] [extra overrides ...]
+Usage: python bench/pruning.py [--trials 20] [--epochs 8] [extra overrides ...]
 Writes bench/results/pruning.{json,md}.
 """
 
@@ -44,7 +44,7 @@ def run_arm(extra: list[str], common: list[str], log_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=20, help="the preset's own n_trials")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("overrides", nargs="*", help="more overrides for both arms")
@@ -52,7 +52,7 @@ def main() -> None:
     common = [f"hydra.sweeper.n_trials={args.trials}", f"trainer.max_epochs={args.epochs}",
               "trainer.enable_progress_bar=false", *args.overrides]
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from export_latency import cpu_name
+    from results_files import cpu_name, write_results
 
     arms = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,8 +63,6 @@ def main() -> None:
     report = {"cpu": cpu_name(), "trials": args.trials, "epochs": args.epochs, "arms": arms,
               "wall_time_ratio": pruned["wall_time_s"] / full["wall_time_s"],
               "best_difference_points": 100 * (pruned["best_val_acc_best"] - full["best_val_acc_best"])}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "pruning.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [f"# Pruning: hparams_search=lr_wd, {args.trials} trials x {args.epochs} epochs, same seed",
              "", f"CPU: {report['cpu']}. Command: `python bench/pruning.py --trials {args.trials} --epochs {args.epochs}`.",
              "", "| arm | wall time | trials (state: count) | epochs trained | best val/acc_best |", "|---|---:|---|---:|---:|"]
@@ -74,8 +72,7 @@ def main() -> None:
                      f"{arm['best_val_acc_best']:.4f} |")
     lines += ["", f"Pruned / unpruned wall time: {report['wall_time_ratio']:.2f}x; best val/acc_best differs by "
               f"{report['best_difference_points']:+.2f} points."]
-    (args.out / "pruning.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "pruning", report, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

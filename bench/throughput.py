@@ -251,17 +251,14 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, str(HERE))
-    from export_latency import cpu_name
+    from results_files import cpu_name, write_results
 
     report = {
         "cpu": cpu_name(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "warmup": warmup, "steps": steps, "repeats": repeats, "augs": args.augs,
         "command": "python bench/throughput.py" + (" --smoke" if args.smoke else ""), "rows": summarize(samples),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "throughput.md").write_text(markdown(report))
-    print(markdown(report))
+    write_results(args.out, "throughput", report, markdown(report))
 
 
 if __name__ == "__main__":

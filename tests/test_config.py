@@ -116,6 +116,14 @@ def test_every_experiment_runs_one_batch(make_cfg, experiment: str) -> None:
     assert metrics["test_tta"] is cfg.module.tta
 
 
+@pytest.mark.parametrize(("aug", "warned"), [("none", True), ("randaugment", True), ("shift_flip", False)])
+def test_tta_without_flipped_training_images_is_warned(make_cfg, caplog: pytest.LogCaptureFixture, aug: str,
+                                                         warned: bool) -> None:
+    # e.g. experiment=best_small aug=none: the preset's TTA would then lower its accuracy.
+    train(make_cfg("module.tta=true", f"aug={aug}", "debug=fast_dev_run"))
+    assert ("never flips images horizontally" in caplog.text) is warned
+
+
 @pytest.mark.parametrize("experiment", ["compact100k", "best_small", "speedrun"])
 def test_small_presets_stay_under_100k_parameters(make_cfg, experiment: str) -> None:
     cfg = make_cfg(f"experiment={experiment}")

@@ -3,6 +3,8 @@ evaluated and resumed."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -74,6 +76,32 @@ def test_resume_continues_the_average_exactly(make_cfg, tmp_path: Path) -> None:
         assert ends[0][key].keys() == ends[1][key].keys()
         for name in ends[0][key]:
             torch.testing.assert_close(ends[1][key][name], ends[0][key][name], rtol=0, atol=0, msg=f"{key}/{name}")
+
+
+class SigtermInValidation(L.Callback):
+    """Keeps a copy of the weights being validated (the average), then sends this process a SIGTERM."""
+
+    made: list[SigtermInValidation] = []  # train() builds it from the config; the test reads it back here
+
+    def __init__(self) -> None:
+        SigtermInValidation.made.append(self)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if not trainer.sanity_checking:
+            self.validated = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_interrupt_during_validation_keeps_the_average_as_the_average(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(*EMA, *TINY, "trainer.limit_val_batches=2", "+callbacks.sigterm._target_=test_ema.SigtermInValidation")
+    with pytest.raises(SIGTERMException):
+        train(cfg)
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    killer = SigtermInValidation.made[-1]
+    weights = [k for k in killer.validated if k.startswith("net.") and killer.validated[k].is_floating_point()]
+    for name in weights:  # the module held the average when the signal came
+        torch.testing.assert_close(saved["state_dict"][name], killer.validated[name], rtol=0, atol=0)
+    assert any(not torch.equal(saved["current_model_state"][k], killer.validated[k]) for k in weights)
 
 
 def test_bad_decay_is_one_config_error(make_cfg) -> None:

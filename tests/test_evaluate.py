@@ -122,6 +122,16 @@ def test_validation_split_is_the_runs_own(trained_run: Path, data_root: Path, ev
     assert metrics["val/acc"] == pytest.approx(trained["val/acc_best"], abs=1e-6)
 
 
+def test_evaluate_with_precision_auto_picks_this_machines_autocast(trained_run: Path, data_root: Path, eval_cfg) -> None:
+    from fmnist_lightning.hardware import fast_precision
+
+    trained = _metrics(trained_run)
+    metrics = evaluate(eval_cfg(f"ckpt_path={trained['best_model_path']}", f"data_root={data_root}", "precision=auto"))
+    # bf16 autocast (where this CPU has it) moves a few logits; float32 must reproduce the run's own figure.
+    tolerance = 0.02 if fast_precision("cpu") == "bf16-mixed" else 1e-6
+    assert metrics["test/acc"] == pytest.approx(trained["test/acc"], abs=tolerance)
+
+
 def test_tta_averages_each_image_with_its_mirror_image(trained_run: Path, data_root: Path, eval_cfg) -> None:
     ckpt_path = _metrics(trained_run)["best_model_path"]
     checkpoint = restore.load_checkpoint(ckpt_path)

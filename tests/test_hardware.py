@@ -43,3 +43,18 @@ def test_auto_precision_trains_and_records_the_concrete_value(make_cfg) -> None:
     # The checkpoint stores what ran, so evaluate and predict use the same autocast.
     stored = restore.run_config(torch.load(metrics["best_model_path"], weights_only=True))
     assert stored["trainer"]["precision"] == expected
+
+
+@pytest.mark.parametrize(("native_bf16", "expected"), [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_gpu_precision_asks_for_native_bf16(monkeypatch: pytest.MonkeyPatch, native_bf16: bool, expected: str) -> None:
+    # No GPU here: torch's two device queries stand in for one. On a pre-Ampere card torch answers True
+    # when emulation counts, which would pick slow emulated bf16.
+    asked: dict[str, bool] = {}
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        asked["emulation"] = including_emulation
+        return native_bf16 or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert fast_precision("auto") == expected and asked["emulation"] is False

@@ -156,6 +156,25 @@ def test_unknown_group_option_lists_the_valid_ones(tmp_path: Path) -> None:
     assert all(name in result.stderr for name in ("tinyvgg", "lenet", "bncnn", "resnet"))
 
 
+@pytest.mark.parametrize(
+    ("experiment", "message"),
+    [
+        ("defaults:\n  - override /ema: on\n", "error: the config could not be composed: Unsupported item value in "
+                                                  "defaults : bool. Supported: string or list (YAML reads on, off"),
+        ("trainer: {max_epochs: 3\n", "error: the config could not be composed: while parsing a flow mapping"),
+    ],
+    ids=["yaml-bool-in-defaults", "yaml-syntax"],
+)
+def test_broken_config_file_is_one_error_line(experiment: str, message: str, tmp_path: Path) -> None:
+    # A user's own config file that Hydra cannot compose: Hydra alone would print its internal traceback.
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "mine.yaml").write_text("# @package _global_\n" + experiment)
+    result = run_cli("--config-dir", str(tmp_path / "conf"), "experiment=mine", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[0].startswith(message)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unknown_key_is_refused(tmp_path: Path) -> None:
     result = run_cli("trainer.max_epoch=3", f"paths.log_dir={tmp_path}")
     assert result.returncode != 0 and "Traceback" not in result.stderr

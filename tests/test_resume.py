@@ -151,11 +151,13 @@ def test_sigterm_at_any_step_then_resume_ends_exactly_like_an_uninterrupted_run(
 def test_time_to_accuracy_is_in_metrics_json_and_the_logs(make_cfg, tmp_path: Path) -> None:
     started = time.perf_counter()
     metrics = train(make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-                             "trainer.limit_test_batches=1", "callbacks.run_clock.thresholds=[0.0,1.01]"))
+                             "trainer.limit_test_batches=1", "callbacks.run_clock.thresholds=[0.0,0.0033,1.01]"))
     # The run's own time: testing the best checkpoint restores callback states, and must not add its time again.
     assert metrics["wall_time_s"] <= time.perf_counter() - started
     assert metrics["epoch_to_acc/0.00"] == 1
     assert 0 < metrics["time_to_acc/0.00"] < metrics["wall_time_s"]
+    # A preset's own figure (e.g. bncnn's 0.9203) keeps its digits instead of merging with 0.92's key.
+    assert metrics["time_to_acc/0.0033"] == metrics["time_to_acc/0.00"] and metrics["epoch_to_acc/0.0033"] == 1
     assert "time_to_acc/1.01" not in metrics and "epoch_to_acc/1.01" not in metrics  # never reached
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["time_to_acc/0.00"] == metrics["time_to_acc/0.00"]
     header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")

@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.errors import FmnistError, exit_with_error, exit_with_failure
+from fmnist_lightning.errors import FmnistError, exit_with_error, exit_with_failure, run_hydra
 from fmnist_lightning.resume import RunComplete, prepare_argv
 
 log = logging.getLogger("fmnist_lightning")
@@ -60,7 +60,9 @@ def cli() -> None:
     except RunComplete as done:
         print(done)
         raise SystemExit(0) from None
-    main()
+    except Exception as exc:  # e.g. a run directory whose overrides.yaml was damaged by hand
+        exit_with_failure(exc)
+    run_hydra(main)
 
 
 if __name__ == "__main__":

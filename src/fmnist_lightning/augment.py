@@ -199,6 +199,11 @@ class Augmentation:
     def __repr__(self) -> str:
         return f"Augmentation({', '.join(type(op).__name__ for op in self.ops) or 'none'})"
 
+    @property
+    def flips_horizontally(self) -> bool:
+        """Whether training sees mirror images: mirror-image TTA (module.tta) only helps models that did."""
+        return any(isinstance(op, (RandomHorizontalFlip, v2.RandomHorizontalFlip)) for op in self.ops)
+
     def per_sample(self) -> Callable[[Tensor], Tensor] | None:
         """All ops as one torchvision transform for uint8 ``[1, H, W]`` images."""
         if not self.ops:

@@ -252,6 +252,12 @@ class InterruptCheckpoint(L.Callback):
         )
 
 
+def threshold_key(threshold: float) -> str:
+    """``0.9`` -> ``"0.90"``, ``0.9033`` -> ``"0.9033"``: two decimals, more where the threshold has them."""
+    key = f"{threshold:.2f}"
+    return key if float(key) == threshold else f"{threshold:g}"
+
+
 class RunClock(L.Callback):
     """The run's wall time summed over its invocations, and when ``val/acc`` first reached each threshold.
 
@@ -293,7 +299,7 @@ class RunClock(L.Callback):
             return
         new = {}
         for threshold in self.thresholds:
-            key = f"{threshold:.2f}"
+            key = threshold_key(threshold)
             if key not in self.reached and float(value) >= threshold:
                 self.reached[key] = {"time_s": round(self.elapsed(), 2), "epoch": trainer.current_epoch + 1}
                 new[f"time_to_acc/{key}"] = self.reached[key]["time_s"]
@@ -396,3 +402,20 @@ class EMA(EMAWeightAveraging):
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    # During validation the parent swaps the average into the module and the raw weights into its
+    # AveragedModel. A checkpoint saved then (Ctrl-C or SIGTERM mid-validation: InterruptCheckpoint)
+    # would get the two the wrong way round, and resume would train on from the average.
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_epoch_start(trainer, pl_module)
+        self.swapped = self._average_model is not None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_epoch_end(trainer, pl_module)
+        self.swapped = False
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if getattr(self, "swapped", False) and "current_model_state" in checkpoint:
+            checkpoint["state_dict"], checkpoint["current_model_state"] = (
+                checkpoint["current_model_state"], checkpoint["state_dict"])

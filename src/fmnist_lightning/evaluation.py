@@ -29,7 +29,8 @@ from omegaconf import DictConfig
 
 from fmnist_lightning.config import CONF_DIR
 from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES, normalize
-from fmnist_lightning.errors import ConfigError, run_command
+from fmnist_lightning.errors import ConfigError, run_command, run_hydra
+from fmnist_lightning.hardware import AUTO, fast_precision
 
 SPLITS = ("test", "val")
 
@@ -111,13 +112,16 @@ def checkpoint_command(config_name: str, body: Callable[[DictConfig], Any]) -> C
         quiet_lightning_info()
         run_command(body, cfg)
 
-    return main
+    return lambda: run_hydra(main)
 
 
 def prediction_trainer(
     accelerator: str = "auto", precision: str | int | None = None, limit_batches: int | float | None = None
 ) -> L.Trainer:
-    """A quiet single-device Trainer for ``trainer.predict``: no logs, checkpoints or progress bar."""
+    """A quiet single-device Trainer for ``trainer.predict``: no logs, checkpoints or progress bar.
+    ``precision="auto"`` picks as training does (``hardware.fast_precision``)."""
+    if str(precision) == AUTO:
+        precision = fast_precision(accelerator)
     return L.Trainer(
         accelerator=accelerator,
         devices=1,

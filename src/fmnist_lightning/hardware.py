@@ -39,7 +39,8 @@ def fast_precision(accelerator: str, flags: frozenset[str] | None = None) -> str
     """
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == AUTO and torch.cuda.is_available())
     if on_gpu:
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        # Without including_emulation=False, pre-Ampere cards (V100, T4) answer True and get slow emulated bf16.
+        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
     if accelerator in ("cpu", AUTO) and BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags):
         return "bf16-mixed"
     return "32-true"

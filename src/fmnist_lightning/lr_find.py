@@ -32,7 +32,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config import CONF_DIR, job_overrides
-from fmnist_lightning.errors import ConfigError, TrainingError, run_command
+from fmnist_lightning.errors import ConfigError, TrainingError, run_command, run_hydra
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -207,7 +207,7 @@ def cli() -> None:
     """Entry point: the root config with its own output directories unless the command line names them."""
     given = {arg.partition("=")[0].lstrip("+~") for arg in sys.argv[1:]}
     sys.argv += [f"{key}={value}" for key, value in OWN_HYDRA_SETTINGS.items() if key not in given]
-    main()
+    run_hydra(main)
 
 
 if __name__ == "__main__":

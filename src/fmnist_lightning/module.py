@@ -59,7 +59,8 @@ class ImageClassifier(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.scheduler_monitor = scheduler_monitor
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        # Test-time augmentation for test_step and predict_step (evaluate/predict set it; training's validation never uses it).
+        # Test-time augmentation in test_step and predict_step only (module.tta, or evaluate/predict's tta=):
+        # validation stays plain, so the checkpoint is chosen on the same footing in every run.
         self.tta = tta
         # Lets the model summary show each layer's output shape.
         self.example_input_array = torch.zeros(1, *image_shape)

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.errors import ConfigError, DataError, FmnistError, exit_with_error, exit_with_failure
+from fmnist_lightning.errors import ConfigError, DataError, FmnistError, exit_with_error, exit_with_failure, run_hydra
 from fmnist_lightning.imagefiles import Result, input_files, read_image, top_classes, write_csv
 
 log = logging.getLogger("fmnist_lightning")
@@ -126,7 +126,7 @@ def cli() -> None:
     """Entry point. ``model=<file>`` names the exported model; the config calls it ``model_file``, because
     ``model`` is also the name of a config group, which Hydra would look the file up in."""
     sys.argv[1:] = [f"model_file={a.partition('=')[2]}" if a.startswith("model=") else a for a in sys.argv[1:]]
-    main()
+    run_hydra(main)
 
 
 if __name__ == "__main__":

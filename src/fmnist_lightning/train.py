@@ -125,6 +125,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.warning("data.val_size=0: no validation; the last epoch's checkpoint is tested")
         without_validation(cfg)
 
+    augmentation = getattr(datamodule, "augmentation", None)
+    if cfg.module.get("tta") and not getattr(augmentation, "flips_horizontally", False):
+        log.warning("module.tta=true tests each image with its mirror image, but the training augmentation (aug=) "
+                    "never flips images horizontally: expect a lower test accuracy than with module.tta=false")
     net = build(cfg.model, "model")
     module: L.LightningModule = build(cfg.module, "module", net=net)
     info = model_info(module)
