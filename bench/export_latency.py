@@ -39,9 +39,9 @@ def build_served(model: str) -> Any:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from fmnist_lightning.config import CONF_DIR
-    from fmnist_lightning.export import ServedModel
-    from fmnist_lightning.fashion_mnist import NORMALIZATION
+    from fmnist_lightning.config.files import CONF_DIR
+    from fmnist_lightning.deploy.served_model import ServedModel
+    from fmnist_lightning.data.fashion_mnist import NORMALIZATION
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"model={model}"])
@@ -52,7 +52,8 @@ def runners(model: str, workdir: Path, calibration: np.ndarray) -> dict[str, Cal
     import onnxruntime as ort
     import torch
 
-    from fmnist_lightning.export import export_onnx, quantize
+    from fmnist_lightning.deploy.quantization import quantize
+    from fmnist_lightning.deploy.served_model import export_onnx
 
     served = build_served(model)
     fp32 = workdir / f"{model}.onnx"
@@ -92,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from fmnist_lightning.data import load_split, resolve_data_root
+    from fmnist_lightning.data.idx_files import load_split, resolve_data_root
 
     repeats = 1 if args.smoke else args.repeats
     calls = {1: 3, 256: 1} if args.smoke else {1: 200, 256: 10}

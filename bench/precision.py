@@ -89,8 +89,8 @@ def main() -> None:
 
     import torch
 
-    from fmnist_lightning.data import resolve_data_root
-    from fmnist_lightning.hardware import BF16_CPU_FLAGS, cpu_flags, fast_precision
+    from fmnist_lightning.data.idx_files import resolve_data_root
+    from fmnist_lightning.training.precision import BF16_CPU_FLAGS, cpu_flags, fast_precision
 
     sys.path.insert(0, str(HERE))
     from results_files import cpu_name, write_results

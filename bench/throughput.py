@@ -123,8 +123,10 @@ def run_notebook(root: str, aug: str, warmup: int, steps: int) -> dict[str, Any]
 def run_floor(root: str, warmup: int, steps: int) -> dict[str, Any]:
     import torch
 
-    from fmnist_lightning.data import NORMALIZATION, load_split, normalize
-    from fmnist_lightning.models import create_model
+    from fmnist_lightning.data.datamodule import normalize
+    from fmnist_lightning.data.fashion_mnist import NORMALIZATION
+    from fmnist_lightning.data.idx_files import load_split
+    from fmnist_lightning.models.registry import create_model
 
     images, labels = load_split(Path(root), "train")
     model = create_model("tinyvgg", channels_last=True)
@@ -231,7 +233,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from fmnist_lightning.data import resolve_data_root
+    from fmnist_lightning.data.idx_files import resolve_data_root
 
     root = str(resolve_data_root(args.root))
     if args.one:

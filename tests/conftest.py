@@ -16,9 +16,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from fmnist_lightning.config import CONF_DIR, project_root
-from fmnist_lightning.data import RAW_FILES, load_split, resolve_data_root
-from fmnist_lightning.known_warnings import as_pytest_filters
+from fmnist_lightning.cli.known_warnings import as_pytest_filters
+from fmnist_lightning.config.files import CONF_DIR, project_root
+from fmnist_lightning.data.idx_files import RAW_FILES, load_split, resolve_data_root
 
 N_TRAIN, N_TEST = 600, 200
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fmnist_lightning.augment import Augmentation, RandomHorizontalFlip, RandomRotation, RandomVerticalFlip
-from fmnist_lightning.config import CONF_DIR
+from fmnist_lightning.data.transforms import Augmentation, RandomHorizontalFlip, RandomRotation, RandomVerticalFlip
+from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.errors import ConfigError
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "aug").glob("*.yaml"))
@@ -48,7 +48,7 @@ def test_rotation_angles_vary_per_image_within_bounds() -> None:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_both_pipelines_give_same_dtype_shape_and_range(preset: str) -> None:
-    aug = instantiate({"_target_": "fmnist_lightning.augment.Augmentation", **_load(preset)})
+    aug = instantiate({"_target_": "fmnist_lightning.data.transforms.Augmentation", **_load(preset)})
     images = (_batch(16) * 255).to(torch.uint8)
     per_sample = aug.per_sample()
     a = torch.stack([per_sample(img) for img in images]) if per_sample else images
@@ -77,7 +77,7 @@ def test_per_sample_only_op_after_batched_op_is_refused() -> None:
 
 
 def test_crop_offsets_cover_the_whole_range() -> None:
-    from fmnist_lightning.augment import RandomCrop
+    from fmnist_lightning.data.transforms import RandomCrop
 
     x = torch.zeros(4000, 1, 28, 28)
     x[:, :, 14, 14] = 1.0  # a single dot: where it lands gives the offset
@@ -92,7 +92,7 @@ def test_crop_offsets_cover_the_whole_range() -> None:
 def test_erasing_rate_and_box_sizes_match_torchvision() -> None:
     from torchvision.transforms import v2
 
-    from fmnist_lightning.augment import RandomErasing
+    from fmnist_lightning.data.transforms import RandomErasing
 
     n = 3000
     x = torch.ones(n, 1, 28, 28)
@@ -108,7 +108,7 @@ def test_erasing_rate_and_box_sizes_match_torchvision() -> None:
 
 
 def test_noise_and_blur_are_applied_per_image() -> None:
-    from fmnist_lightning.augment import GaussianBlur, GaussianNoise
+    from fmnist_lightning.data.transforms import GaussianBlur, GaussianNoise
 
     x = _batch(2000)
     noisy = GaussianNoise(sigma=0.1, p=0.5)(x)
@@ -121,7 +121,7 @@ def test_noise_and_blur_are_applied_per_image() -> None:
 
 @pytest.mark.parametrize("policy", ["randaugment", "trivialaugment", "autoaugment"])
 def test_policies_draw_ops_independently_per_image(policy: str) -> None:
-    aug = instantiate({"_target_": "fmnist_lightning.augment.Augmentation", **_load(policy)})
+    aug = instantiate({"_target_": "fmnist_lightning.data.transforms.Augmentation", **_load(policy)})
     (op,) = aug.ops
     torch.manual_seed(0)
     draws = op.draw(256, 28, 28)
@@ -138,7 +138,7 @@ def test_batched_policy_matches_torchvision_op_frequencies() -> None:
 
     from torchvision.transforms import v2
 
-    from fmnist_lightning.policies import BatchedPolicy
+    from fmnist_lightning.data.policies import BatchedPolicy
 
     torch.manual_seed(0)
     op = BatchedPolicy(v2.RandAugment(num_ops=2, magnitude=9))

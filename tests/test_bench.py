@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fmnist_lightning.config import project_root
+from fmnist_lightning.config.files import project_root
 
 
 @pytest.mark.slow

@@ -12,12 +12,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
-from fmnist_lightning.callbacks import RunRecord
-from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.hardware import resolve_precision
-from fmnist_lightning.models import count_parameters
-from fmnist_lightning.module import ImageClassifier
-from fmnist_lightning.train import instantiate_group, train
+from fmnist_lightning.training.callbacks.run_record import RunRecord
+from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.training.precision import resolve_precision
+from fmnist_lightning.models.registry import count_parameters
+from fmnist_lightning.training.classifier import ImageClassifier
+from fmnist_lightning.train import train
+from fmnist_lightning.training.builders import instantiate_group
 
 from conftest import run_cli
 

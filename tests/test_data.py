@@ -8,13 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmnist_lightning.data import (
-    NORMALIZATION,
-    FashionMNISTDataModule,
-    load_split,
-    resolve_data_root,
-    split_indices,
-)
+from fmnist_lightning.data.datamodule import FashionMNISTDataModule
+from fmnist_lightning.data.fashion_mnist import NORMALIZATION
+from fmnist_lightning.data.idx_files import load_split, resolve_data_root
+from fmnist_lightning.data.splits import split_indices
 from fmnist_lightning.errors import ConfigError, DataError
 
 from conftest import N_TEST, N_TRAIN, SHARED_DATA, cli_overrides, run_cli
@@ -128,7 +125,7 @@ def test_cli_missing_data_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_in_memory_split_serves_batches_from_the_device_it_lives_on(data_root) -> None:
-    from fmnist_lightning.data import InMemoryImages
+    from fmnist_lightning.data.loaders import InMemoryImages
 
     images, labels = load_split(data_root, "test")
     # "meta" stands in for an accelerator here: the tensors move, and batches are cut where they are.

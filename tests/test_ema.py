@@ -15,8 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import open_dict
 
-from fmnist_lightning import restore
-from fmnist_lightning.config import CONF_DIR
+from fmnist_lightning.training import checkpoints
+from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.evaluate import evaluate
 from fmnist_lightning.train import train
@@ -28,7 +28,7 @@ TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "seed=3"]
 
 
 def _test_loss(module: L.LightningModule, cfg_data_root: Path, checkpoint: dict) -> float:
-    datamodule = restore.datamodule_from_config(restore.run_config(checkpoint), root=str(cfg_data_root))
+    datamodule = checkpoints.datamodule_from_config(checkpoints.run_config(checkpoint), root=str(cfg_data_root))
     tester = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                        enable_progress_bar=False, enable_model_summary=False)
     (tested,) = tester.test(module, datamodule=datamodule, verbose=False)
@@ -38,14 +38,14 @@ def _test_loss(module: L.LightningModule, cfg_data_root: Path, checkpoint: dict)
 def test_checkpoint_test_and_evaluate_use_the_average(make_cfg, data_root: Path, tmp_path: Path) -> None:
     metrics = train(make_cfg(*EMA, *TINY))
     assert metrics["ema_decay"] == 0.7
-    checkpoint = restore.load_checkpoint(metrics["best_model_path"])
+    checkpoint = checkpoints.load_checkpoint(metrics["best_model_path"])
     # The checkpoint holds both: the average as its state_dict, the raw weights to resume from.
     average, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     weights = [k for k in average if k.startswith("net.") and average[k].is_floating_point()]
     assert weights and any(not torch.equal(average[k], raw[k]) for k in weights)
 
     # The run's test/loss is the average's, not the raw weights'.
-    module = restore.module_from_checkpoint(checkpoint)
+    module = checkpoints.module_from_checkpoint(checkpoint)
     assert _test_loss(module, data_root, checkpoint) == pytest.approx(metrics["test/loss"], abs=1e-5)
     module.load_state_dict(raw)
     assert _test_loss(module, data_root, checkpoint) != pytest.approx(metrics["test/loss"], abs=1e-5)

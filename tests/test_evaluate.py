@@ -16,19 +16,14 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from fmnist_lightning import evaluation, restore
-from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES, normalize
+from fmnist_lightning.results import split_metrics
+from fmnist_lightning.training import checkpoints
+from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.data.datamodule import normalize
+from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
 from fmnist_lightning.errors import CheckpointError, ConfigError, DataError
 from fmnist_lightning.evaluate import evaluate
-from fmnist_lightning.report import (
-    CONFUSION_NORMALIZED_PNG,
-    CONFUSION_PNG,
-    CURVES_PNG,
-    MISTAKES_PNG,
-    PER_CLASS_PNG,
-    REPORT_MD,
-)
+from fmnist_lightning.results.report import CONFUSION_NORMALIZED_PNG, CONFUSION_PNG, CURVES_PNG, MISTAKES_PNG, PER_CLASS_PNG, REPORT_MD
 
 from conftest import cli_overrides, run_cli
 
@@ -123,7 +118,7 @@ def test_validation_split_is_the_runs_own(trained_run: Path, data_root: Path, ev
 
 
 def test_evaluate_with_precision_auto_picks_this_machines_autocast(trained_run: Path, data_root: Path, eval_cfg) -> None:
-    from fmnist_lightning.hardware import fast_precision
+    from fmnist_lightning.training.precision import fast_precision
 
     trained = _metrics(trained_run)
     metrics = evaluate(eval_cfg(f"ckpt_path={trained['best_model_path']}", f"data_root={data_root}", "precision=auto"))
@@ -134,10 +129,10 @@ def test_evaluate_with_precision_auto_picks_this_machines_autocast(trained_run: 
 
 def test_tta_averages_each_image_with_its_mirror_image(trained_run: Path, data_root: Path, eval_cfg) -> None:
     ckpt_path = _metrics(trained_run)["best_model_path"]
-    checkpoint = restore.load_checkpoint(ckpt_path)
-    module = restore.module_from_checkpoint(checkpoint)
-    datamodule = restore.datamodule_from_config(restore.run_config(checkpoint), root=str(data_root))
-    test_set = evaluation.split_dataset(datamodule, "test")
+    checkpoint = checkpoints.load_checkpoint(ckpt_path)
+    module = checkpoints.module_from_checkpoint(checkpoint)
+    datamodule = checkpoints.datamodule_from_config(checkpoints.run_config(checkpoint), root=str(data_root))
+    test_set = split_metrics.split_dataset(datamodule, "test")
     x = normalize(test_set.images, datamodule.mean, datamodule.std)
     with torch.no_grad():
         plain = module(x).softmax(-1)
@@ -145,7 +140,7 @@ def test_tta_averages_each_image_with_its_mirror_image(trained_run: Path, data_r
     assert not torch.allclose(plain, expected)
 
     module.tta = True
-    result = evaluation.evaluate_split(module, datamodule, "test", evaluation.prediction_trainer(accelerator="cpu"))
+    result = split_metrics.evaluate_split(module, datamodule, "test", split_metrics.prediction_trainer(accelerator="cpu"))
     torch.testing.assert_close(result.probs, expected)
 
     expected_acc = float(multiclass_accuracy(expected, test_set.labels, num_classes=NUM_CLASSES, average="micro"))

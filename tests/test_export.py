@@ -19,11 +19,14 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from conftest import compose_cfg, run_cli
-from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.data import CLASS_NAMES, load_split
+from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.data.fashion_mnist import CLASS_NAMES
+from fmnist_lightning.data.idx_files import load_split
 from fmnist_lightning.errors import CheckpointError, ConfigError
-from fmnist_lightning.export import ExportError, check_parity, export
-from fmnist_lightning.exported import METADATA_KEY, TORCHSCRIPT_METADATA_FILE, load_exported
+from fmnist_lightning.deploy.parity import check_parity
+from fmnist_lightning.errors import ExportError
+from fmnist_lightning.export import export
+from fmnist_lightning.deploy.runtime import METADATA_KEY, TORCHSCRIPT_METADATA_FILE, load_exported
 
 
 @pytest.fixture(scope="session")

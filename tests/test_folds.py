@@ -12,7 +12,10 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import SHARED_DATA, cli_overrides, run_cli
-from fmnist_lightning.data import NUM_CLASSES, FashionMNISTDataModule, fold_indices, load_split
+from fmnist_lightning.data.datamodule import FashionMNISTDataModule
+from fmnist_lightning.data.fashion_mnist import NUM_CLASSES
+from fmnist_lightning.data.idx_files import load_split
+from fmnist_lightning.data.splits import fold_indices
 from fmnist_lightning.errors import ConfigError
 
 TINY = ["model=linear", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmnist_lightning import restore
-from fmnist_lightning.hardware import cpu_flags, fast_precision
+from fmnist_lightning.training import checkpoints
+from fmnist_lightning.training.precision import cpu_flags, fast_precision
 from fmnist_lightning.train import train
 
 
@@ -41,7 +41,7 @@ def test_auto_precision_trains_and_records_the_concrete_value(make_cfg) -> None:
     expected = fast_precision("cpu")
     assert cfg.trainer.precision == expected
     # The checkpoint stores what ran, so evaluate and predict use the same autocast.
-    stored = restore.run_config(torch.load(metrics["best_model_path"], weights_only=True))
+    stored = checkpoints.run_config(torch.load(metrics["best_model_path"], weights_only=True))
     assert stored["trainer"]["precision"] == expected
 
 

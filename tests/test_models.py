@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from fmnist_lightning.config import CONF_DIR
+from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.errors import ConfigError
-from fmnist_lightning.models import count_parameters, create_model, list_models
+from fmnist_lightning.models.registry import count_parameters, create_model, list_models
 from fmnist_lightning.train import train
 
 MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))

@@ -9,26 +9,11 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES, load_split
-from fmnist_lightning.evaluation import compute_metrics, confident_mistakes, most_confused_pairs
-from fmnist_lightning.plots import (
-    CORRECT_COLOUR,
-    MISTAKE_COLOUR,
-    confusion_matrix_figure,
-    curves_figure,
-    prediction_grid_figure,
-)
-from fmnist_lightning.report import (
-    CONFUSION_NORMALIZED_PNG,
-    CONFUSION_PNG,
-    CURVES_PNG,
-    MISTAKES_PNG,
-    PER_CLASS_PNG,
-    REPORT_MD,
-    RunFacts,
-    read_history,
-    write_report,
-)
+from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
+from fmnist_lightning.data.idx_files import load_split
+from fmnist_lightning.results.split_metrics import compute_metrics, confident_mistakes, most_confused_pairs
+from fmnist_lightning.results.figures import CORRECT_COLOUR, MISTAKE_COLOUR, confusion_matrix_figure, curves_figure, prediction_grid_figure
+from fmnist_lightning.results.report import CONFUSION_NORMALIZED_PNG, CONFUSION_PNG, CURVES_PNG, MISTAKES_PNG, PER_CLASS_PNG, REPORT_MD, RunFacts, read_history, write_report
 from fmnist_lightning.train import train
 
 # Known mistakes planted in otherwise correct predictions: (true class, predicted class, how many).

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from fmnist_lightning.data import load_split
-from fmnist_lightning.policies import BatchedPolicy
+from fmnist_lightning.data.idx_files import load_split
+from fmnist_lightning.data.policies import BatchedPolicy
 
 POLICIES = {"randaugment": v2.RandAugment, "trivialaugment": v2.TrivialAugmentWide, "autoaugment": v2.AutoAugment}
 

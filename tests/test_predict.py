@@ -14,10 +14,12 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from fmnist_lightning import restore
-from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES, load_split, normalize
-from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.imagefiles import read_image
+from fmnist_lightning.training import checkpoints
+from fmnist_lightning.data.datamodule import normalize
+from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
+from fmnist_lightning.data.idx_files import load_split
+from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.data.image_files import read_image
 from fmnist_lightning.predict import predict
 
 from conftest import cli_overrides, run_cli
@@ -115,10 +117,10 @@ def test_predict_classifies_images_as_the_model_classifies_the_tensors(
             assert f"{path}: {row['class_1']} " in result.stdout
 
     # The model's own predictions on the dataset tensors.
-    checkpoint = restore.load_checkpoint(checkpoint_path)
-    module = restore.module_from_checkpoint(checkpoint)
+    checkpoint = checkpoints.load_checkpoint(checkpoint_path)
+    module = checkpoints.module_from_checkpoint(checkpoint)
     with torch.no_grad():
-        probs = module(normalize(images, *restore.normalization(restore.run_config(checkpoint)))).softmax(-1)
+        probs = module(normalize(images, *checkpoints.normalization(checkpoints.run_config(checkpoint)))).softmax(-1)
     top_probs, top_classes = probs.topk(TOP_K)
     # Saved as they are, in RGB, or inverted on white: all three come back as exactly the same tensor.
     for way in ("plain", "rgb", "inverted"):

@@ -254,7 +254,7 @@ def test_last_checkpoint_every_n_train_steps(make_cfg, tmp_path: Path) -> None:
 
 
 def test_an_unexpected_failure_is_one_error_line_with_the_traceback_kept(tmp_path: Path, capsys) -> None:
-    from fmnist_lightning.errors import exit_with_failure
+    from fmnist_lightning.cli.exits import exit_with_failure
 
     try:
         torch.zeros(2, 3) @ torch.zeros(2, 3)  # a real error from inside torch

@@ -13,8 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from conftest import cli_overrides, run_cli
-from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.summarize import find_jobs, metric_figure, write_summary
+from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.results.sweep_summary import find_jobs, metric_figure, write_summary
 
 
 TINY = ["model=linear", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",

@@ -10,9 +10,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.errors import FmnistError, exit_with_error, exit_with_failure, run_hydra
-from fmnist_lightning.resume import RunComplete, prepare_argv
+from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
+from fmnist_lightning.cli.hydra_entry import run_hydra
+from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.errors import FmnistError
+from fmnist_lightning.training.resume import RunComplete, prepare_argv
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -24,9 +26,9 @@ def main(cfg: DictConfig) -> float | None:
     # root logger's handlers and sends its messages through them instead of adding its own.
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from fmnist_lightning.distributed import in_sweep
-    from fmnist_lightning.sweep import record_failure, sweep_job_failed
     from fmnist_lightning.train import train
+    from fmnist_lightning.training.ddp_jobs import in_sweep
+    from fmnist_lightning.training.sweep_jobs import record_failure, sweep_job_failed
 
     log.info("Composed config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:

@@ -14,12 +14,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fmnist_lightning.cli.hydra_entry import checkpoint_command
+from fmnist_lightning.config.files import METRICS_FILE, write_json
+from fmnist_lightning.errors import ConfigError
+
 # Imported before Hydra sets up logging, so that its job_logging config replaces the console
 # handlers Lightning installs at import (otherwise every Lightning message prints twice).
-from fmnist_lightning import evaluation, restore
-from fmnist_lightning.errors import ConfigError
-from fmnist_lightning.report import RunFacts, checkpoint_facts, csv_log_path, format_summary, write_report
-from fmnist_lightning.train import write_json
+from fmnist_lightning.results.report import RunFacts, checkpoint_facts, csv_log_path, format_summary, write_report
+from fmnist_lightning.results.split_metrics import check_split, evaluate_split, prediction_trainer
+from fmnist_lightning.training.checkpoints import restore_run
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -30,42 +33,35 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("no checkpoint given: python -m fmnist_lightning.evaluate ckpt_path=<file.ckpt>")
     # Checked before the checkpoint is loaded, so a typo fails at once.
-    evaluation.check_split(cfg.split)
+    check_split(cfg.split)
     if cfg.batch_size is not None and int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    checkpoint = restore.load_checkpoint(cfg.ckpt_path)
-    config = restore.run_config(checkpoint)
-    module = restore.module_from_checkpoint(checkpoint)
-    if cfg.tta is not None:
-        module.tta = bool(cfg.tta)
-    datamodule = restore.datamodule_from_config(config, root=cfg.data_root, batch_size=cfg.batch_size)
-    trainer = evaluation.prediction_trainer(
-        accelerator=cfg.accelerator,
-        precision=cfg.precision or (config.get("trainer") or {}).get("precision"),
-    )
-    result = evaluation.evaluate_split(module, datamodule, cfg.split, trainer)
+    run = restore_run(cfg.ckpt_path, tta=cfg.tta)
+    datamodule = run.datamodule(root=cfg.data_root, batch_size=cfg.batch_size)
+    trainer = prediction_trainer(accelerator=cfg.accelerator, precision=cfg.precision or run.precision)
+    result = evaluate_split(run.module, datamodule, cfg.split, trainer)
 
     output_dir = Path(cfg.paths.output_dir)
     facts = RunFacts(
         title=f"Evaluation of {Path(cfg.ckpt_path).name}",
-        config=config,
-        checkpoint=str(Path(cfg.ckpt_path).resolve()),
+        config=run.config,
+        checkpoint=str(run.path.resolve()),
         epoch_label="checkpoint epoch",
-        tta=module.tta,
-        history_csv=csv_log_path(config),
-        **checkpoint_facts(checkpoint),
+        tta=run.module.tta,
+        history_csv=csv_log_path(run.config),
+        **checkpoint_facts(run.checkpoint),
     )
     facts.wall_time_s = time.perf_counter() - started
     report = write_report(output_dir, result, facts)
-    metrics = {**result.as_dict(), "split": cfg.split, "tta": module.tta, "ckpt_path": facts.checkpoint,
+    metrics = {**result.as_dict(), "split": cfg.split, "tta": run.module.tta, "ckpt_path": facts.checkpoint,
                "wall_time_s": round(facts.wall_time_s, 2)}
-    write_json(output_dir / "metrics.json", metrics)
+    write_json(output_dir / METRICS_FILE, metrics)
     print(format_summary(result, facts))
     print(f"\nWrote {report}, metrics.json and the figures in {output_dir}")
     return metrics
 
 
-main = evaluation.checkpoint_command("evaluate", evaluate)
+main = checkpoint_command("evaluate", evaluate)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """``python -m fmnist_lightning.predict (ckpt_path=<file.ckpt> | model=<file.onnx|.pt>) inputs=<file or folder>``.
 
 Also ``fmnist-predict``. Classifies ordinary images (PNG, JPEG, any size, colour or
-grey). Each image is first made to look like a Fashion-MNIST image (``imagefiles``):
+grey). Each image is first made to look like a Fashion-MNIST image (``data.image_files``):
 grey, a light garment on a black background, the object fitted into 28x28 keeping
 its aspect ratio. A checkpoint then normalises it exactly as the run's training data;
 a model exported by ``fmnist_lightning.export`` has that normalisation inside and runs
@@ -20,9 +20,11 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.errors import ConfigError, DataError, FmnistError, exit_with_error, exit_with_failure, run_hydra
-from fmnist_lightning.imagefiles import Result, input_files, read_image, top_classes, write_csv
+from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
+from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, run_hydra
+from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.data.image_files import Result, input_files, read_image, top_classes, write_csv
+from fmnist_lightning.errors import ConfigError, DataError, FmnistError
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -36,33 +38,29 @@ Classifier = Callable[[np.ndarray], np.ndarray]
 
 def checkpoint_classifier(cfg: DictConfig) -> Classifier:
     """The checkpoint's LightningModule, run by a quiet Trainer on the run's own normalisation and precision."""
+    # Imported here: with an exported model (model=<file.onnx>) neither torch nor Lightning is imported.
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from fmnist_lightning import evaluation, restore
-    from fmnist_lightning.data import normalize
+    from fmnist_lightning.data.datamodule import normalize
+    from fmnist_lightning.results.split_metrics import predict_probs, prediction_trainer
+    from fmnist_lightning.training.checkpoints import restore_run
 
-    evaluation.quiet_lightning_info()
-    checkpoint = restore.load_checkpoint(cfg.ckpt_path)
-    config = restore.run_config(checkpoint)
-    module = restore.module_from_checkpoint(checkpoint)
-    if cfg.tta is not None:
-        module.tta = bool(cfg.tta)
-    mean, std = restore.normalization(config)
+    quiet_lightning_info()
+    run = restore_run(cfg.ckpt_path, tta=cfg.tta)
+    mean, std = run.normalization
 
     def classify(images: np.ndarray) -> np.ndarray:
         loader = DataLoader(TensorDataset(normalize(torch.from_numpy(images), mean, std)), batch_size=int(cfg.batch_size))
-        trainer = evaluation.prediction_trainer(
-            accelerator=cfg.accelerator, precision=(config.get("trainer") or {}).get("precision")
-        )
-        return evaluation.predict_probs(trainer, module, loader).numpy()
+        trainer = prediction_trainer(accelerator=cfg.accelerator, precision=run.precision)
+        return predict_probs(trainer, run.module, loader).numpy()
 
     return classify
 
 
 def exported_classifier(cfg: DictConfig) -> Classifier:
     """An exported model: [0, 1] floats in, probabilities out; with ``tta`` averaged with the mirror image."""
-    from fmnist_lightning.exported import load_exported
+    from fmnist_lightning.deploy.runtime import load_exported
 
     model = load_exported(cfg.model_file)
 

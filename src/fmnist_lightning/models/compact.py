@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from fmnist_lightning.errors import ConfigError
-from fmnist_lightning.models import register_model
+from fmnist_lightning.models.registry import register_model
 from fmnist_lightning.models.layers import conv_bn_relu, gap_head
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from fmnist_lightning.errors import ConfigError
-from fmnist_lightning.models import register_model
+from fmnist_lightning.models.registry import register_model
 from fmnist_lightning.models.layers import conv_bn_relu, gap_head
 
 
@@ -17,6 +17,16 @@ def dwsep_block(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
         *conv_bn_relu(in_ch, in_ch, 3, stride=stride, groups=in_ch),
         *conv_bn_relu(in_ch, out_ch, 1),
     )
+
+
+def checked_stages(widths: Sequence[int], strides: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The blocks' widths and strides as integers, refused with one line unless each width has a stride of 1 or 2."""
+    widths, strides = [int(w) for w in widths], [int(s) for s in strides]
+    if not widths or len(widths) != len(strides):
+        raise ConfigError(f"dwsep needs one stride per width, got widths={widths} and strides={strides}")
+    if any(s not in (1, 2) for s in strides):
+        raise ConfigError(f"dwsep strides must be 1 or 2, got {strides}")
+    return widths, strides
 
 
 @register_model("dwsep")
@@ -33,11 +43,7 @@ class DepthwiseSeparableCNN(nn.Module):
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        widths, strides = [int(w) for w in widths], [int(s) for s in strides]
-        if not widths or len(widths) != len(strides):
-            raise ConfigError(f"dwsep needs one stride per width, got widths={widths} and strides={strides}")
-        if any(s not in (1, 2) for s in strides):
-            raise ConfigError(f"dwsep strides must be 1 or 2, got {strides}")
+        widths, strides = checked_stages(widths, strides)
         # A full conv for the stem: a depthwise conv on a single input channel could not mix anything.
         layers: list[nn.Module] = conv_bn_relu(in_channels, stem_width, 3)
         for width_in, width_out, stride in zip([stem_width, *widths], widths, strides):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from fmnist_lightning.errors import ConfigError
-from fmnist_lightning.models import register_model
+from fmnist_lightning.models.registry import register_model
 from fmnist_lightning.models.layers import gap_head
 
 

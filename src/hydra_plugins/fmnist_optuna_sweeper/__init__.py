@@ -5,5 +5,5 @@ the top of ``optuna_sweeper``.
 """
 
 # Where the sweeper tells a trial's job its storage, study and trial id (through hydra.job.env_set);
-# read by fmnist_lightning.callbacks.OptunaPruning.
+# read by fmnist_lightning.training.callbacks.optuna_pruning.OptunaPruning.
 TRIAL_ENV = {"storage": "FMNIST_OPTUNA_STORAGE", "study": "FMNIST_OPTUNA_STUDY", "trial": "FMNIST_OPTUNA_TRIAL"}

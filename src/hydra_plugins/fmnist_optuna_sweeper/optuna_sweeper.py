@@ -6,7 +6,7 @@ ranges, ``choice(...)`` a categorical, ``range(a, b[, step])`` an int grid; anyt
 a fixed value. ``n_jobs`` trials are asked for at once and run by the configured launcher
 (basic, joblib, submitit, slurm). A trial's job learns which trial it is through environment
 variables set by ``hydra.job.env_set`` (so it works in any launcher process, on any machine
-that reaches the storage); ``fmnist_lightning.callbacks.OptunaPruning`` reports the optimised
+that reaches the storage); ``fmnist_lightning.training.callbacks.optuna_pruning.OptunaPruning`` reports the optimised
 metric at every validation and stops a hopeless trial, which is then told PRUNED. A job that
 raises is told FAIL and the search goes on, up to ``max_failure_rate``. The study lives in
 ``storage`` (any SQLAlchemy URL), so running again with the same study extends it.

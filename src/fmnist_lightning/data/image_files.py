@@ -7,6 +7,7 @@ imports neither torch nor Lightning.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fmnist_lightning.config.files import write_text_atomic
 from fmnist_lightning.errors import ConfigError, DataError
-from fmnist_lightning.fashion_mnist import CLASS_NAMES, IMAGE_SIZE
+from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, IMAGE_SIZE
 
 # A border whose median grey level is above mid-grey is a light background: Fashion-MNIST
 # garments are light on black, so such images are inverted.
@@ -23,8 +25,6 @@ LIGHT_BACKGROUND = 127
 # How far (in grey levels) a pixel must be from the background level to count as part of the
 # object when cropping to it; smaller differences are sensor noise or JPEG ringing.
 CONTENT_MARGIN = 16
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
 
 
 @dataclass
@@ -134,16 +134,12 @@ def top_classes(probs: np.ndarray, k: int) -> list[tuple[str, float]]:
 
 def write_csv(path: Path, results: list[Result], k: int) -> None:
     """One row per input file: its top-k classes and probabilities, or the error that stopped it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = ["file", "error"] + [f"{col}_{i}" for i in range(1, k + 1) for col in ("class", "prob")]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for r in results:
-            top = top_classes(r.probs, k) if r.probs is not None else []
-            cells = [x for name, p in top for x in (name, f"{p:.6f}")]
-            writer.writerow([str(r.path), r.error or ""] + cells + [""] * (len(header) - 2 - len(cells)))
-    tmp.replace(path)
-
-
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    for r in results:
+        top = top_classes(r.probs, k) if r.probs is not None else []
+        cells = [x for name, p in top for x in (name, f"{p:.6f}")]
+        writer.writerow([str(r.path), r.error or ""] + cells + [""] * (len(header) - 2 - len(cells)))
+    write_text_atomic(path, text.getvalue())

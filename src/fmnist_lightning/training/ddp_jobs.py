@@ -8,7 +8,7 @@ process would start a sweep of its own in new directories; and the sweep process
 rank 0, keeps its process group and DDP environment variables, so the next job would
 wait for ranks that never come. Such a job therefore re-runs itself as a single run (its
 own overrides, in its own directory) in a fresh process, where Lightning's DDP works as
-designed, and returns that run's metrics.json. Ranks that a cluster starts itself (SLURM
+designed, and returns that run's metrics. Ranks that a cluster starts itself (SLURM
 tasks, torchrun) are left alone.
 """
 
@@ -28,8 +28,8 @@ from hydra.types import RunMode
 from hydra.utils import get_original_cwd
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
+from fmnist_lightning.config.files import METRICS_FILE, STATUS_FILE
 from fmnist_lightning.errors import TrainingError
-from fmnist_lightning.summarize import STATUS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def run_in_own_process(output_dir: Path) -> dict[str, Any]:
     command = single_run_command(output_dir)
     log.info("DDP job of a multirun: running it as a single run in its own process:\n  %s", shlex.join(command))
     returncode = subprocess.run(command, cwd=get_original_cwd(), check=False).returncode
-    metrics_file = output_dir / "metrics.json"
+    metrics_file = output_dir / METRICS_FILE
     if returncode != 0 or not metrics_file.is_file():
         status_file = output_dir / STATUS_FILE
         error = json.loads(status_file.read_text()).get("error") if status_file.is_file() else None

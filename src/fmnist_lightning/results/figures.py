@@ -1,4 +1,5 @@
-"""Result figures labelled with class names: curves, confusion matrices, per-class accuracy, image grids.
+"""Result figures: curves, confusion matrices, per-class accuracy, image grids (labelled with class names),
+and the learning-rate range test.
 
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``) and
 rendered by the Agg canvas, so nothing touches pyplot's global state or needs a
@@ -15,7 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from fmnist_lightning.data import CLASS_NAMES
+from fmnist_lightning.data.fashion_mnist import CLASS_NAMES
+from fmnist_lightning.training.lr_range_test import SKIP_BEGIN, lr_override
 
 MISTAKE_COLOUR = "tab:red"
 CORRECT_COLOUR = "black"
@@ -130,3 +132,28 @@ def prediction_grid_figure(
                 spine.set_edgecolor(MISTAKE_COLOUR)
                 spine.set_linewidth(2)
     return fig
+
+
+def lr_find_figure(lrs: list[float], losses: list[float], suggestion: float, title: str) -> Figure:
+    """Smoothed training loss against learning rate on a log axis, the suggestion marked and labelled."""
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    # Lightning's bias correction of its running mean is one step off (it divides by 1 - 0.98^(n+1) after
+    # n steps): the curve starts at about half the real loss and climbs to it over a few dozen steps, which
+    # reads as a loss that rises at tiny rates. The first steps, which the suggestion ignores, are greyed.
+    ax.plot(lrs[: SKIP_BEGIN + 1], losses[: SKIP_BEGIN + 1], color="0.7",
+            label=f"first {SKIP_BEGIN} steps (smoothing warm-up, not used)")
+    ax.plot(lrs[SKIP_BEGIN:], losses[SKIP_BEGIN:], color="tab:blue", label="training loss (smoothed)")
+    at = min(range(len(lrs)), key=lambda i: abs(lrs[i] - suggestion))
+    ax.axvline(suggestion, color="tab:red", linestyle="--", linewidth=1)
+    ax.plot([suggestion], [losses[at]], "o", color="tab:red", label=f"suggestion: {lr_override(suggestion)}")
+    ax.annotate(f"{suggestion:.2e}", (suggestion, losses[at]), xytext=(8, 8), textcoords="offset points",
+                color="tab:red")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    return fig
+

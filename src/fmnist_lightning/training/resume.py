@@ -21,12 +21,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from fmnist_lightning.config.files import HYDRA_OVERRIDES, LAST_CHECKPOINT, METRICS_FILE
 from fmnist_lightning.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
 RESUME = "resume"
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
@@ -41,7 +41,9 @@ class RunComplete(Exception):
 def _readable_checkpoint(run: Path) -> Path:
     """``last.ckpt``, or, if it cannot be read (a crash mid-write on a filesystem without atomic rename,
     a truncated copy), the newest readable checkpoint of the run, with a warning naming both."""
-    from fmnist_lightning.restore import load_checkpoint
+    # Imported here: prepare_argv runs for every command line, --help included, which must answer
+    # without the seconds-long import of Lightning and torch.
+    from fmnist_lightning.training.checkpoints import load_checkpoint
 
     last = run / LAST_CHECKPOINT
     others = sorted((p for p in last.parent.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -89,9 +91,9 @@ def finished_message(run: Path, checkpoint: Path, extra: Sequence[str]) -> str |
     Complete means: ``metrics.json`` was written from the state ``checkpoint`` holds (same global
     step), so fitting again would only re-test and overwrite the results with a poorer copy.
     """
-    from fmnist_lightning.restore import load_checkpoint, run_config
+    from fmnist_lightning.training.checkpoints import load_checkpoint, run_config  # as in _readable_checkpoint
 
-    metrics_file = run / "metrics.json"
+    metrics_file = run / METRICS_FILE
     if not metrics_file.is_file():
         return None
     try:
@@ -120,7 +122,7 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
     Raises ``RunComplete`` when the run has finished and ``extra`` asks for no more training.
     """
     run = Path(run_dir).expanduser().resolve()
-    overrides_file = run / ".hydra" / "overrides.yaml"
+    overrides_file = run / HYDRA_OVERRIDES
     if not overrides_file.is_file():
         raise ConfigError(f"resume={run_dir}: no .hydra/overrides.yaml there; pass the directory of an earlier run")
     checkpoint = _readable_checkpoint(run)

@@ -18,16 +18,16 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from fmnist_lightning.callbacks import best_checkpoint
-from fmnist_lightning.data import CLASS_NAMES
-from fmnist_lightning.evaluation import (
+from fmnist_lightning.config.files import write_text_atomic
+from fmnist_lightning.data.fashion_mnist import CLASS_NAMES
+from fmnist_lightning.results.split_metrics import (
     Evaluation,
     confident_mistakes,
     evaluate_split,
     most_confused_pairs,
     prediction_trainer,
 )
-from fmnist_lightning.plots import (
+from fmnist_lightning.results.figures import (
     History,
     confusion_matrix_figure,
     curves_figure,
@@ -235,12 +235,7 @@ def write_report(output_dir: Path, evaluation: Evaluation | None, facts: RunFact
     """Write the PNGs and ``report.md`` into ``output_dir``; return the report's path."""
     output_dir.mkdir(parents=True, exist_ok=True)
     figures = write_figures(output_dir, evaluation, facts)
-    path = output_dir / REPORT_MD
-    # Written beside and renamed over, so an interrupted write never leaves half a report.
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(report_markdown(evaluation, facts, figures))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(output_dir / REPORT_MD, report_markdown(evaluation, facts, figures))
 
 
 def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -289,8 +284,9 @@ def write_training_report(
     config: dict[str, Any],
     metrics: dict[str, Any],
     output_dir: Path,
+    best: str | None = None,
 ) -> Path:
-    """The run directory's PNGs and report.md, from the weights just tested (the best checkpoint's).
+    """The run directory's PNGs and report.md, from the weights just tested (``best``, the best checkpoint's).
 
     The test set is predicted again, by the same code ``evaluate`` uses and over the same
     batches ``trainer.test`` saw, so the report's numbers are the ones in metrics.json.
@@ -304,8 +300,6 @@ def write_training_report(
             limit_batches=trainer.limit_test_batches,
         )
         evaluation = evaluate_split(module, datamodule, "test", predictor)
-    checkpoint = best_checkpoint(trainer)
-    best = (checkpoint.best_model_path or None) if checkpoint is not None else None
     facts = RunFacts(
         title=f"Run {output_dir.name}",
         config=config,

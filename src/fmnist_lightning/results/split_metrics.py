@@ -1,17 +1,14 @@
-"""Evaluate a model on a split: probabilities from ``trainer.predict``, metrics from torchmetrics.
+"""Metrics of a model on one split: probabilities from ``trainer.predict``, metrics from torchmetrics.
 
-Shared by training's end-of-run report and ``fmnist_lightning.evaluate``, so both
-compute the same numbers the same way.
+Shared by training's end-of-run report, ``fmnist-evaluate`` and ``fmnist-predict`` (its
+checkpoint path), so all compute the same numbers the same way.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from torch import Tensor
@@ -25,12 +22,10 @@ from torchmetrics.functional.classification import (
     multiclass_stat_scores,
 )
 
-from omegaconf import DictConfig
-
-from fmnist_lightning.config import CONF_DIR
-from fmnist_lightning.data import CLASS_NAMES, NUM_CLASSES, normalize
-from fmnist_lightning.errors import ConfigError, run_command, run_hydra
-from fmnist_lightning.hardware import AUTO, fast_precision
+from fmnist_lightning.data.datamodule import normalize
+from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
+from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.training.precision import AUTO, fast_precision
 
 SPLITS = ("test", "val")
 
@@ -98,28 +93,11 @@ def split_loader(datamodule: L.LightningDataModule, dataset: Any) -> DataLoader:
     return DataLoader(TensorDataset(images, dataset.labels), batch_size=datamodule.eval_batch_size)
 
 
-def quiet_lightning_info() -> None:
-    """Silence the device summary and tips Lightning logs for every Trainer; they are noise in a command's output."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-
-
-def checkpoint_command(config_name: str, body: Callable[[DictConfig], Any]) -> Callable[[], None]:
-    """The Hydra entry point of a command that reads a checkpoint (evaluate, export): ``conf/<config_name>.yaml``,
-    Lightning's per-Trainer info lines off, and any failure of ``body`` as one ``error:`` line."""
-
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
-    def main(cfg: DictConfig) -> None:
-        quiet_lightning_info()
-        run_command(body, cfg)
-
-    return lambda: run_hydra(main)
-
-
 def prediction_trainer(
     accelerator: str = "auto", precision: str | int | None = None, limit_batches: int | float | None = None
 ) -> L.Trainer:
     """A quiet single-device Trainer for ``trainer.predict``: no logs, checkpoints or progress bar.
-    ``precision="auto"`` picks as training does (``hardware.fast_precision``)."""
+    ``precision="auto"`` picks as training does (``training.precision.fast_precision``)."""
     if str(precision) == AUTO:
         precision = fast_precision(accelerator)
     return L.Trainer(

@@ -21,7 +21,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from fmnist_lightning.augment import BatchOp
+from fmnist_lightning.data.transforms import BatchOp
 from fmnist_lightning.errors import ConfigError
 
 IDENTITY = "Identity"

@@ -1,4 +1,4 @@
-"""Run a model written by ``fmnist_lightning.export``: ONNX on onnxruntime, TorchScript on torch.jit, no Lightning.
+"""Run a model written by ``fmnist-export`` (``deploy.served_model``): ONNX on onnxruntime, TorchScript on torch.jit, no Lightning.
 
 An exported model takes what a user has, a float32 ``[N, 1, 28, 28]`` batch in [0, 1]
 (a light garment on black, as Fashion-MNIST's images), and returns class probabilities
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fmnist_lightning.errors import CheckpointError, ConfigError
+from fmnist_lightning.errors import CheckpointError, ConfigError, first_line
 
 METADATA_KEY = "fmnist_lightning"
 TORCHSCRIPT_METADATA_FILE = "fmnist_lightning.json"
@@ -53,7 +53,7 @@ def _onnx(path: Path) -> ExportedModel:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-        raise CheckpointError(f"{path} is not a readable ONNX model ({str(exc).strip().splitlines()[0]})") from exc
+        raise CheckpointError(f"{path} is not a readable ONNX model ({first_line(exc)})") from exc
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -72,7 +72,7 @@ def _torchscript(path: Path) -> ExportedModel:
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning)
             scripted = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as exc:  # torch.jit raises RuntimeError or ValueError, depending on what is wrong
-        raise CheckpointError(f"{path} is not a readable TorchScript model ({str(exc).strip().splitlines()[0]})") from exc
+        raise CheckpointError(f"{path} is not a readable TorchScript model ({first_line(exc)})") from exc
     scripted.eval()
 
     def run(batch: np.ndarray) -> np.ndarray:

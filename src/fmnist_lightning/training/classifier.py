@@ -26,6 +26,9 @@ SCHEDULER_INTERVALS = ("epoch", "step")
 # is resumed with another length, the freshly planned values replace the stored ones; only the position
 # (the step or epoch count) is restored.
 RUN_LENGTH_STATE = ("total_steps", "_schedule_phases", "T_max")
+# The learning rate's tag in TensorBoard and metrics.csv, whatever the optimizer, so runs share a chart
+# (the scheduler's name here; callbacks.lr_tag.LearningRateTag when there is no scheduler).
+LR_TAG = "lr"
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class ImageClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(average="micro", **metric_args)
         self.test_acc = MulticlassAccuracy(average="micro", **metric_args)
         self.test_f1 = MulticlassF1Score(average="macro", **metric_args)
-        # Confusion matrices for the figures and reports (read by callbacks.EvaluationFigures); their
+        # Confusion matrices for the figures and reports (read by results.tensorboard_figures.EvaluationFigures); their
         # compute() syncs over processes like the metrics above.
         self.val_confmat = MulticlassConfusionMatrix(**metric_args)
         self.test_confmat = MulticlassConfusionMatrix(**metric_args)
@@ -247,7 +250,6 @@ class ImageClassifier(L.LightningModule):
                 "scheduler": scheduler,
                 "interval": self.scheduler_interval,
                 "monitor": self.scheduler_monitor,
-                # One learning-rate tag ("lr") in the logs, whatever the optimizer, so runs share a chart.
-                "name": "lr",
+                "name": LR_TAG,
             },
         }

@@ -1,0 +1,30 @@
+"""How a command ends on a failure: one ``error:`` line and an exit code, never a bare traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import NoReturn
+
+from fmnist_lightning.errors import FmnistError, typed_line
+
+
+def exit_with_error(exc: FmnistError, code: int = 2) -> NoReturn:
+    """End a command the way every entry point does on bad input: the log, one ``error:`` line, exit ``code``."""
+    logging.getLogger("fmnist_lightning").error("%s", exc)
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(code) from None
+
+
+def exit_with_failure(exc: BaseException, where: Path | None = None, code: int = 1) -> NoReturn:
+    """End a command on an unexpected failure (a bug, a device or library error) as on bad input: one
+    ``error:`` line on the console; the traceback goes to ``<where>/error.log`` for a bug report."""
+    where = where if where is not None and where.is_dir() else Path(tempfile.mkdtemp(prefix="fmnist-error-"))
+    trace = where / "error.log"
+    trace.write_text("".join(traceback.format_exception(exc)))
+    logging.getLogger("fmnist_lightning").error("%s: %s (traceback in %s)", type(exc).__name__, exc, trace)
+    print(f"error: {typed_line(exc)} (this is a failure, not bad input; traceback in {trace})", file=sys.stderr)
+    raise SystemExit(code) from None

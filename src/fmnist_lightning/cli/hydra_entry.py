@@ -1,0 +1,99 @@
+"""Hydra entry points whose every failure, Hydra's own included, ends as one ``error:`` line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hydra
+from omegaconf import DictConfig
+
+from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
+from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.errors import FmnistError
+
+T = TypeVar("T")
+
+
+
+def run_command(command: Callable[[Any], T], cfg: Any) -> T:
+    """Run a Hydra command's body: bad input ends as one ``error:`` line (exit 2), any other failure as one
+    line too (exit 1) with the traceback in the command's output directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return command(cfg)
+    except FmnistError as exc:
+        exit_with_error(exc)
+    except Exception as exc:
+        exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))
+
+
+def _raised_in(exc: BaseException, packages: tuple[str, ...]) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is in one of ``packages``."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith(packages)
+
+
+def run_hydra(main: Callable[[], Any]) -> None:
+    """Call a ``@hydra.main`` function so that Hydra's own errors (an unknown option, a bad override, a
+    malformed config file or defaults list) end as one ``error:`` line too, with exit code 2."""
+    import yaml
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # Hydra prints its internal traceback for errors it cannot shorten (a bool in a defaults list, a YAML
+    # syntax error) and exits 1. With HYDRA_FULL_ERROR=1 it raises instead, and the message is ours to
+    # print; a user who set it wants the traceback, so then Hydra keeps reporting.
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    if previous == "1":
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except FmnistError as exc:
+        exit_with_error(exc)
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
+        if isinstance(exc, ValueError) and not _raised_in(exc, ("hydra.", "omegaconf.", "yaml.")):
+            exit_with_failure(exc)  # not the config: a sweeper's, launcher's or callback's own failure
+        message = str(exc).strip()
+        if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in message:
+            message += f"\n{exc.__cause__}"
+        if "Unsupported item value in defaults : bool" in message:
+            message += " (YAML reads on, off, yes, no, true and false as booleans: quote the option, e.g. 'on')"
+        if not isinstance(exc, HydraException):
+            message = f"the config could not be composed: {message}"
+        # Not exit_with_error: logging is not set up before Hydra composes, and would print the line twice.
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as exc:
+        exit_with_failure(exc)
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def quiet_lightning_info() -> None:
+    """Silence the device summary and tips Lightning logs for every Trainer; they are noise in a command's output."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def checkpoint_command(config_name: str, body: Callable[[DictConfig], Any]) -> Callable[[], None]:
+    """The Hydra entry point of a command that reads a checkpoint (evaluate, export): ``conf/<config_name>.yaml``,
+    Lightning's per-Trainer info lines off, and any failure of ``body`` as one ``error:`` line."""
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+    def main(cfg: DictConfig) -> None:
+        quiet_lightning_info()
+        run_command(body, cfg)
+
+    return lambda: run_hydra(main)

@@ -1,0 +1,42 @@
+"""Where the project's files live: the ``conf/`` directory, and the files of a run directory.
+
+Every reader and writer of a run directory (training, resume, the sweep summary, DDP jobs,
+evaluate) takes the file names from here, so a name is spelled once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def project_root() -> Path:
+    """The checkout holding ``pyproject.toml`` (editable install), else the working directory."""
+    root = Path(__file__).resolve().parents[3]
+    return root if (root / "pyproject.toml").is_file() else Path.cwd()
+
+
+CONF_DIR = project_root() / "conf"
+
+# The files of a run directory (outputs/runs/<time>/, or a job of outputs/multirun/<time>/).
+METRICS_FILE = "metrics.json"  # final metrics of a run that finished (or was pruned)
+STATUS_FILE = "status.json"  # written instead when the run failed: the one-line error
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT_NAME = "last"  # the filename of conf/callbacks' last_checkpoint and of the interrupt checkpoint
+LAST_CHECKPOINT = Path(CHECKPOINT_DIR) / f"{LAST_CHECKPOINT_NAME}.ckpt"
+HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` beside ``path`` and rename it over: a reader (or a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """``data`` as indented, key-sorted JSON, written atomically."""
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

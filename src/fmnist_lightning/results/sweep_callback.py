@@ -1,0 +1,38 @@
+"""The Hydra callback that writes a sweep's summary (summary.csv, .md, .png) when a multirun ends."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from fmnist_lightning.errors import FmnistError
+from fmnist_lightning.results.sweep_summary import write_summary
+
+log = logging.getLogger(__name__)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: writes summary.csv, summary.md and summary.png into the sweep directory."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # The Optuna sweeper opens its sqlite study there before any job has created the directory.
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # Imported here: every command shares this Hydra config, and predict model=<file> runs without Lightning.
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank != 0:
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            summary = write_summary(sweep_dir)
+        except FmnistError as exc:
+            log.warning("No sweep summary: %s", exc)
+            return
+        log.info("Sweep summary (%s) in %s", summary.counts_text(), sweep_dir)
+        print(f"Sweep summary: {summary.headline()}\n  {sweep_dir / 'summary.md'}")

@@ -1,0 +1,60 @@
+"""Report to this job's Optuna trial and stop when its pruner says so (``hparams_search=...``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
+
+
+class OptunaPruning(L.Callback):
+    """Reports ``monitor`` to this job's Optuna trial at every validation and stops training if the pruner says so.
+
+    Active only in a trial of ``hydra/sweeper=optuna``, whose sweeper names the storage, study
+    and trial in environment variables (set through ``hydra.job.env_set``, so any launcher
+    passes them on). A pruned run stops like a finished one: it tests its best checkpoint and
+    writes its metrics, with ``pruned_at_epoch``; the sweeper then tells the study PRUNED.
+    Unlike optuna-integration's callback, it does not raise ``TrialPruned``, which would end the
+    run as a failure without its results.
+    """
+
+    def __init__(self, monitor: str = "val/acc_best") -> None:
+        self.monitor = monitor
+        self.trial: Any = None
+        self.pruned_at_epoch: int | None = None
+
+    def connect(self, trial_env: dict[str, str] | None = None) -> None:
+        """Find this job's trial, if the sweeper started it as one."""
+        from hydra.core.hydra_config import HydraConfig
+
+        env = trial_env or {key: os.environ.get(name, "") for key, name in TRIAL_ENV.items()}
+        if not all(env.values()):
+            return
+        import optuna
+        from hydra.utils import instantiate
+
+        pruner_cfg = HydraConfig.get().sweeper.get("pruner") if HydraConfig.initialized() else None
+        pruner = instantiate(pruner_cfg) if pruner_cfg else None
+        study = optuna.load_study(study_name=env["study"], storage=env["storage"], pruner=pruner)
+        self.trial = optuna.trial.Trial(study, int(env["trial"]))
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.trial is None and trainer.is_global_zero:
+            self.connect()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if self.trial is None or trainer.sanity_checking or value is None:
+            return
+        epoch = trainer.current_epoch + 1
+        self.trial.report(float(value), step=epoch)
+        if self.trial.should_prune():
+            self.pruned_at_epoch = epoch
+            trainer.should_stop = True
+            rank_zero_only(print)(f"Optuna trial {self.trial.number} pruned after epoch {epoch} "
+                                  f"({self.monitor} {float(value):.4f})", flush=True)
+

@@ -1,0 +1,28 @@
+"""Every command's ``--help`` describes that command (its own name and usage), quickly, with exit 0."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+
+# (how the command is started, a line its help must hold, the training command's own header)
+COMMANDS = [
+    (["--help"], "fmnist-lightning: train and compare Fashion-MNIST classifiers"),
+    (["-m", "fmnist_lightning.evaluate", "--help"], "fmnist-evaluate: evaluate a checkpoint"),
+    (["-m", "fmnist_lightning.predict", "--help"], "fmnist-predict:"),
+    (["-m", "fmnist_lightning.export", "--help"], "fmnist-export:"),
+    (["-m", "fmnist_lightning.lr_find", "--help"], "fmnist-lr-find: the learning-rate range test"),
+    (["-m", "fmnist_lightning.summarize", "--help"], "usage: python -m fmnist_lightning.summarize"),
+    (["-m", "fmnist_lightning.augment", "--help"], "python -m fmnist_lightning.augment aug=<preset>"),
+]
+TRAINING_HEADER = "fmnist-lightning: train and compare"
+
+
+@pytest.mark.parametrize(("args", "expected"), COMMANDS, ids=[c[0][1] if len(c[0]) > 1 else "train" for c in COMMANDS])
+def test_help_describes_the_command(args: list[str], expected: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert expected in result.stdout
+    if args[0] == "-m":
+        assert TRAINING_HEADER not in result.stdout  # not the training command's help under another name
