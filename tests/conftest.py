@@ -108,6 +108,8 @@ def compose_cfg(data_root: Path, output_dir: Path, *overrides: str, figures: boo
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
+        # Stores shared by runs (logger=mlflow's outputs/mlflow/) go beside the run, not into the checkout.
+        cfg.paths.log_dir = str(Path(output_dir).parent / "logs")
     return cfg
 
 

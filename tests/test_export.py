@@ -1,4 +1,5 @@
-"""Export to ONNX and TorchScript, verified against the checkpoint; predict from the exported file without Lightning."""
+"""Export to ONNX, torch.export (.pt2) and TorchScript, verified against the checkpoint, each model one file;
+predict from the exported file without Lightning."""
 
 from __future__ import annotations
 
@@ -22,11 +23,10 @@ from conftest import compose_cfg, run_cli
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES
 from fmnist_lightning.data.idx_files import load_split
-from fmnist_lightning.errors import CheckpointError, ConfigError
 from fmnist_lightning.deploy.parity import check_parity
-from fmnist_lightning.errors import ExportError
+from fmnist_lightning.deploy.runtime import METADATA_FILE, METADATA_KEY, load_exported
+from fmnist_lightning.errors import CheckpointError, ConfigError, ExportError
 from fmnist_lightning.export import export
-from fmnist_lightning.deploy.runtime import METADATA_KEY, TORCHSCRIPT_METADATA_FILE, load_exported
 
 
 @pytest.fixture(scope="session")
@@ -79,9 +79,9 @@ def test_onnx_export_is_verified_and_carries_its_metadata(checkpoint: Path, data
 def test_torchscript_export_is_verified_and_carries_its_metadata(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
     summary = _export(checkpoint, data_root, tmp_path, "format=torchscript")
     assert summary["parity"]["ok"] and summary["parity"]["top1_differ"] == 0
-    extra = {TORCHSCRIPT_METADATA_FILE: ""}
+    extra = {METADATA_FILE: ""}
     scripted = torch.jit.load(str(tmp_path / "tinyvgg.pt"), _extra_files=extra)
-    assert json.loads(extra[TORCHSCRIPT_METADATA_FILE])["class_names"] == list(CLASS_NAMES)
+    assert json.loads(extra[METADATA_FILE])["class_names"] == list(CLASS_NAMES)
     assert scripted(torch.rand(3, 1, 28, 28)).shape == (3, 10)
 
 
@@ -167,3 +167,35 @@ def test_predict_from_the_onnx_file_matches_the_checkpoint_without_lightning(
     expected, got = _top1(tmp_path / "ckpt.csv"), _top1(tmp_path / "onnx.csv")
     assert len(expected) == 20 and got == expected
     assert len(set(got.values())) > 1  # a model that tells classes apart, so the comparison means something
+
+
+def test_export_writes_exactly_the_files_it_lists_and_the_onnx_file_stands_alone(
+    checkpoint: Path, data_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "export"
+    summary = _export(checkpoint, data_root, out, "quantize=static", "calibration_images=100")
+    listed = {Path(f["path"]) for f in summary["files"]}
+    assert listed == {out / "tinyvgg.onnx", out / "tinyvgg.int8-static.onnx"}
+    assert set(out.iterdir()) == listed | {out / "export.json"}  # no .onnx.data, no leftovers
+    assert all(Path(f["path"]).stat().st_size == f["bytes"] for f in summary["files"])
+    # The .onnx file alone, elsewhere, computes what the export measured.
+    alone = tmp_path / "elsewhere" / "model.onnx"
+    alone.parent.mkdir()
+    alone.write_bytes((out / "tinyvgg.onnx").read_bytes())
+    images, labels = load_split(data_root, "test")
+    probs = load_exported(alone).probabilities(images.float().numpy() / 255)
+    assert float((probs.argmax(1) == labels.numpy()).mean()) == summary["metadata"]["test_accuracy"]
+
+
+def test_pt2_export_passes_parity_and_serves_any_batch(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
+    summary = _export(checkpoint, data_root, tmp_path, "format=pt2")
+    path = tmp_path / "tinyvgg.pt2"
+    assert summary["file"] == str(path) and summary["parity"]["ok"] and summary["parity"]["images"] == 200
+    extra = {METADATA_FILE: ""}
+    torch.export.load(str(path), extra_files=extra)
+    assert json.loads(extra[METADATA_FILE])["class_names"] == list(CLASS_NAMES)
+    model = load_exported(path)
+    images = load_split(data_root, "test")[0][:7].float().numpy() / 255
+    for n in (1, 7):
+        probs = model.probabilities(images[:n])
+        assert probs.shape == (n, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)

@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
-from fmnist_lightning.cli.hydra_entry import run_hydra
+from fmnist_lightning.cli.hydra_entry import route_lightning_logs, run_hydra
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.training.resume import RunComplete, prepare_argv
@@ -29,6 +29,8 @@ def main(cfg: DictConfig) -> float | None:
     from fmnist_lightning.train import train
     from fmnist_lightning.training.ddp_jobs import in_sweep
     from fmnist_lightning.training.sweep_jobs import record_failure, sweep_job_failed
+
+    route_lightning_logs()
 
     log.info("Composed config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:

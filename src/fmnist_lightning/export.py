@@ -1,11 +1,11 @@
-"""``python -m fmnist_lightning.export ckpt_path=<file.ckpt> format=onnx|torchscript`` / ``fmnist-export``.
+"""``python -m fmnist_lightning.export ckpt_path=<file.ckpt> format=onnx|pt2|torchscript`` / ``fmnist-export``.
 
 Writes the checkpoint's model as one file that serves without this project: the
 run's normalisation folded in front of the backbone and a softmax behind it, so it
 takes a float32 ``[N, 1, 28, 28]`` batch in [0, 1] (any N) and returns class
 probabilities. Class names, the preprocessing, the source checkpoint and its test
 accuracy travel inside the file. Before anything is declared done, the exported file
-is run (onnxruntime / the TorchScript loader) on the official test images and must
+is run (onnxruntime / torch.export.load / the TorchScript loader) on the official test images and must
 agree with the checkpoint on every top-1 class, with probabilities within ``atol``;
 the result goes to ``export.json``. ``quantize=dynamic|static`` adds an int8 ONNX copy
 (onnxruntime's quantization tools; static is calibrated on training images) with its
@@ -31,11 +31,19 @@ from fmnist_lightning.config.files import write_json
 from fmnist_lightning.deploy.parity import check_parity, parity, reference_probabilities
 from fmnist_lightning.deploy.quantization import QUANTIZE, quantize
 from fmnist_lightning.deploy.runtime import FORMATS
-from fmnist_lightning.deploy.served_model import ServedModel, export_onnx, export_torchscript, served_metadata
+from fmnist_lightning.deploy.served_model import (
+    ServedModel,
+    export_onnx,
+    export_pt2,
+    export_torchscript,
+    served_metadata,
+)
 from fmnist_lightning.errors import ConfigError, ExportError
 from fmnist_lightning.training.checkpoints import RestoredRun, restore_run
 
 log = logging.getLogger("fmnist_lightning")
+
+EXPORT_FILE = "export.json"
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -46,6 +54,19 @@ def check_options(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown format={cfg.format!r}; choose one of: {', '.join(FORMATS)}")
     if cfg.quantize is not None and (cfg.quantize not in QUANTIZE or cfg.format != "onnx"):
         raise ConfigError(f"quantize={cfg.quantize!r}: choose one of {', '.join(QUANTIZE)}, with format=onnx")
+
+
+def source_run(run: RestoredRun) -> dict[str, Any]:
+    """The training run's commit (null for runs from before provenance, or outside a checkout) and precision."""
+    origin = run.config.get("provenance") or {}
+    code = origin.get("code") or {}
+    return {"commit": code.get("commit"), "dirty": code.get("dirty"),
+            "precision": origin.get("precision", run.precision), "started": origin.get("started")}
+
+
+def written(path: Path) -> dict[str, Any]:
+    """An entry of export.json's ``files``: every file the command wrote, with its size."""
+    return {"path": str(path), "bytes": path.stat().st_size}
 
 
 def _accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -72,10 +93,12 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     name = str(run.config.get("model", {}).get("name") or "model")
     path = out_dir / f"{name}{FORMATS[cfg.format]}"
     test_accuracy = _accuracy(reference, labels)
-    metadata = served_metadata(name, mean, std, run.path.resolve(), test_accuracy, len(labels))
+    metadata = served_metadata(name, mean, std, run.path.resolve(), test_accuracy, len(labels), source_run(run))
     served = ServedModel(run.module.net, mean, std).eval()
     if cfg.format == "onnx":
         export_onnx(served, path, int(cfg.opset), metadata)
+    elif cfg.format == "pt2":
+        export_pt2(served, path, metadata)
     else:
         export_torchscript(served, path, metadata)
 
@@ -88,6 +111,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         raise
     summary: dict[str, Any] = {
         "file": str(path), "format": cfg.format, "bytes": path.stat().st_size, "metadata": metadata,
+        "files": [written(path)],
         "opset": int(cfg.opset) if cfg.format == "onnx" else None,
         "parity": {k: v for k, v in result.items() if k != "probs"},
     }
@@ -95,9 +119,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
           f"top-1 identical, max |dp| {result['max_abs_prob_diff']:.1e}; test accuracy {test_accuracy:.4f}")
     if cfg.quantize:
         summary["quantized"] = quantized_copy(path, cfg, run, (x, labels), reference, test_accuracy)
+        summary["files"].append(written(Path(summary["quantized"]["file"])))
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
-    write_json(out_dir / "export.json", summary)
-    print(f"Wrote {out_dir / 'export.json'}")
+    write_json(out_dir / EXPORT_FILE, summary)
+    print(f"Wrote {out_dir / EXPORT_FILE}")
     return summary
 
 

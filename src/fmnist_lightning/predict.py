@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
-from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, run_hydra
+from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs, run_hydra
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.data.image_files import Result, input_files, read_image, top_classes, write_csv
 from fmnist_lightning.errors import ConfigError, DataError, FmnistError
@@ -46,6 +46,7 @@ def checkpoint_classifier(cfg: DictConfig) -> Classifier:
     from fmnist_lightning.results.split_metrics import predict_probs, prediction_trainer
     from fmnist_lightning.training.checkpoints import restore_run
 
+    route_lightning_logs()
     quiet_lightning_info()
     run = restore_run(cfg.ckpt_path, tta=cfg.tta)
     mean, std = run.normalization

@@ -24,9 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("sweep_dir", type=Path, help="the sweep directory, e.g. outputs/multirun/<time>")
     parser.add_argument("--metric", help="rank by this metric (default: the sweep's optimized_metric)")
+    parser.add_argument("--machine", action="store_true", default=None,
+                        help="show each job's host and CPU in summary.md (shown anyway when jobs ran on several)")
     args = parser.parse_args(argv)
     try:
-        summary = write_summary(args.sweep_dir, args.metric)
+        summary = write_summary(args.sweep_dir, args.metric, args.machine)
     except FmnistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

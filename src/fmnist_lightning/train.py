@@ -1,7 +1,7 @@
 """``train(cfg)``: one training run from a composed config, start to finish.
 
-Builds the run's parts (``training.run_setup``), fits, tests the best checkpoint, writes
-metrics.json and the report. Callable from tests with a composed config; ``__main__`` wraps
+Records where the run came from (run.json), builds the run's parts (``training.run_setup``),
+fits, tests the best checkpoint, writes metrics.json and the report. Callable from tests with a composed config; ``__main__`` wraps
 it in ``@hydra.main``.
 """
 
@@ -17,11 +17,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from fmnist_lightning.config.checks import check_values
-from fmnist_lightning.config.files import METRICS_FILE, write_json
+from fmnist_lightning.config.files import METRICS_FILE, RUN_FILE, write_json
+from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.results.report import write_training_report
+from fmnist_lightning.results.tracker_uploads import upload_run_files
 from fmnist_lightning.training.ddp_jobs import relaunches_command, run_in_own_process
 from fmnist_lightning.training.precision import resolve_precision
-from fmnist_lightning.training.run_setup import assemble, best_checkpoint_path, fit, test_best
+from fmnist_lightning.training.provenance import now, provenance
+from fmnist_lightning.training.run_setup import Run, assemble, best_checkpoint_path, fit, test_best
+from fmnist_lightning.training.trackers import check_trackers, close_trackers, tracker_loggers
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +34,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and (optionally) test one configuration; return the final metrics."""
     started = time.perf_counter()
     check_values(cfg)
+    check_trackers(cfg.get("logger"))
     resolve_precision(cfg)
     output_dir = Path(cfg.paths.output_dir)
     log.info("Run directory: %s", output_dir)
+    origin = provenance(str(cfg.trainer.precision), job_overrides())
+    rank_zero_only(write_json)(output_dir / RUN_FILE, origin)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
-    run = assemble(cfg, started)
+    run = assemble(cfg, started, origin)
     if relaunches_command(run.trainer):
         return run_in_own_process(output_dir)
+    try:
+        metrics = fit_test_and_report(cfg, run, started, output_dir)
+    except BaseException as exc:
+        # Job N+1 of a sweep must not write into this job's tracker run, whatever ended this one.
+        close_trackers(run.trainer.loggers, "failed" if isinstance(exc, Exception) else "killed")
+        raise
+    close_trackers(run.trainer.loggers, "success")
+    return metrics
+
+
+def fit_test_and_report(cfg: DictConfig, run: Run, started: float, output_dir: Path) -> dict[str, Any]:
+    """Fit, test the best checkpoint, write metrics.json, run.json's end time and the report; upload to trackers."""
     metrics: dict[str, Any] = fit(run, cfg.get("ckpt_path"), cfg.model.name)
     best = best_checkpoint_path(run.trainer)
     if cfg.get("test"):
         metrics.update(test_best(run, best))
     metrics.update(run.final_metrics(started))
     rank_zero_only(write_json)(output_dir / METRICS_FILE, metrics)
+    origin = run.record.get("provenance")
+    if origin is not None:
+        origin["ended"] = now()  # the same record the checkpoints and the report hold
+        rank_zero_only(write_json)(output_dir / RUN_FILE, origin)
     if "test/acc" in metrics:
         rank_zero_only(print)(
             f"Test accuracy: {metrics['test/acc']:.4f}  test loss: {metrics['test/loss']:.4f}  "
@@ -53,4 +76,5 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Last, so that nothing in the report can cost the run its checkpoints or metrics.json.
     if cfg.get("report", True):
         write_training_report(run.trainer, run.module, run.datamodule, run.record, metrics, output_dir, best=best or None)
+    rank_zero_only(upload_run_files)(tracker_loggers(run.trainer.loggers), output_dir, best or None)
     return metrics

@@ -26,6 +26,7 @@ def run_command(command: Callable[[Any], T], cfg: Any) -> T:
     from hydra.core.hydra_config import HydraConfig
 
     try:
+        route_lightning_logs()
         return command(cfg)
     except FmnistError as exc:
         exit_with_error(exc)
@@ -80,6 +81,19 @@ def run_hydra(main: Callable[[], Any]) -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def route_lightning_logs() -> None:
+    """Send Lightning's messages through the handlers Hydra set up, so each is printed (and logged) once.
+
+    Importing ``lightning`` adds a console handler of its own to the ``lightning`` logger. The commands
+    import it only once Hydra has set up logging (so that ``--help`` and config errors answer without
+    the seconds-long import), which leaves that handler beside Hydra's: every message twice, in two
+    formats. The job_logging config (conf/hydra/default.yaml) gives ``lightning`` no handlers of its own.
+    """
+    import lightning  # noqa: F401  (the import is what adds the handler)
+
+    logging.getLogger("lightning").handlers.clear()
 
 
 def quiet_lightning_info() -> None:

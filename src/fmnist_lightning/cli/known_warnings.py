@@ -1,10 +1,14 @@
-"""Warnings known to be harmless in this project, filtered by every entry point and by the test suite alike.
+"""Warnings and log messages known to be harmless in this project, filtered by every entry point and by the
+test suite alike.
 
-Each is matched by its message (and category), so any other warning still reaches the user.
+Each is matched by its message (and category or logger), so any other warning or message still reaches
+the user.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import warnings
 
 # (message regex, category, why it is harmless here)
@@ -19,13 +23,39 @@ KNOWN_HARMLESS: tuple[tuple[str, type[Warning], str], ...] = (
      "only a resumed run checkpoints into a directory that has files: a new run never shares one"),
     (r"Precision bf16-mixed is not supported by the model summary", UserWarning,
      "only the summary's size-in-MB estimate assumes float32; the weights are float32 under autocast anyway"),
+    (r"The ``noload`` loader strategy is deprecated", DeprecationWarning,
+     "MLflow's own SQL store (logger=mlflow) against SQLAlchemy 2.1; MLflow's to change, nothing of ours"),
+    (r"No complete tensor found in the group", UserWarning,
+     "torch.export.load of a .pt2 file; its caveat is for weights not on the CPU, and exported weights are on the CPU"),
 )
 
 
+# (logger, message regex, why it is noise here)
+KNOWN_LOG_MESSAGES: tuple[tuple[str, str, str], ...] = (
+    ("lightning.pytorch.utilities.rank_zero", r"Tip: .*litlogger",
+     "Lightning advertises its hosted tracker at every Trainer's start; trackers here are chosen with logger="),
+)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, pattern: str) -> None:
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.search(record.getMessage())
+
+
 def filter_known_warnings() -> None:
-    """Silence exactly the known-harmless warnings for this process."""
+    """Silence exactly the known-harmless warnings and log messages for this process."""
     for message, category, _ in KNOWN_HARMLESS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    # A logger's filters see only what is logged to that logger itself, so each sits on the one that logs it;
+    # set before that logger's package is imported, it is in place from the first message.
+    for name, pattern, _ in KNOWN_LOG_MESSAGES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) and f.pattern.pattern == pattern for f in logger.filters):
+            logger.addFilter(_DropMessages(pattern))
 
 
 def as_pytest_filters() -> list[str]:

@@ -22,6 +22,7 @@ CONF_DIR = project_root() / "conf"
 # The files of a run directory (outputs/runs/<time>/, or a job of outputs/multirun/<time>/).
 METRICS_FILE = "metrics.json"  # final metrics of a run that finished (or was pruned)
 STATUS_FILE = "status.json"  # written instead when the run failed: the one-line error
+RUN_FILE = "run.json"  # where the run came from: code, packages, machine, precision, times (training.provenance)
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT_NAME = "last"  # the filename of conf/callbacks' last_checkpoint and of the interrupt checkpoint
 LAST_CHECKPOINT = Path(CHECKPOINT_DIR) / f"{LAST_CHECKPOINT_NAME}.ckpt"

@@ -1,10 +1,11 @@
-"""Run a model written by ``fmnist-export`` (``deploy.served_model``): ONNX on onnxruntime, TorchScript on torch.jit, no Lightning.
+"""Run a model written by ``fmnist-export`` (``deploy.served_model``): ONNX on onnxruntime, a torch.export
+program (``.pt2``) on ``torch.export.load``, TorchScript on torch.jit; never Lightning, and no torch for ONNX.
 
 An exported model takes what a user has, a float32 ``[N, 1, 28, 28]`` batch in [0, 1]
 (a light garment on black, as Fashion-MNIST's images), and returns class probabilities
 ``[N, 10]``; the run's normalisation is inside it. Its metadata (class names, the
 preprocessing, the source checkpoint, its test accuracy) travels inside the file:
-ONNX ``metadata_props``, TorchScript extra files.
+ONNX ``metadata_props``, the extra files of a ``.pt2`` or TorchScript archive.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import numpy as np
 from fmnist_lightning.errors import CheckpointError, ConfigError, first_line
 
 METADATA_KEY = "fmnist_lightning"
-TORCHSCRIPT_METADATA_FILE = "fmnist_lightning.json"
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+# The extra file that holds the metadata in .pt2 and TorchScript archives.
+METADATA_FILE = "fmnist_lightning.json"
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 
 
@@ -44,7 +46,7 @@ def format_of(path: Path) -> str:
     for name, suffix in FORMATS.items():
         if path.suffix == suffix:
             return name
-    raise ConfigError(f"{path} is not an exported model: expected a .onnx or .pt file written by fmnist_lightning.export")
+    raise ConfigError(f"{path} is not an exported model: expected a .onnx, .pt2 or .pt file written by fmnist-export")
 
 
 def _onnx(path: Path) -> ExportedModel:
@@ -65,7 +67,7 @@ def _onnx(path: Path) -> ExportedModel:
 def _torchscript(path: Path) -> ExportedModel:
     import torch
 
-    extra = {TORCHSCRIPT_METADATA_FILE: ""}
+    extra = {METADATA_FILE: ""}
     try:
         with warnings.catch_warnings():
             # torch 2.14 deprecates TorchScript; export says so once when it writes the file.
@@ -79,7 +81,24 @@ def _torchscript(path: Path) -> ExportedModel:
         with torch.inference_mode():
             return scripted(torch.from_numpy(batch)).numpy()
 
-    return ExportedModel(path, "torchscript", _metadata(path, extra[TORCHSCRIPT_METADATA_FILE] or None), run)
+    return ExportedModel(path, "torchscript", _metadata(path, extra[METADATA_FILE] or None), run)
+
+
+def _pt2(path: Path) -> ExportedModel:
+    import torch
+
+    extra = {METADATA_FILE: ""}
+    try:
+        program = torch.export.load(str(path), extra_files=extra)
+    except Exception as exc:  # torch.export raises RuntimeError, ValueError or zipfile errors for a foreign file
+        raise CheckpointError(f"{path} is not a readable torch.export program ({first_line(exc)})") from exc
+    module = program.module()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(batch)).numpy()
+
+    return ExportedModel(path, "pt2", _metadata(path, extra[METADATA_FILE] or None), run)
 
 
 def _metadata(path: Path, raw: str | bytes | None) -> dict[str, Any]:
@@ -96,4 +115,4 @@ def load_exported(path: str | Path) -> ExportedModel:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"model={path}: no such file")
-    return _onnx(path) if format_of(path) == "onnx" else _torchscript(path)
+    return {"onnx": _onnx, "pt2": _pt2, "torchscript": _torchscript}[format_of(path)](path)

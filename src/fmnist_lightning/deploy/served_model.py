@@ -1,4 +1,4 @@
-"""The model as it is served, and writing it as one ONNX or TorchScript file.
+"""The model as it is served, and writing it as one ONNX, torch.export (.pt2) or TorchScript file.
 
 The run's normalisation is folded in front of the backbone and a softmax behind it, so the
 file takes a float32 ``[N, 1, 28, 28]`` batch in [0, 1] (any N) and returns class
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, IMAGE_SIZE
-from fmnist_lightning.deploy.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, TORCHSCRIPT_METADATA_FILE
+from fmnist_lightning.deploy.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, METADATA_FILE
 from fmnist_lightning.errors import ExportError, first_line
 
 log = logging.getLogger("fmnist_lightning")
@@ -49,7 +49,8 @@ def export_onnx(model: ServedModel, path: Path, opset: int, metadata: dict[str, 
     example = torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
     try:
         torch.onnx.export(
-            model, (example,), str(path), dynamo=True, opset_version=opset, verbose=False,
+            # external_data=False: the weights inside the one file (fine under ONNX's 2 GB limit), no .data beside it.
+            model, (example,), str(path), dynamo=True, external_data=False, opset_version=opset, verbose=False,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
         )
@@ -66,20 +67,31 @@ def export_onnx(model: ServedModel, path: Path, opset: int, metadata: dict[str, 
     onnx.save(proto, str(path))
 
 
+def export_pt2(model: ServedModel, path: Path, metadata: dict[str, Any]) -> None:
+    """A ``torch.export`` program with a dynamic batch axis, loadable with ``torch.export.load``."""
+    example = torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    try:
+        program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
+    except Exception as exc:  # torch.export raises its own error types for code it cannot trace
+        raise ExportError(f"torch.export failed: {first_line(exc)}") from exc
+    torch.export.save(program, str(path), extra_files={METADATA_FILE: json.dumps(metadata)})
+
+
 def export_torchscript(model: ServedModel, path: Path, metadata: dict[str, Any]) -> None:
     example = torch.rand(2, 1, IMAGE_SIZE, IMAGE_SIZE)
     with warnings.catch_warnings():
         # torch 2.14 deprecates TorchScript in favour of torch.export; said once below, not three times.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning)
         scripted = torch.jit.trace(model, example)
-        torch.jit.save(scripted, str(path), _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
+        torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
     log.warning("TorchScript is deprecated in torch 2.14; format=onnx is the maintained way to serve")
 
 
 
 def served_metadata(model: str, mean: float, std: float, source: Path, test_accuracy: float,
-                    test_images: int) -> dict[str, Any]:
-    """What an exported file says of itself (stored inside it, and in export.json)."""
+                    test_images: int, source_run: dict[str, Any]) -> dict[str, Any]:
+    """What an exported file says of itself (stored inside it, and in export.json); ``source_run`` is the
+    training run's commit and precision."""
     return {
         "class_names": list(CLASS_NAMES),
         "input": PREPROCESSING,
@@ -89,4 +101,5 @@ def served_metadata(model: str, mean: float, std: float, source: Path, test_accu
         "model": model,
         "test_accuracy": test_accuracy,
         "test_images": test_images,
+        "source_run": source_run,
     }

@@ -35,6 +35,7 @@ from fmnist_lightning.results.figures import (
     prediction_grid_figure,
     save_figure,
 )
+from fmnist_lightning.training.provenance import describe
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,9 @@ def report_markdown(evaluation: Evaluation | None, facts: RunFacts, figures: lis
         lines += [f"## Most-confused class pairs ({where})", ""]
         lines += _table(["classes", "mistakes", "one way", "other way"], pairs) if pairs else ["No mistakes."]
         lines += [""]
+    origin = facts.config.get("provenance")
+    if origin:
+        lines += ["## Provenance of the training run", ""] + _table(["", ""], [list(r) for r in describe(origin)]) + [""]
     if figures:
         lines += ["## Figures", ""] + [f"![{p.stem.replace('_', ' ')}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)

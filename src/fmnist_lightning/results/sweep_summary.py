@@ -31,13 +31,14 @@ from matplotlib.ticker import NullFormatter
 from omegaconf import OmegaConf
 
 from fmnist_lightning.config.checks import is_number
-from fmnist_lightning.config.files import HYDRA_OVERRIDES, METRICS_FILE, STATUS_FILE, write_text_atomic
+from fmnist_lightning.config.files import HYDRA_OVERRIDES, METRICS_FILE, RUN_FILE, STATUS_FILE, write_text_atomic
 from fmnist_lightning.errors import FmnistError
 
 DEFAULT_METRIC = "val/acc_best"
 COMPLETED, PRUNED, FAILED, INCOMPLETE = "completed", "pruned", "failed", "incomplete"
 REPORTED_METRICS = ("val/acc_best", "test/acc")
 FACTS = ("params", "epochs", "wall_time_s")
+MACHINE = ("host", "cpu")
 
 
 def facts(summary: Summary) -> tuple[str, ...]:
@@ -56,6 +57,8 @@ class Job:
     status: str
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    # Where it ran ({"host": ..., "cpu": ...}), from the job's run.json.
+    machine: dict[str, str] = field(default_factory=dict)
 
     def score(self, metric: str) -> float | None:
         value = self.metrics.get(metric)
@@ -72,6 +75,8 @@ class Summary:
     jobs: list[Job]
     swept: list[str]
     written: list[Path] = field(default_factory=list)
+    # Show host and CPU in summary.md: always (True), or only where the jobs ran on several machines (None).
+    machine: bool | None = None
 
     def count(self, status: str) -> int:
         return sum(job.status == status for job in self.jobs)
@@ -117,6 +122,10 @@ def read_job(job_dir: Path) -> Job:
         record = json.loads(status_file.read_text())
         job.status = record.get("status", FAILED)
         job.error = record.get("error", "")
+    run_file = job_dir / RUN_FILE
+    if run_file.is_file():
+        where = json.loads(run_file.read_text()).get("machine") or {}
+        job.machine = {"host": where.get("hostname", ""), "cpu": where.get("cpu", "")}
     return job
 
 
@@ -187,6 +196,7 @@ def rows(summary: Summary) -> list[dict[str, Any]]:
                     for key in summary.swept})
         row.update({m: job.metrics.get(m) for m in metric_columns(summary.metric)})
         row.update({f: job.metrics.get(f) for f in facts(summary)})
+        row.update({key: job.machine.get(key) for key in MACHINE})
         row["overrides"] = " ".join(job.overrides)
         row["error"] = job.error
         out.append(row)
@@ -254,7 +264,8 @@ def write_markdown(summary: Summary, path: Path, table: Sequence[dict[str, Any]]
     ]
     if common:
         lines += [f"Overrides common to all jobs: `{' '.join(common)}`", ""]
-    columns = ["job", "status", *summary.swept, *metric_columns(summary.metric), *facts(summary), "error"]
+    columns = ["job", "status", *summary.swept, *metric_columns(summary.metric), *facts(summary),
+               *machine_columns(summary), "error"]
     lines += markdown_table(table, columns)
     if folds:
         fold_columns = list(folds[0])
@@ -294,8 +305,16 @@ def metric_figure(summary: Summary) -> Figure | None:
     return fig
 
 
-def write_summary(sweep_dir: str | Path, metric: str | None = None) -> Summary:
-    """Read every job of the sweep and write summary.csv, summary.md (and summary.png, summary_folds.csv)."""
+def machine_columns(summary: Summary) -> list[str]:
+    """host and cpu for summary.md: when asked, or when the jobs ran on more than one machine (summary.csv
+    always has them)."""
+    machines = {tuple(job.machine.get(key) for key in MACHINE) for job in summary.jobs if job.machine}
+    return list(MACHINE) if summary.machine or (summary.machine is None and len(machines) > 1) else []
+
+
+def write_summary(sweep_dir: str | Path, metric: str | None = None, machine: bool | None = None) -> Summary:
+    """Read every job of the sweep and write summary.csv, summary.md (and summary.png, summary_folds.csv);
+    ``machine=True`` shows each job's host and CPU in summary.md too."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FmnistError(f"{sweep_dir} is not a directory; pass a sweep directory such as outputs/multirun/<time>")
@@ -305,7 +324,7 @@ def write_summary(sweep_dir: str | Path, metric: str | None = None) -> Summary:
                           "such as outputs/multirun/<time>")
     metric = metric or optimized_metric(sweep_dir, jobs)
     maximize = maximizes(sweep_dir, jobs, metric)
-    summary = Summary(sweep_dir, metric, maximize, rank(jobs, metric, maximize), swept_keys(jobs))
+    summary = Summary(sweep_dir, metric, maximize, rank(jobs, metric, maximize), swept_keys(jobs), machine=machine)
     table = rows(summary)
     folds = fold_rows(summary)
     write_csv(sweep_dir / "summary.csv", table)

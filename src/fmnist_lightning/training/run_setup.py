@@ -93,14 +93,15 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
-def assemble(cfg: DictConfig, started: float) -> Run:
-    """Build every part of the run from the config; the run clock counts from ``started``."""
+def assemble(cfg: DictConfig, started: float, origin: dict[str, Any] | None = None) -> Run:
+    """Build every part of the run from the config; the run clock counts from ``started``; ``origin`` (the
+    run's provenance) is stored with the config in every checkpoint."""
     datamodule = build_datamodule(cfg)
     module: L.LightningModule = build(cfg.module, "module", net=build(cfg.model, "model"))
     info = model_info(module)
     log.info("Model %s: %s parameters, %s FLOPs per image", cfg.model.name, f"{info['params']:,}",
              f"{info['flops_per_image']:,}")
-    record = run_record(cfg, model_info=info)
+    record = run_record(cfg, model_info=info, **({"provenance": origin} if origin else {}))
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     for callback in callbacks:
         if isinstance(callback, RunRecord):

@@ -13,10 +13,12 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams
 
 from fmnist_lightning.config.record import CONFIG_KEY, hparams_from_record, job_hparam_names
+from fmnist_lightning.training.provenance import as_markdown
 
 
 class RunRecord(L.Callback):
-    """Stores the run's resolved config in every checkpoint and logs hparams once at fit start.
+    """Stores the run's resolved config (and provenance) in every checkpoint; logs hparams and the
+    provenance once at fit start.
 
     The config in the checkpoint is what evaluate, predict and resume rebuild the
     model from, so a checkpoint needs no separate YAML. The hparams summary names
@@ -43,6 +45,8 @@ class RunRecord(L.Callback):
                 writer.add_summary(flag_as_differing(experiment, job_hparam_names(self.config)))
                 for summary in session:
                     writer.add_summary(summary)
+                if self.config.get("provenance"):
+                    logger.experiment.add_text("run/provenance", as_markdown(self.config["provenance"]), global_step=0)
             else:
                 logger.log_hyperparams(params)
 
