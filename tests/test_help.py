@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from conftest import run_cli
@@ -26,3 +30,17 @@ def test_help_describes_the_command(args: list[str], expected: str) -> None:
     assert expected in result.stdout
     if args[0] == "-m":
         assert TRAINING_HEADER not in result.stdout  # not the training command's help under another name
+
+
+@pytest.mark.parametrize("args", [["-m", "fmnist_lightning", "--help"], ["-m", "fmnist_lightning.lr_find", "--help"]])
+def test_help_into_a_closed_pipe_ends_quietly(args: list[str]) -> None:
+    # `fmnist --help | head -2`: the reader is gone before the help is written; no traceback, no error line.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, *args], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    assert result.stderr == ""

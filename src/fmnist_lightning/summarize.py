@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fmnist_lightning.cli.exits import exit_with_failure
+from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_failure
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.results.sweep_summary import write_summary
 
@@ -34,8 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:  # e.g. a job directory whose files were damaged by hand
         exit_with_failure(exc, args.sweep_dir)
-    print((args.sweep_dir / "summary.md").read_text())
-    print("Wrote " + ", ".join(str(p) for p in summary.written))
+    try:
+        print((args.sweep_dir / "summary.md").read_text())
+        print("Wrote " + ", ".join(str(p) for p in summary.written))
+    except BrokenPipeError:
+        exit_on_closed_output()
     return 0
 
 

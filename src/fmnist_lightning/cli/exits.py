@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 import traceback
@@ -28,3 +29,13 @@ def exit_with_failure(exc: BaseException, where: Path | None = None, code: int =
     logging.getLogger("fmnist_lightning").error("%s: %s (traceback in %s)", type(exc).__name__, exc, trace)
     print(f"error: {typed_line(exc)} (this is a failure, not bad input; traceback in {trace})", file=sys.stderr)
     raise SystemExit(code) from None
+
+
+def exit_on_closed_output() -> NoReturn:
+    """End quietly when the reader of the output went away (``fmnist --help | head``), as command-line tools do.
+
+    Python's advice: point stdout at /dev/null so that the flush at exit does not fail a second time.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(1) from None

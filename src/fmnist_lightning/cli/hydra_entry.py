@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import hydra
 from omegaconf import DictConfig
 
-from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
+from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.errors import FmnistError
 
@@ -59,6 +59,8 @@ def run_hydra(main: Callable[[], Any]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
+    except BrokenPipeError:
+        exit_on_closed_output()
     except FmnistError as exc:
         exit_with_error(exc)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
