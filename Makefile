@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --progress-bar off --upgrade pip
-	$(PY) -m pip install --quiet --progress-bar off -c constraints.txt -e '.[dev,sweeps,tracking]'
+	$(PY) -m pip install --quiet --progress-bar off -c constraints.txt -e '.[dev,sweeps,tracking,demo]'
 	touch $(STAMP)
 
 # Default run: TinyVGG, no augmentation, AdamW lr 1e-3 with a cosine schedule, 10 epochs (see conf/config.yaml).

@@ -16,6 +16,7 @@ COMMANDS = [
     (["-m", "fmnist_lightning.evaluate", "--help"], "fmnist-evaluate: evaluate a checkpoint"),
     (["-m", "fmnist_lightning.predict", "--help"], "fmnist-predict:"),
     (["-m", "fmnist_lightning.export", "--help"], "fmnist-export:"),
+    (["-m", "fmnist_lightning.demo", "--help"], "fmnist-demo: a web page"),
     (["-m", "fmnist_lightning.lr_find", "--help"], "fmnist-lr-find: the learning-rate range test"),
     (["-m", "fmnist_lightning.summarize", "--help"], "usage: python -m fmnist_lightning.summarize"),
     (["-m", "fmnist_lightning.augment", "--help"], "python -m fmnist_lightning.augment aug=<preset>"),

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import numpy as np
@@ -24,7 +24,11 @@ from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs, run_hydra
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.data.image_files import Result, input_files, read_image, top_classes, write_csv
+from fmnist_lightning.deploy.classifiers import Classifier, ModulePredictor, checkpoint_classifier, exported_classifier
 from fmnist_lightning.errors import ConfigError, DataError, FmnistError
+
+if TYPE_CHECKING:
+    from fmnist_lightning.training.checkpoints import RestoredRun
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -32,47 +36,32 @@ EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 USAGE = "python -m fmnist_lightning.predict ckpt_path=<file.ckpt> (or model=<file.onnx>) inputs=<image or folder>"
 
-# uint8 images [N, 1, 28, 28] -> probabilities [N, classes]
-Classifier = Callable[[np.ndarray], np.ndarray]
 
-
-def checkpoint_classifier(cfg: DictConfig) -> Classifier:
-    """The checkpoint's LightningModule, run by a quiet Trainer on the run's own normalisation and precision."""
-    # Imported here: with an exported model (model=<file.onnx>) neither torch nor Lightning is imported.
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from fmnist_lightning.data.datamodule import normalize
+def trainer_predictor(accelerator: str, precision: str | int | None) -> ModulePredictor:
+    """Probabilities from a quiet Trainer on ``accelerator`` at ``precision`` (what evaluate and training's report use)."""
     from fmnist_lightning.results.split_metrics import predict_probs, prediction_trainer
+
+    return lambda module, loader: predict_probs(prediction_trainer(accelerator=accelerator, precision=precision), module, loader)
+
+
+def classifier(cfg: DictConfig) -> Classifier:
+    """The checkpoint's classifier (its run's normalisation and precision), or the exported file's."""
+    if not cfg.get("ckpt_path"):
+        # Imported here: with an exported model (model=<file.onnx>) neither torch nor Lightning is imported.
+        from fmnist_lightning.deploy.runtime import load_exported
+
+        return exported_classifier(load_exported(cfg.model_file), int(cfg.batch_size), bool(cfg.tta))
+    return restored_classifier(cfg)[0]
+
+
+def restored_classifier(cfg: DictConfig) -> tuple[Classifier, RestoredRun]:
+    """``cfg.ckpt_path``'s classifier (its run's normalisation and precision; ``cfg.tta`` or the run's TTA) and run."""
     from fmnist_lightning.training.checkpoints import restore_run
 
     route_lightning_logs()
     quiet_lightning_info()
     run = restore_run(cfg.ckpt_path, tta=cfg.tta)
-    mean, std = run.normalization
-
-    def classify(images: np.ndarray) -> np.ndarray:
-        loader = DataLoader(TensorDataset(normalize(torch.from_numpy(images), mean, std)), batch_size=int(cfg.batch_size))
-        trainer = prediction_trainer(accelerator=cfg.accelerator, precision=run.precision)
-        return predict_probs(trainer, run.module, loader).numpy()
-
-    return classify
-
-
-def exported_classifier(cfg: DictConfig) -> Classifier:
-    """An exported model: [0, 1] floats in, probabilities out; with ``tta`` averaged with the mirror image."""
-    from fmnist_lightning.deploy.runtime import load_exported
-
-    model = load_exported(cfg.model_file)
-
-    def classify(images: np.ndarray) -> np.ndarray:
-        x = images.astype(np.float32) / 255
-        probs = model.probabilities(x, int(cfg.batch_size))
-        if cfg.tta:
-            probs = (probs + model.probabilities(x[..., ::-1], int(cfg.batch_size))) / 2
-        return probs
-
-    return classify
+    return checkpoint_classifier(run, int(cfg.batch_size), trainer_predictor(cfg.accelerator, run.precision)), run
 
 
 def predict(cfg: DictConfig) -> list[Result]:
@@ -83,7 +72,7 @@ def predict(cfg: DictConfig) -> list[Result]:
         raise ConfigError(f"give exactly one of ckpt_path= (a training checkpoint) or model= (an exported file): {USAGE}")
     if int(cfg.top_k) < 1 or int(cfg.batch_size) < 1:
         raise ConfigError(f"top_k and batch_size must be >= 1, got top_k={cfg.top_k}, batch_size={cfg.batch_size}")
-    classify = checkpoint_classifier(cfg) if cfg.get("ckpt_path") else exported_classifier(cfg)
+    classify = classifier(cfg)
     inputs = cfg.inputs if isinstance(cfg.inputs, str) else OmegaConf.to_container(cfg.inputs)
     # Earlier predict runs' logs too, so classifying "." twice gives the same answer.
     own_output = [Path(cfg.paths.output_dir), Path(cfg.paths.log_dir) / "predict"] + ([Path(cfg.csv)] if cfg.csv else [])
@@ -124,8 +113,13 @@ def main(cfg: DictConfig) -> None:
 def cli() -> None:
     """Entry point. ``model=<file>`` names the exported model; the config calls it ``model_file``, because
     ``model`` is also the name of a config group, which Hydra would look the file up in."""
-    sys.argv[1:] = [f"model_file={a.partition('=')[2]}" if a.startswith("model=") else a for a in sys.argv[1:]]
+    sys.argv[1:] = model_file_arguments(sys.argv[1:])
     run_hydra(main)
+
+
+def model_file_arguments(args: list[str]) -> list[str]:
+    """``args`` with ``model=<file>`` spelled ``model_file=<file>`` (the key of predict's and demo's configs)."""
+    return [f"model_file={a.partition('=')[2]}" if a.startswith("model=") else a for a in args]
 
 
 if __name__ == "__main__":
