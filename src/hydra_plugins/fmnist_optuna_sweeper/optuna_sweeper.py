@@ -30,6 +30,8 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
+from fmnist_lightning.config.files import METRICS_FILE
+from fmnist_lightning.errors import first_line
 from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
 
 if TYPE_CHECKING:
@@ -183,7 +185,7 @@ class OptunaSweeper(Sweeper):
             value = float(ret.return_value)  # re-raises the job's own exception for a failed job
         except Exception as exc:  # noqa: BLE001 - any failure of a trial is stored, and the search goes on
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            log.warning("Trial %d failed: %s", trial.number, str(exc).strip().splitlines()[0] if str(exc) else exc)
+            log.warning("Trial %d failed: %s", trial.number, first_line(exc))
             return False
         pruned_at = self._pruned_at(ret)
         if pruned_at is not None:
@@ -196,7 +198,7 @@ class OptunaSweeper(Sweeper):
     @staticmethod
     def _pruned_at(ret: Any) -> int | None:
         # The job's metrics.json says whether OptunaPruning stopped it (a shared file system, as for the study).
-        metrics = Path(ret.hydra_cfg.hydra.runtime.output_dir) / "metrics.json"
+        metrics = Path(ret.hydra_cfg.hydra.runtime.output_dir) / METRICS_FILE
         try:
             return json.loads(metrics.read_text()).get("pruned_at_epoch")
         except (OSError, ValueError):
