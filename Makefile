@@ -28,12 +28,20 @@ test: install
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs
 
-# The Optuna study of a search (hparams_search=...) in optuna-dashboard: make dashboard SWEEP=outputs/multirun/<time>
-SWEEP ?=
-PORT  ?= 8080
+# An Optuna study in optuna-dashboard: the study of a search's sweep directory (its optuna.db),
+#   make dashboard SWEEP=outputs/multirun/<time>
+# or any study storage, e.g. one shared by several machines (docs/scaling-out.md):
+#   make dashboard STORAGE=postgresql+psycopg://user@db-host/optuna     (or journal:////shared/studies/lr_wd.journal)
+SWEEP   ?=
+STORAGE ?=
+PORT    ?= 8080
 dashboard: install
-	@test -f "$(SWEEP)/optuna.db" || { echo "error: no optuna.db in SWEEP=$(SWEEP); pass the sweep directory of an hparams_search run"; exit 2; }
-	$(VENV)/bin/optuna-dashboard sqlite:///$(abspath $(SWEEP))/optuna.db --host 127.0.0.1 --port $(PORT)
+	@if [ -n "$(STORAGE)" ]; then \
+		case "$(STORAGE)" in journal:///*) target="$$(echo '$(STORAGE)' | sed 's|^journal:///||')";; *) target='$(STORAGE)';; esac; \
+		exec $(VENV)/bin/optuna-dashboard "$$target" --host 127.0.0.1 --port $(PORT); \
+	fi; \
+	test -f "$(SWEEP)/optuna.db" || { echo "error: no optuna.db in SWEEP=$(SWEEP); pass the sweep directory of an hparams_search run, or STORAGE=<url>"; exit 2; }; \
+	exec $(VENV)/bin/optuna-dashboard sqlite:///$(abspath $(SWEEP))/optuna.db --host 127.0.0.1 --port $(PORT)
 
 bench: install
 	$(PY) bench/throughput.py $(ARGS)

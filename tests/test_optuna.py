@@ -85,10 +85,15 @@ def test_an_interrupted_study_resumes(data_root: Path, tmp_path: Path) -> None:
     (sweep,) = (log_dir / "multirun").iterdir()
     assert [t.state for t in trials(sweep)] == [optuna.trial.TrialState.RUNNING]
 
+    # Resumed on the same host, the sweep sees the dead sweep's trial at once (its process is gone) and, with
+    # retry_failed=1, asks its parameters again before any new ones.
     search(data_root, log_dir, "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "hydra/sweeper/pruner=none",
-           sweep=sweep)
-    states = [t.state for t in trials(sweep)]
-    assert states == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
+           "hydra.sweeper.retry_failed=1", sweep=sweep)
+    killed, retried, new = trials(sweep)
+    assert [t.state for t in (killed, retried, new)] == [optuna.trial.TrialState.FAIL] + \
+        [optuna.trial.TrialState.COMPLETE] * 2
+    assert retried.system_attrs["failed_trial"] == killed.number and retried.params == killed.params
+    assert "failed_trial" not in new.system_attrs
 
 
 def test_old_sweeper_keys_get_a_clear_error(data_root: Path, tmp_path: Path) -> None:
@@ -123,6 +128,11 @@ def test_the_dashboard_serves_the_study(data_root: Path, tmp_path: Path) -> None
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=5) as response:
             detail = json.load(response)
         assert len(detail["trials"]) == 2 and all(t["state"] == "Complete" for t in detail["trials"])
+        # What each trial's job stored: the same facts as summarize --storage reads.
+        for trial in detail["trials"]:
+            attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+            assert attrs["host"] == socket.gethostname() and Path(attrs["run_dir"]).name == f"trial_{trial['number']}"
+            assert {"val/acc_best", "test/acc", "params", "status"} <= attrs.keys()
     finally:
         server.terminate()
         server.wait(timeout=30)

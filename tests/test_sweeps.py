@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from conftest import cli_overrides, run_cli
 from fmnist_lightning.config.files import CONF_DIR
-from fmnist_lightning.results.sweep_summary import find_jobs, metric_figure, write_summary
+from fmnist_lightning.results.summary_files import metric_figure, write_summary
+from fmnist_lightning.results.sweep_summary import find_jobs
 
 
 TINY = ["model=linear", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",

@@ -28,13 +28,18 @@ def main(cfg: DictConfig) -> float | None:
 
     from fmnist_lightning.train import train
     from fmnist_lightning.training.ddp_jobs import in_sweep
+    from fmnist_lightning.training.study_trial import reporting_trial
     from fmnist_lightning.training.sweep_jobs import record_failure, sweep_job_failed
 
     route_lightning_logs()
 
     log.info("Composed config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:
-        metrics = train(cfg)
+        # In an Optuna search: the trial's heartbeat while the job runs, and its results (or error) in the study.
+        with reporting_trial(Path(cfg.paths.output_dir)) as trial:
+            metrics = train(cfg)
+            if trial is not None:
+                trial.record_results(metrics, cfg.get("optimized_metric"))
     except FmnistError as exc:
         if in_sweep():
             return sweep_job_failed(cfg, exc)

@@ -1,8 +1,11 @@
 """``python -m fmnist_lightning.summarize <sweep dir> [--metric NAME]``: rebuild a sweep's summary.
+``python -m fmnist_lightning.summarize --storage <url> --study <name> [--out DIR]``: a study's summary.
 
 Writes summary.csv, summary.md and summary.png (and summary_folds.csv for a sweep over
-``data.fold``) from the job directories alone, so it also summarises a sweep that is
-still running or was interrupted; see ``results.sweep_summary``.
+``data.fold``). From a sweep directory, it reads the job directories alone, so it also
+summarises a sweep that is still running or was interrupted (``results.sweep_summary``); from a
+study's storage, it reads what each trial's job stored there, so it works on a machine that ran
+none of the trials (``results.study_summary``).
 """
 
 from __future__ import annotations
@@ -14,28 +17,48 @@ from pathlib import Path
 
 from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_failure
 from fmnist_lightning.errors import FmnistError
-from fmnist_lightning.results.sweep_summary import write_summary
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m fmnist_lightning.summarize",
-        description="Rebuild summary.csv, summary.md and summary.png of a sweep (also one that was interrupted).",
+        description="Rebuild summary.csv, summary.md and summary.png of a sweep (also one that was interrupted), "
+                    "or write them for an Optuna study from its storage alone.",
     )
-    parser.add_argument("sweep_dir", type=Path, help="the sweep directory, e.g. outputs/multirun/<time>")
+    parser.add_argument("sweep_dir", type=Path, nargs="?", help="the sweep directory, e.g. outputs/multirun/<time>")
     parser.add_argument("--metric", help="rank by this metric (default: the sweep's optimized_metric)")
     parser.add_argument("--machine", action="store_true", default=None,
                         help="show each job's host and CPU in summary.md (shown anyway when jobs ran on several)")
+    parser.add_argument("--storage", help="an Optuna study's storage: sqlite:///<file>, journal:///<file> or a "
+                                          "database URL such as postgresql+psycopg://user@host/db")
+    parser.add_argument("--study", help="the study's name (default: the storage's only study)")
+    parser.add_argument("--out", type=Path, help="where --storage writes the summary (default outputs/studies/<study>)")
     args = parser.parse_args(argv)
+    if (args.sweep_dir is None) == (args.storage is None):
+        parser.error("pass a sweep directory, or --storage <url> --study <name>")
+    if args.storage is None and (args.study or args.out):
+        parser.error("--study and --out go with --storage")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
-        summary = write_summary(args.sweep_dir, args.metric, args.machine)
+        if args.storage:
+            from fmnist_lightning.results.study_summary import study_summary
+
+            summary = study_summary(args.storage, args.study, args.out, args.metric)
+        else:
+            from fmnist_lightning.results.summary_files import write_summary
+
+            summary = write_summary(args.sweep_dir, args.metric, args.machine)
     except FmnistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # e.g. a job directory whose files were damaged by hand
         exit_with_failure(exc, args.sweep_dir)
     try:
-        print((args.sweep_dir / "summary.md").read_text())
+        print((summary.sweep_dir / "summary.md").read_text())
         print("Wrote " + ", ".join(str(p) for p in summary.written))
     except BrokenPipeError:
         exit_on_closed_output()

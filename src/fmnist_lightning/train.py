@@ -39,13 +39,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     log.info("Run directory: %s", output_dir)
     origin = provenance(str(cfg.trainer.precision), job_overrides())
-    rank_zero_only(write_json)(output_dir / RUN_FILE, origin)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
     run = assemble(cfg, started, origin)
     if relaunches_command(run.trainer):
         return run_in_own_process(output_dir)
+    # Only now: the Trainer has set each process's global rank. Before it, every node of a multi-node job
+    # started without RANK in its environment (Lightning's own cluster environment) counts as rank 0.
+    rank_zero_only(write_json)(output_dir / RUN_FILE, origin)
     try:
         metrics = fit_test_and_report(cfg, run, started, output_dir)
     except BaseException as exc:

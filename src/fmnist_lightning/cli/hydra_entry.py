@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 
 from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
 from fmnist_lightning.config.files import CONF_DIR
-from fmnist_lightning.errors import FmnistError
+from fmnist_lightning.errors import FmnistError, first_line
 
 T = TypeVar("T")
 
@@ -46,7 +47,7 @@ def run_hydra(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function so that Hydra's own errors (an unknown option, a bad override, a
     malformed config file or defaults list) end as one ``error:`` line too, with exit code 2."""
     import yaml
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException, InstantiationException
     from omegaconf.errors import OmegaConfBaseException
 
     # Hydra prints its internal traceback for errors it cannot shorten (a bool in a defaults list, a YAML
@@ -67,6 +68,10 @@ def run_hydra(main: Callable[[], Any]) -> None:
         if isinstance(exc, ValueError) and not _raised_in(exc, ("hydra.", "omegaconf.", "yaml.")):
             exit_with_failure(exc)  # not the config: a sweeper's, launcher's or callback's own failure
         message = str(exc).strip()
+        if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, ValueError):
+            # A value the object itself refused (e.g. the sweeper's n_trials): its own message, on one line.
+            key = re.search(r"full_key: (\S+)", message)
+            message = f"{key.group(1) + ': ' if key else ''}{first_line(exc.__cause__)}"
         if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in message:
             message += f"\n{exc.__cause__}"
         if "Unsupported item value in defaults : bool" in message:

@@ -25,6 +25,12 @@ KNOWN_HARMLESS: tuple[tuple[str, type[Warning], str], ...] = (
      "only the summary's size-in-MB estimate assumes float32; the weights are float32 under autocast anyway"),
     (r"The ``noload`` loader strategy is deprecated", DeprecationWarning,
      "MLflow's own SQL store (logger=mlflow) against SQLAlchemy 2.1; MLflow's to change, nothing of ours"),
+    (r".*(RetryHeartbeatStaleTrialCallback|RetryFailedTrialCallback|fail_stale_trials) is experimental", Warning,
+     "Optuna's heartbeat API, used as documented by the sweeper (hydra.sweeper.heartbeat_interval, retry_failed)"),
+    (r"Argument ``(heartbeat_interval|grace_period|heartbeat_stale_trial_callback)`` is an experimental", Warning,
+     "the same heartbeat API, through RDBStorage's arguments"),
+    (r"Heartbeat of storage is supposed to be used with Study.optimize", UserWarning,
+     "the sweeper asks and tells, and records the heartbeats that Study.optimize would (training.study_storage)"),
     (r"No complete tensor found in the group", UserWarning,
      "torch.export.load of a .pt2 file; its caveat is for weights not on the CPU, and exported weights are on the CPU"),
 )

@@ -7,6 +7,7 @@ evaluate) takes the file names from here, so a name is spelled once.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write ``text`` beside ``path`` and rename it over: a reader (or a crash) never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # Named by the process: two writers of one file (ranks of a job on a shared filesystem) never share a temporary.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
     return path

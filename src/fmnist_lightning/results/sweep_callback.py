@@ -10,7 +10,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fmnist_lightning.errors import FmnistError
-from fmnist_lightning.results.sweep_summary import write_summary
+from fmnist_lightning.results.summary_files import write_summary
 
 log = logging.getLogger(__name__)
 

@@ -9,15 +9,17 @@ variables set by ``hydra.job.env_set`` (so it works in any launcher process, on 
 that reaches the storage); ``fmnist_lightning.training.callbacks.optuna_pruning.OptunaPruning`` reports the optimised
 metric at every validation and stops a hopeless trial, which is then told PRUNED. A job that
 raises is told FAIL and the search goes on, up to ``max_failure_rate``. The study lives in
-``storage`` (any SQLAlchemy URL), so running again with the same study extends it.
+``storage`` (``sqlite:///``, ``journal:///`` or a database server's SQLAlchemy URL), so running
+again with the same study extends it, and the same command started on several machines makes
+them workers of one study: ``max_trials`` bounds the whole study, heartbeats let any worker fail
+(and, with ``retry_failed``, re-ask) a trial whose worker died (``study_budget``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +34,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config.files import METRICS_FILE
 from fmnist_lightning.errors import first_line
+from fmnist_lightning.training.study_storage import Heartbeats, hide_password, local_file, open_storage
 from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
+from hydra_plugins.fmnist_optuna_sweeper.study_budget import SWEEPER_ATTR, SWEEPER_ID, over_budget, recover, room
 
 if TYPE_CHECKING:
     import optuna
@@ -40,9 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Which sweep process asked a trial (host:pid), so that a resumed study can tell an interrupted trial.
-SWEEPER_ATTR = "fmnist_sweeper"
-SWEEPER_ID = f"{socket.gethostname()}:{os.getpid()}"
 # Keys of hydra-optuna-sweeper 1.x that have no meaning here.
 OBSOLETE = {"search_space": "write the search space under hydra.sweeper.params with interval()/choice()/range()"}
 
@@ -82,16 +83,6 @@ def search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution],
     return space, fixed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class OptunaSweeper(Sweeper):
     def __init__(
         self,
@@ -99,28 +90,45 @@ class OptunaSweeper(Sweeper):
         direction: str = "maximize",
         storage: str | None = None,
         study_name: str | None = None,
-        n_trials: int = 20,
+        n_trials: int | None = 20,
         n_jobs: int = 1,
         max_failure_rate: float = 0.0,
         params: DictConfig | None = None,
         pruner: Any = None,
         custom_search_space: str | None = None,
+        max_trials: int | None = None,
+        heartbeat_interval: int | None = 60,
+        grace_period: int | None = None,
+        retry_failed: int = 0,
         **obsolete: Any,
     ) -> None:
         for key in obsolete:
             raise ValueError(f"hydra.sweeper.{key} is not supported by this Optuna sweeper: "
                              f"{OBSOLETE.get(key, 'remove it (see README: Optuna searches)')}")
-        if not 0 <= max_failure_rate <= 1 or n_trials < 1 or n_jobs < 1:
+        if not 0 <= max_failure_rate <= 1 or (n_trials is not None and n_trials < 1) or n_jobs < 1:
             raise ValueError(f"need n_trials >= 1, n_jobs >= 1 and 0 <= max_failure_rate <= 1 "
                              f"(got {n_trials}, {n_jobs}, {max_failure_rate})")
+        if n_trials is None and max_trials is None:
+            raise ValueError("hydra.sweeper.n_trials=null needs hydra.sweeper.max_trials (the study-wide budget)")
+        if (max_trials is not None and max_trials < 1) or retry_failed < 0 or (heartbeat_interval or 1) < 1:
+            raise ValueError(f"need max_trials >= 1, retry_failed >= 0 and heartbeat_interval >= 1 "
+                             f"(got {max_trials}, {retry_failed}, {heartbeat_interval})")
+        if retry_failed and not heartbeat_interval:
+            raise ValueError("hydra.sweeper.retry_failed needs heartbeats: set hydra.sweeper.heartbeat_interval")
         import optuna
 
         self.sampler, self.pruner = sampler, pruner or optuna.pruners.NopPruner()
         self.direction, self.storage, self.study_name = direction, storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.max_trials, self.retry_failed = max_trials, retry_failed
+        # No storage, no heartbeats: an in-memory study lives and dies with this process.
+        self.heartbeat_interval = heartbeat_interval if storage else None
+        self.grace_period = grace_period
         self.params = params or {}
         self.extend_space = get_method(custom_search_space) if custom_search_space else None
         self.job_idx = 0
+        self.retry: Any = None
+        self.study_storage: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -132,50 +140,102 @@ class OptunaSweeper(Sweeper):
         if self.extend_space is not None:
             self.extend_space(self.config, trial)
         values = dict(trial.params)
-        env = {"storage": str(self.storage), "study": study.study_name, "trial": str(trial._trial_id)}
+        env = {"storage": str(self.storage), "study": study.study_name, "trial": str(trial._trial_id),
+               "heartbeat": str(self.heartbeat_interval or "")}
         return (
             *(f"{key}={value}" for key, value in {**values, **fixed}.items()),
+            # Named by the study's own trial number, which no other worker of the study can be given.
+            f"hydra.sweep.subdir=trial_{trial.number}",
             *(f"++hydra.job.env_set.{TRIAL_ENV[k]}={json.dumps(v)}" for k, v in env.items() if self.storage),
         )
 
-    def sweep(self, arguments: list[str]) -> None:
+    def _open_study(self) -> optuna.Study:
         import optuna
 
+        storage = None
+        if self.storage:
+            # Optuna 4.9 renamed RetryFailedTrialCallback (same behaviour); the old name goes in 6.0.
+            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
+                or optuna.storages.RetryFailedTrialCallback
+            self.retry = retry(max_retry=self.retry_failed) if self.retry_failed else None
+            storage = open_storage(self.storage, self.heartbeat_interval, self.grace_period, self.retry)
+        self.study_storage = storage
+        return optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
+                                   pruner=self.pruner, direction=self.direction, load_if_exists=True)
+
+    def sweep(self, arguments: list[str]) -> None:
         space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
-        study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
-                                    pruner=self.pruner, direction=self.direction, load_if_exists=True)
-        self._fail_interrupted(study)
-        log.info("Study %s in %s: %d trials so far; %s, %s, %s", study.study_name, self.storage, len(study.trials),
+        study = self._open_study()
+        if self.max_trials is not None:
+            # Workers started with one command share its seed; each must draw its own parameters.
+            self.sampler.reseed_rng()
+        recover(study, self.retry)
+        where = local_file(self.storage) if self.storage else None
+        # The file's absolute path: every worker of one study must name the same file.
+        log.info("Study %s in %s: %d trials so far; %s, %s, %s", study.study_name,
+                 where.resolve() if where else hide_password(str(self.storage)), len(study.trials),
                  type(self.sampler).__name__, type(self.pruner).__name__, self.direction)
-        remaining = self.n_trials
-        while remaining > 0:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
-            for trial in trials:
-                trial.set_user_attr(SWEEPER_ATTR, SWEEPER_ID)
-            overrides = [self._trial_overrides(trial, fixed, study) for trial in trials]
-            returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-            self.job_idx += len(returns)
-            failures = sum(not self._tell(study, trial, ret) for trial, ret in zip(trials, returns))
-            if failures / len(returns) > self.max_failure_rate:
-                raise RuntimeError(f"{failures} of {len(returns)} trials failed (max_failure_rate="
-                                   f"{self.max_failure_rate}); see the jobs' status.json")
-            remaining -= len(trials)
+        asked, waiting = 0, False
+        while self.n_trials is None or asked < self.n_trials:
+            recover(study, self.retry)
+            want = self.n_jobs if self.n_trials is None else min(self.n_jobs, self.n_trials - asked)
+            if self.max_trials is not None:
+                budget = room(study, self.max_trials)
+                if budget.done:
+                    log.info("Study %s holds %d finished trials (max_trials=%d): done", study.study_name,
+                             budget.finished, self.max_trials)
+                    break
+                if budget.free <= 0:
+                    if not self.heartbeat_interval:
+                        log.info("The rest of max_trials=%d is running on other workers", self.max_trials)
+                        break
+                    # Wait for the others' running trials: any that dies is failed here and asked again.
+                    if not waiting:
+                        log.info("Waiting for %d running trials of study %s to finish", budget.running,
+                                 study.study_name)
+                    waiting = True
+                    time.sleep(self.heartbeat_interval)
+                    continue
+                want = min(want, budget.free)
+            waiting = False
+            trials = self._ask(study, space, want)
+            if trials:
+                self._run_batch(study, trials, fixed)
+                asked += len(trials)
         self._write_results(study)
 
-    @staticmethod
-    def _fail_interrupted(study: optuna.Study) -> None:
-        """Trials left RUNNING by a sweep on this machine that was killed are stored as FAIL, so a resumed
-        study does not wait on them. A running trial of a live sweep (here or elsewhere) is left alone."""
+    def _ask(self, study: optuna.Study, space: dict[str, BaseDistribution], count: int) -> list[optuna.Trial]:
         import optuna
 
-        host = SWEEPER_ID.split(":")[0]
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            owner = str(trial.user_attrs.get(SWEEPER_ATTR, ""))
-            owner_host, _, pid = owner.rpartition(":")
-            if owner_host == host and pid.isdigit() and not _alive(int(pid)):
-                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-                log.warning("Trial %d was left running by an interrupted sweep (%s); stored as failed",
-                            trial.number, owner)
+        trials = []
+        for _ in range(count):
+            trial = study.ask(space)
+            if self.max_trials is not None and over_budget(study, trial.number, self.max_trials):
+                trial.set_user_attr("not_run", f"asked after the study's max_trials={self.max_trials} were taken")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                log.info("Trial %d not run: another worker took the last place in max_trials", trial.number)
+                break
+            trial.set_user_attr(SWEEPER_ATTR, SWEEPER_ID)
+            trials.append(trial)
+        return trials
+
+    def _run_batch(self, study: optuna.Study, trials: list[optuna.Trial], fixed: dict[str, str]) -> None:
+        overrides = [self._trial_overrides(trial, fixed, study) for trial in trials]
+        # Beats from here too: a job may wait in a cluster's queue, or take a while to start.
+        beats = Heartbeats(self.study_storage, [t._trial_id for t in trials], self.heartbeat_interval) \
+            if self.heartbeat_interval else None
+        if beats is not None:
+            beats.__enter__()
+        try:
+            returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+        finally:
+            if beats is not None:
+                beats.__exit__()
+        self.job_idx += len(returns)
+        failures = sum(not self._tell(study, trial, ret) for trial, ret in zip(trials, returns))
+        if failures / len(returns) > self.max_failure_rate:
+            raise RuntimeError(f"{failures} of {len(returns)} trials failed (max_failure_rate="
+                               f"{self.max_failure_rate}); see the jobs' status.json")
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any) -> bool:
         """Store the trial's outcome; False if it failed."""
@@ -184,20 +244,24 @@ class OptunaSweeper(Sweeper):
         try:
             value = float(ret.return_value)  # re-raises the job's own exception for a failed job
         except Exception as exc:  # noqa: BLE001 - any failure of a trial is stored, and the search goes on
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             log.warning("Trial %d failed: %s", trial.number, first_line(exc))
             return False
-        pruned_at = self._pruned_at(ret)
+        pruned_at = self._pruned_at(study, trial, ret)
         if pruned_at is not None:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
             log.info("Trial %d pruned after epoch %d (%s so far)", trial.number, pruned_at, value)
         else:
-            study.tell(trial, value)
+            study.tell(trial, value, skip_if_finished=True)
         return True
 
     @staticmethod
-    def _pruned_at(ret: Any) -> int | None:
-        # The job's metrics.json says whether OptunaPruning stopped it (a shared file system, as for the study).
+    def _pruned_at(study: optuna.Study, trial: optuna.Trial, ret: Any) -> int | None:
+        # The job stored it in its trial; a job that could not reach the storage wrote it in its metrics.json.
+        stored = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number).user_attrs.get(
+            "pruned_at_epoch")
+        if stored is not None:
+            return int(stored)
         metrics = Path(ret.hydra_cfg.hydra.runtime.output_dir) / METRICS_FILE
         try:
             return json.loads(metrics.read_text()).get("pruned_at_epoch")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
-from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
+from fmnist_lightning.training.study_trial import StudyTrial
 
 
 class OptunaPruning(L.Callback):
@@ -31,16 +30,13 @@ class OptunaPruning(L.Callback):
         """Find this job's trial, if the sweeper started it as one."""
         from hydra.core.hydra_config import HydraConfig
 
-        env = trial_env or {key: os.environ.get(name, "") for key, name in TRIAL_ENV.items()}
-        if not all(env.values()):
+        link = StudyTrial.from_env(trial_env)
+        if link is None:
             return
-        import optuna
         from hydra.utils import instantiate
 
         pruner_cfg = HydraConfig.get().sweeper.get("pruner") if HydraConfig.initialized() else None
-        pruner = instantiate(pruner_cfg) if pruner_cfg else None
-        study = optuna.load_study(study_name=env["study"], storage=env["storage"], pruner=pruner)
-        self.trial = optuna.trial.Trial(study, int(env["trial"]))
+        self.trial = link.trial(instantiate(pruner_cfg) if pruner_cfg else None)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.trial is None and trainer.is_global_zero:

@@ -1,0 +1,128 @@
+"""The Optuna trial a job of ``hparams_search=...`` runs for, seen from the job.
+
+The sweeper names the storage, study and trial in environment variables (through
+``hydra.job.env_set``, so any launcher on any machine passes them on). While the job runs it
+records a heartbeat for its trial through the storage, so that a worker on any machine can tell
+a dead job from a slow one; it stores where it ran (host, run directory) when it starts and its
+results (or its error) when it ends, so that the study alone says what happened
+(``python -m fmnist_lightning.summarize --storage <url> --study <name>``, optuna-dashboard).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
+
+from fmnist_lightning.config.record import job_overrides
+from fmnist_lightning.errors import first_line, one_line
+from fmnist_lightning.training.study_storage import Heartbeats, open_storage
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+
+log = logging.getLogger(__name__)
+
+# What a job stores in its trial's user attributes when it ends (those it has).
+RESULT_KEYS = ("val/acc_best", "test/acc", "params", "epochs", "wall_time_s", "pruned_at_epoch")
+
+
+@dataclass
+class StudyTrial:
+    storage_url: str
+    study_name: str
+    trial_id: int
+    heartbeat_interval: float | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> StudyTrial | None:
+        """This job's trial, or None outside an Optuna search (or in one whose study has no storage)."""
+        env = os.environ if env is None else env
+        found = {key: env.get(name, "") for key, name in TRIAL_ENV.items()}
+        if not (found["storage"] and found["study"] and found["trial"]):
+            return None
+        interval = float(found["heartbeat"]) if found.get("heartbeat") else None
+        return cls(found["storage"], found["study"], int(found["trial"]), interval)
+
+    @cached_property
+    def storage(self) -> BaseStorage:
+        return open_storage(self.storage_url)
+
+    def study(self, pruner: Any = None) -> optuna.Study:
+        import optuna
+
+        return optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=pruner)
+
+    def trial(self, pruner: Any = None) -> optuna.Trial:
+        import optuna
+
+        return optuna.trial.Trial(self.study(pruner), self.trial_id)
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            if value is not None:
+                self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+    def record_results(self, metrics: dict[str, Any], optimized_metric: str | None) -> None:
+        """Store the job's results in its trial (logged, not raised, if the storage is unreachable)."""
+        try:
+            self.set_attrs(result_attrs(metrics, optimized_metric))
+        except Exception as exc:  # noqa: BLE001 - the run's own files hold the results too
+            log.warning("Could not store trial %d's results: %s", self.trial_id, first_line(exc))
+
+
+def started_attrs(output_dir: Path) -> dict[str, Any]:
+    from fmnist_lightning.training.provenance import cpu_model
+
+    return {"host": socket.gethostname(), "cpu": cpu_model(), "run_dir": str(output_dir.resolve()),
+            "overrides": job_overrides()}
+
+
+def result_attrs(metrics: dict[str, Any], optimized_metric: str | None) -> dict[str, Any]:
+    keys = RESULT_KEYS + ((optimized_metric,) if optimized_metric and optimized_metric not in RESULT_KEYS else ())
+    attrs = {key: metrics[key] for key in keys if isinstance(metrics.get(key), (int, float, str))}
+    attrs["status"] = "pruned" if metrics.get("pruned_at_epoch") is not None else "completed"
+    if optimized_metric:
+        attrs["optimized_metric"] = optimized_metric
+    return attrs
+
+
+@contextmanager
+def reporting_trial(output_dir: Path) -> Iterator[StudyTrial | None]:
+    """For the job's lifetime: its trial's heartbeat, and where it ran; on an exception, the error too.
+
+    Yields the trial (None outside an Optuna search); the caller stores the results with
+    ``result_attrs``. Storage trouble is logged, never fatal: the training itself is the job."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    link = StudyTrial.from_env() if rank_zero_only.rank == 0 else None
+    if link is None:
+        yield None
+        return
+    try:
+        link.set_attrs(started_attrs(output_dir))
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("Could not store where trial %d runs: %s", link.trial_id, first_line(exc))
+    beats = Heartbeats(link.storage, [link.trial_id], link.heartbeat_interval) if link.heartbeat_interval else None
+    try:
+        if beats is not None:
+            beats.__enter__()
+        yield link
+    except BaseException as exc:
+        try:
+            link.set_attrs({"status": "failed", "error": one_line(exc) if isinstance(exc, Exception) else type(exc).__name__})
+        except Exception as store_exc:  # noqa: BLE001
+            log.warning("Could not store trial %d's error: %s", link.trial_id, first_line(store_exc))
+        raise
+    finally:
+        if beats is not None:
+            beats.__exit__()

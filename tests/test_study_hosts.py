@@ -1,0 +1,136 @@
+"""Several machines for real, simulated: one Optuna study shared by workers on three hosts (PostgreSQL, and a
+journal file on a shared filesystem), a worker killed with ``kill -9`` mid-trial, the summary built on a fourth
+host from the storage alone; and multi-node DDP over two hosts.
+
+The hosts are network namespaces on a private bridge (``simulated_hosts``); the PostgreSQL server is Debian's,
+started here on one of them. Needs root and ``ip``: skipped with the reason otherwise (CI runs as root).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_overrides, run_cli
+from simulated_hosts import Hosts, Postgres, postgres_bin, unavailable
+
+pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
+WHY_NOT = unavailable()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
+
+MAX_TRIALS = 9
+WORKERS = ("h1", "h2", "h3")
+# Small trials, but long enough (3 epochs) that a worker can be killed in the middle of one.
+TRIAL = ["model=linear", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+         "trainer.max_epochs=3", "hydra/sweeper/pruner=none"]
+
+DUMP_TRIALS = """
+import json, sys
+import optuna
+from fmnist_lightning.training.study_storage import open_storage
+study = optuna.load_study(study_name=sys.argv[2], storage=open_storage(sys.argv[1], must_exist=True))
+print(json.dumps([{"number": t.number, "state": t.state.name, "host": t.user_attrs.get("host"),
+                   "retry_of": t.system_attrs.get("failed_trial"), "not_run": t.user_attrs.get("not_run")}
+                  for t in study.trials]))
+"""
+
+
+def worker_command(data_root: Path, log_dir: Path, storage: str) -> list[str]:
+    return [sys.executable, "-m", "fmnist_lightning", *cli_overrides(data_root, log_dir), *TRIAL,
+            "hparams_search=lr_wd", f"hydra.sweeper.storage='{storage}'", "hydra.sweeper.study_name=shared",
+            "hydra.sweeper.n_trials=null", f"hydra.sweeper.max_trials={MAX_TRIALS}",
+            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=6", "hydra.sweeper.retry_failed=1"]
+
+
+def run_study(hosts: Hosts, data_root: Path, tmp_path: Path, storage: str) -> None:
+    """Three workers of one study; the one on h2 is killed while its first trial trains; all the checks."""
+    workers = {}
+    for host in WORKERS:
+        log = (tmp_path / f"{host}.log").open("w")
+        workers[host] = hosts.popen(host, worker_command(data_root, tmp_path / host, storage), stdout=log,
+                                    stderr=subprocess.STDOUT, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    deadline = time.monotonic() + 180
+    # A checkpoint of h2's trial means it is past its first epoch and has two to go.
+    while not list((tmp_path / "h2").glob("multirun/*/trial_*/checkpoints/*.ckpt")):
+        assert workers["h2"].poll() is None and time.monotonic() < deadline, (tmp_path / "h2.log").read_text()[-3000:]
+        time.sleep(0.05)
+    hosts.kill(workers["h2"])
+    for host in ("h1", "h3"):
+        assert workers[host].wait(timeout=300) == 0, (tmp_path / f"{host}.log").read_text()[-3000:]
+
+    dumped = hosts.run("h4", [sys.executable, "-c", DUMP_TRIALS, storage, "shared"])
+    assert dumped.returncode == 0, dumped.stderr[-3000:]
+    trials = json.loads(dumped.stdout)
+    states = [t["state"] for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == MAX_TRIALS, trials
+    assert "RUNNING" not in states and "WAITING" not in states, trials
+    (killed,) = [t for t in trials if t["state"] == "FAIL" and not t["not_run"]]
+    assert killed["host"] == "h2"
+    (retry,) = [t for t in trials if t["retry_of"] == killed["number"]]
+    assert retry["state"] == "COMPLETE" and retry["host"] in ("h1", "h3")
+
+    out = tmp_path / "summary"
+    summary = hosts.run("h4", [sys.executable, "-m", "fmnist_lightning.summarize", "--storage", storage,
+                               "--study", "shared", "--out", str(out)])
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    with (out / "summary.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(row["job"] for row in rows) == sorted(f"trial_{t['number']}" for t in trials)
+    assert {row["host"] for row in rows} >= {"h1", "h2", "h3"}
+    by_job = {row["job"]: row for row in rows}
+    assert by_job[f"trial_{killed['number']}"]["status"] == "failed"
+    assert f"retried as trial {retry['number']}" in by_job[f"trial_{killed['number']}"]["error"]
+    assert all(Path(row["run_dir"]).is_dir() for row in rows if row["status"] == "completed")
+
+
+@pytest.mark.skipif(postgres_bin() is None, reason="needs Debian's postgresql package (.ci/run installs it)")
+def test_three_hosts_share_a_postgresql_study_and_recover_a_killed_worker(data_root: Path, tmp_path: Path) -> None:
+    with Hosts(["db", *WORKERS, "h4"]) as hosts:
+        server = Postgres(hosts, "db")
+        try:
+            run_study(hosts, data_root, tmp_path, server.url)
+        finally:
+            server.stop()
+
+
+def test_three_hosts_share_a_journal_study_on_a_shared_filesystem(data_root: Path, tmp_path: Path) -> None:
+    with Hosts([*WORKERS, "h4"]) as hosts:
+        # Four slashes: an absolute path, the same on every host.
+        run_study(hosts, data_root, tmp_path, f"journal:///{tmp_path / 'shared' / 'study.journal'}")
+
+
+def node_commands(style: str, common: list[str], run_dir: Path) -> list[tuple[list[str], dict[str, str]]]:
+    """Each node's command line and environment, as docs/scaling-out.md gives them."""
+    args = [*common, "trainer.devices=1", "trainer.num_nodes=2", f"hydra.run.dir={run_dir}"]
+    if style == "env":  # Lightning's own cluster environment: the first node's address and each node's rank
+        return [([sys.executable, "-m", "fmnist_lightning", *args],
+                 {"MASTER_ADDR": "n1", "MASTER_PORT": "29500", "NODE_RANK": str(rank)}) for rank in range(2)]
+    return [([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
+              "--master-addr=n1", "--master-port=29501", "-m", "fmnist_lightning", *args], {}) for rank in range(2)]
+
+
+def test_ddp_across_two_hosts_matches_ddp_on_one(data_root: Path, tmp_path: Path) -> None:
+    common = [*cli_overrides(data_root, tmp_path), "model=linear", "trainer=ddp", "trainer.deterministic=true",
+              "trainer.max_epochs=2", "trainer.limit_train_batches=4", "seed=3"]
+    one_host = run_cli(*common, "trainer.devices=2", f"hydra.run.dir={tmp_path / 'one_host'}")
+    assert one_host.returncode == 0, one_host.stderr[-3000:]
+    one = json.loads((tmp_path / "one_host" / "metrics.json").read_text())
+
+    with Hosts(["n1", "n2"]) as hosts:
+        for style in ("env", "torchrun"):
+            run_dir = tmp_path / f"two_hosts_{style}"
+            nodes = [hosts.popen(node, command, stdout=(tmp_path / f"{style}_{node}.log").open("w"),
+                                 stderr=subprocess.STDOUT, env={**os.environ, **env})
+                     for node, (command, env) in zip(hosts.names, node_commands(style, common, run_dir))]
+            for node, proc in zip(hosts.names, nodes):
+                assert proc.wait(timeout=240) == 0, (tmp_path / f"{style}_{node}.log").read_text()[-3000:]
+            two = json.loads((run_dir / "metrics.json").read_text())
+            assert two["test/acc"] == one["test/acc"], style
+            assert two["test/loss"] == pytest.approx(one["test/loss"], rel=1e-6), style

@@ -1,0 +1,136 @@
+"""Study storages by URL, heartbeats, the study-wide budget and the summary from a storage alone.
+
+Real Optuna storages (sqlite and journal files) and the real CLI; the several-host runs on PostgreSQL and on a
+shared journal are in test_study_hosts.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_overrides, run_cli
+
+optuna = pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
+
+from fmnist_lightning.training.study_storage import (  # noqa: E402 - after the skip
+    HEARTBEAT_ATTR,
+    StorageError,
+    hide_password,
+    journal_path,
+    open_storage,
+)
+from hydra_plugins.fmnist_optuna_sweeper.study_budget import over_budget, recover, room  # noqa: E402
+
+SPACE = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql+psycopg://fm:s3cret-pw@127.0.0.1:1/optuna", "postgresql+psycopg://fm:***@127.0.0.1:1/optuna"),
+    ("postgresq://fm:s3cret-pw@127.0.0.1:1/optuna", "postgresq://fm:***@127.0.0.1:1/optuna"),
+])
+def test_an_unreachable_or_misspelt_storage_is_one_error_line_without_its_password(
+        data_root: Path, tmp_path: Path, url: str, shown: str) -> None:
+    result = run_cli(*cli_overrides(data_root, tmp_path), "hparams_search=lr_wd", f"hydra.sweeper.storage='{url}'")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot open the study storage {shown}: ")
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert not (tmp_path / "multirun").exists() or not list((tmp_path / "multirun").glob("*/trial_*"))
+
+
+def test_passwords_are_hidden_and_file_urls_follow_sqlite() -> None:
+    assert hide_password("postgresql+psycopg://user:p4ss@db:5432/x") == "postgresql+psycopg://user:***@db:5432/x"
+    assert hide_password("sqlite:///outputs/optuna.db") == "sqlite:///outputs/optuna.db"
+    assert journal_path("journal:///outputs/study.journal") == Path("outputs/study.journal")
+    assert journal_path("journal:////shared/study.journal") == Path("/shared/study.journal")
+    with pytest.raises(StorageError, match="journal:////<absolute path>"):
+        journal_path("journal://study.journal")
+
+
+def test_reading_a_storage_that_is_not_there_creates_nothing(tmp_path: Path) -> None:
+    for url in (f"sqlite:///{tmp_path}/none.db", f"journal:///{tmp_path}/none.journal"):
+        with pytest.raises(StorageError, match="does not exist"):
+            open_storage(url, must_exist=True)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_trial_whose_heartbeat_stopped_is_failed_and_asked_again(tmp_path: Path, kind: str) -> None:
+    url = f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal:///{tmp_path}/s.journal"
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+    storage = open_storage(url, heartbeat_interval=1, grace_period=1, stale_callback=retry)
+    study = optuna.create_study(study_name="s", storage=storage)
+    dead, alive, silent = (study.ask(SPACE) for _ in range(3))
+    storage.record_heartbeat(dead._trial_id)
+    storage.record_heartbeat(alive._trial_id)
+    time.sleep(2.2)  # dead's last beat is now older than the grace period
+    storage.record_heartbeat(alive._trial_id)
+    recover(study, retry)
+    trials = study.get_trials(deepcopy=False)
+    states = {t.number: t.state for t in trials}
+    assert states[dead.number] == optuna.trial.TrialState.FAIL
+    # Alive beats; silent never beat (a trial asked by a tool without heartbeats): both are left alone.
+    assert states[alive.number] == states[silent.number] == optuna.trial.TrialState.RUNNING
+    (queued,) = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
+    assert queued.system_attrs["failed_trial"] == dead.number and queued.params == dead.params
+    # The next ask gets the retry, with the dead trial's parameters.
+    assert study.ask(SPACE).params == dead.params
+    if kind == "journal":
+        assert HEARTBEAT_ATTR in study.trials[alive.number].system_attrs
+
+
+def test_workers_asking_at_once_never_overshoot_max_trials(tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{tmp_path}/s.db"))
+    first = study.ask(SPACE)
+    study.tell(first, 0.5)
+    # Three workers saw one free place and asked together: only the lowest number runs.
+    asked = [study.ask(SPACE) for _ in range(3)]
+    assert [over_budget(study, t.number, max_trials=2) for t in asked] == [False, True, True]
+    # A queued retry takes the place of the trial it retries, whatever its number.
+    study.tell(asked[0], state=optuna.trial.TrialState.FAIL)
+    for t in asked[1:]:
+        study.tell(t, state=optuna.trial.TrialState.FAIL)
+    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.WAITING, params=first.params,
+                                        distributions=SPACE, system_attrs={"failed_trial": asked[0].number}))
+    budget = room(study, max_trials=2)
+    assert (budget.finished, budget.taken, budget.waiting, budget.free) == (1, 2, 1, 1)
+    late = study.ask(SPACE)  # the retry, popped first
+    assert not over_budget(study, late.number, max_trials=2)
+    assert over_budget(study, study.ask(SPACE).number, max_trials=2)
+
+
+@pytest.mark.slow
+def test_max_trials_is_the_whole_studys_budget_across_invocations(data_root: Path, tmp_path: Path) -> None:
+    db = tmp_path / "study.db"
+    args = [*cli_overrides(data_root, tmp_path), "model=linear", "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.max_epochs=1",
+            "hparams_search=lr_wd", f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.n_trials=null",
+            "hydra.sweeper.max_trials=2"]
+    for _ in range(2):  # the second invocation finds the budget spent and runs nothing
+        result = run_cli(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="lr_wd", storage=f"sqlite:///{db}").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert "holds 2 finished trials (max_trials=2): done" in result.stdout
+    # Trial directories are named by the study's trial numbers, which no two workers share.
+    assert sorted(p.name for p in tmp_path.glob("multirun/*/trial_*")) == ["trial_0", "trial_1"]
+
+    out = tmp_path / "from_storage"
+    summary = run_cli("-m", "fmnist_lightning.summarize", "--storage", f"sqlite:///{db}", "--out", str(out))
+    assert summary.returncode == 0, summary.stderr
+    with (out / "summary.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [row["status"] for row in rows] == ["completed"] * 2
+    for row in rows:
+        assert row["host"] and row["cpu"] and Path(row["run_dir"]).name in ("trial_0", "trial_1")
+        assert float(row["val/acc_best"]) >= 0 and float(row["test/acc"]) >= 0 and row["params"] == "7850"
+    assert "Study summary: lr_wd" in (out / "summary.md").read_text()
+
+    missing = run_cli("-m", "fmnist_lightning.summarize", "--storage", f"sqlite:///{db}", "--study", "nope")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (f"error: no study named 'nope' in sqlite:///{db} (studies there: lr_wd); "
+                                      "pass --study <name>")
