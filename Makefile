@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install train test tensorboard dashboard bench clean-venv
+.PHONY: install train test test-hosts tensorboard dashboard bench clean-venv
 
 install: $(STAMP)
 
@@ -22,8 +22,13 @@ train: install
 	$(PY) -m fmnist_lightning $(ARGS)
 
 # Two workers (one torch thread each), a test file per worker at a time, so session fixtures that train run once.
+# The simulated-host tests (marker hosts: network namespaces, a PostgreSQL server, root only) are test-hosts';
+# CI runs both.
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not hosts" $(ARGS)
+
+test-hosts: install
+	$(PY) -m pytest -n 2 --dist loadfile -m hosts $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs

@@ -23,7 +23,7 @@ from simulated_hosts import Hosts, Postgres, postgres_bin, unavailable
 
 pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
 WHY_NOT = unavailable()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
+pytestmark = [pytest.mark.slow, pytest.mark.hosts, pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")]
 
 MAX_TRIALS = 9
 WORKERS = ("h1", "h2", "h3")

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 RESULT_KEYS = ("val/acc_best", "test/acc", "params", "epochs", "wall_time_s", "pruned_at_epoch")
 
 
+@lru_cache(maxsize=4)
+def shared_storage(url: str) -> BaseStorage:
+    """One storage per URL and process: the jobs a launcher runs one after another in one process, and the
+    heartbeat, pruning and results of each, share its connections (a journal is read once, not per job)."""
+    return open_storage(url)
+
+
 @dataclass
 class StudyTrial:
     storage_url: str
@@ -53,9 +60,9 @@ class StudyTrial:
         interval = float(found["heartbeat"]) if found.get("heartbeat") else None
         return cls(found["storage"], found["study"], int(found["trial"]), interval)
 
-    @cached_property
+    @property
     def storage(self) -> BaseStorage:
-        return open_storage(self.storage_url)
+        return shared_storage(self.storage_url)
 
     def study(self, pruner: Any = None) -> optuna.Study:
         import optuna
