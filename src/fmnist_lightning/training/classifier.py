@@ -20,6 +20,8 @@ from torchmetrics import MaxMetric, MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.training.param_groups import apply_lr_scales, param_groups, scaled_max_lr, splits_groups
+from fmnist_lightning.training.tta import tta_views
 
 SCHEDULER_INTERVALS = ("epoch", "step")
 # Scheduler state that follows the run's length (OneCycleLR's plan, CosineAnnealingLR's T_max). When a run
@@ -52,6 +54,8 @@ class ImageClassifier(L.LightningModule):
         num_classes: int = 10,
         image_shape: tuple[int, int, int] = (1, 28, 28),
         tta: bool = False,
+        tta_shift: int = 0,
+        param_groups: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in SCHEDULER_INTERVALS:
@@ -64,7 +68,10 @@ class ImageClassifier(L.LightningModule):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         # Test-time augmentation in test_step and predict_step only (module.tta, or evaluate/predict's tta=):
         # validation stays plain, so the checkpoint is chosen on the same footing in every run.
-        self.tta = tta
+        self.tta, self.tta_shift = tta, tta_shift
+        # Weight decay and learning-rate scale by kind of parameter (training.param_groups); left at their
+        # defaults, one group as before (so the optimizer state of older checkpoints still fits).
+        self.param_groups = dict(param_groups) if param_groups and splits_groups(**param_groups) else None
         # Lets the model summary show each layer's output shape.
         self.example_input_array = torch.zeros(1, *image_shape)
 
@@ -195,13 +202,14 @@ class ImageClassifier(L.LightningModule):
         return self.predict_proba(x)
 
     def predict_proba(self, x: Tensor) -> Tensor:
-        """Class probabilities ``[B, classes]``; with ``tta``, averaged over the image and its mirror image."""
-        probs = self(x).softmax(dim=-1)
-        if self.tta:
-            # A garment mirrored left-right is still the same garment; only a model trained with flips
-            # has seen mirrored ones (Fashion-MNIST's shoes all face the same way).
-            probs = (probs + self(x.flip(-1)).softmax(dim=-1)) / 2
-        return probs
+        """Class probabilities ``[B, classes]``; with ``tta``, averaged over the image and its mirror image
+        (and, with ``tta_shift``, both translated: training.tta)."""
+        if not self.tta:
+            return self(x).softmax(dim=-1)
+        # A garment mirrored left-right is still the same garment; only a model trained with flips
+        # has seen mirrored ones (Fashion-MNIST's shoes all face the same way).
+        views = tta_views(x, self.tta_shift)
+        return torch.stack([self(view).softmax(dim=-1) for view in views]).mean(dim=0)
 
     def _schedule_length(self) -> dict[str, int]:
         """``total_steps`` for schedulers that plan the whole run (OneCycleLR) when the config leaves it null.
@@ -239,10 +247,18 @@ class ImageClassifier(L.LightningModule):
         return {"total_steps": int(total)}
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.param_groups:
+            optimizer = self.optimizer_factory(params=param_groups(self, **self.param_groups))
+            apply_lr_scales(optimizer)
+        else:
+            optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer, **self._schedule_length())
+        extra = self._schedule_length()
+        max_lr = getattr(self.scheduler_factory, "keywords", {}).get("max_lr")
+        if self.param_groups and max_lr is not None:
+            extra["max_lr"] = scaled_max_lr(max_lr, optimizer)  # OneCycleLR sets every group's rate itself
+        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
         self._replan(scheduler)
         return {
             "optimizer": optimizer,

@@ -1,0 +1,128 @@
+"""Recipe knobs from the speedrun literature: optimizer settings by kind of parameter, multi-view TTA.
+
+Each composes with the real config and runs through a real Trainer; the numerics are checked against
+an independent computation.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fmnist_lightning.models.registry import create_model, list_models
+from fmnist_lightning.train import train
+from fmnist_lightning.training.classifier import ImageClassifier
+from fmnist_lightning.training.param_groups import NORM_LAYERS, param_groups
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_parameter_of_every_backbone_is_in_exactly_one_group(name: str) -> None:
+    net = create_model(name)
+    groups = param_groups(net, norm_bias_weight_decay=0.0, norm_bias_lr_scale=4.0)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in net.parameters() if p.requires_grad)
+    assert len(grouped) == len(set(grouped))
+    by_name = {g["name"]: g for g in groups}
+    norm_biases = {id(m.bias) for m in net.modules() if isinstance(m, NORM_LAYERS) and m.bias is not None}
+    assert {id(p) for p in by_name.get("norm_biases", {"params": []})["params"]} == norm_biases
+    for group in groups:
+        if group["name"] == "weights":
+            assert "weight_decay" not in group and group["lr_scale"] == 1.0
+            assert all(p.dim() > 1 for p in group["params"])  # conv and linear weights only
+        else:
+            assert group["weight_decay"] == 0.0
+    if norm_biases:
+        assert by_name["norm_biases"]["lr_scale"] == 4.0
+
+
+def _logged(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_param_groups_reach_the_optimizer_and_keep_their_ratio_under_onecycle(make_cfg, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cfg = make_cfg("model=compact", "optim=sgd", "optim.lr=0.05", "optim.weight_decay=5e-4", "sched=onecycle",
+                   "debug=limit_batches", "logger=csv", "trainer.log_every_n_steps=1",
+                   "module.param_groups.norm_bias_weight_decay=0.0", "module.param_groups.norm_bias_lr_scale=4.0",
+                   output_dir=run_dir)
+    train(cfg)
+    rows = [r for r in _logged(run_dir) if r.get("lr/weights")]
+    assert len(rows) == 20  # every step of 2 epochs x 10 batches
+    for row in rows:
+        assert float(row["lr/norm_biases"]) == pytest.approx(4 * float(row["lr/weights"]), rel=1e-6)
+        assert float(row["lr/norm_scales_and_biases"]) == pytest.approx(float(row["lr/weights"]), rel=1e-6)
+    assert max(float(r["lr/weights"]) for r in rows) == pytest.approx(0.05, rel=1e-3)
+
+
+def test_default_knobs_keep_one_group_and_the_lr_tag(make_cfg, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(make_cfg("model=linear", "sched=onecycle", "debug=limit_batches", "trainer.max_epochs=1", "logger=csv",
+                   "trainer.log_every_n_steps=1", output_dir=run_dir))
+    assert "lr" in _logged(run_dir)[0] and not any(k.startswith("lr/") for k in _logged(run_dir)[0])
+
+
+def _shift_by_index(x: torch.Tensor, d: int) -> torch.Tensor:
+    """Diagonal translation by ``d`` pixels, edge pixels repeated: out[i, j] = x[clamp(i - d), clamp(j - d)]."""
+    h, w = x.shape[-2:]
+    rows = (torch.arange(h) - d).clamp(0, h - 1)
+    cols = (torch.arange(w) - d).clamp(0, w - 1)
+    return x[..., rows, :][..., cols]
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2])
+def test_multi_view_tta_is_the_average_of_the_views_by_hand(shift: int) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    module = ImageClassifier(net, optimizer=torch.optim.SGD, tta=True, tta_shift=shift).eval()
+    x = torch.randn(5, 1, 28, 28)
+    views = [x, x.flip(-1)]
+    if shift:
+        views += [_shift_by_index(v, d) for v in (x, x.flip(-1)) for d in (-shift, shift)]
+    expected = sum(net(v).softmax(-1) for v in views) / len(views)
+    with torch.no_grad():
+        assert torch.allclose(module.predict_proba(x), expected, atol=1e-6)
+
+
+def test_multi_view_tta_runs_in_the_final_test(make_cfg, tmp_path: Path) -> None:
+    metrics = train(make_cfg("model=linear", "debug=fast_dev_run", "module.tta=true", "module.tta_shift=1",
+                             output_dir=tmp_path / "run"))
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_whitening_filters_decorrelate_the_training_patches(data_root: Path) -> None:
+    from fmnist_lightning.data.datamodule import normalize
+    from fmnist_lightning.data.idx_files import load_split
+    from fmnist_lightning.training.callbacks.data_init import image_patches, whitening_filters
+
+    images = normalize(load_split(data_root, "train")[0][:400], 0.2860, 0.3530)
+    filters = whitening_filters(images, (3, 3), eps=1e-8)
+    assert filters.shape == (18, 1, 3, 3)
+    assert torch.equal(filters[9:], -filters[:9])
+    # The positive filters applied to every patch: outputs with the identity as their second moment.
+    out = image_patches(images, (3, 3)) @ filters[:9].reshape(9, -1).double().T
+    moment = out.T @ out / out.shape[0]
+    assert torch.allclose(moment, torch.eye(9, dtype=moment.dtype), atol=1e-4)
+
+
+def test_dirac_makes_later_convolutions_identities_on_their_first_filters() -> None:
+    from fmnist_lightning.training.callbacks.data_init import convolutions, dirac_later_convs
+
+    net = create_model("compact")
+    assert dirac_later_convs(net) > 0
+    for conv in convolutions(net)[1:]:
+        if conv.groups == 1 and conv.kernel_size[0] % 2:
+            x = torch.randn(2, conv.in_channels, 9, 9)
+            n = min(conv.in_channels, conv.out_channels)
+            y = nn.functional.conv2d(x, conv.weight[:n], padding=conv.kernel_size[0] // 2)
+            assert torch.allclose(y, x[:, :n], atol=1e-6)
+
+
+@pytest.mark.parametrize("init", ["whiten", "dirac", "whiten_dirac"])
+def test_each_init_composes_and_trains_a_batch(make_cfg, tmp_path: Path, init: str) -> None:
+    metrics = train(make_cfg("model=compact", f"init={init}", "debug=fast_dev_run", output_dir=tmp_path / "run"))
+    assert metrics["test/acc"] >= 0.0
