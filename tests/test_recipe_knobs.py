@@ -126,3 +126,52 @@ def test_dirac_makes_later_convolutions_identities_on_their_first_filters() -> N
 def test_each_init_composes_and_trains_a_batch(make_cfg, tmp_path: Path, init: str) -> None:
     metrics = train(make_cfg("model=compact", f"init={init}", "debug=fast_dev_run", output_dir=tmp_path / "run"))
     assert metrics["test/acc"] >= 0.0
+
+
+def test_muon_and_the_rest_hold_every_parameter_once(make_cfg, tmp_path: Path) -> None:
+    from fmnist_lightning.training.optimizers import MuonFilters
+
+    net = create_model("compact")
+    optimizer = MuonFilters(param_groups(net, norm_bias_weight_decay=0.0),
+                            rest=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9))
+    muon_params = [p for g in optimizer.filters.param_groups for p in g["params"]]
+    rest_params = [p for g in optimizer.rest.param_groups for p in g["params"]]
+    assert all(p.dim() == 4 for p in muon_params) and all(p.dim() != 4 for p in rest_params)
+    every = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(every) == sorted(id(p) for p in net.parameters()) and len(every) == len(set(every))
+    # The per-group settings travel with each part.
+    assert all(g.get("weight_decay") == 0.0 for g in optimizer.rest.param_groups if g["name"] != "weights")
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_filter_muon_is_torchs_muon_on_the_filter_matrix(memory_format: torch.memory_format) -> None:
+    from fmnist_lightning.training.optimizers import FilterMuon
+
+    torch.manual_seed(0)
+    weight = nn.Parameter(torch.randn(8, 4, 3, 3).contiguous(memory_format=memory_format))
+    # The reference: torch's own Muon on the same filters as a matrix, rows = filters, columns in memory order.
+    as_matrix = (lambda t: t.permute(0, 2, 3, 1).reshape(8, -1)) if memory_format == torch.channels_last \
+        else (lambda t: t.reshape(8, -1))
+    reference = nn.Parameter(as_matrix(weight.detach()).clone())
+    ours, theirs = FilterMuon([weight], lr=0.02, weight_decay=0.01), torch.optim.Muon([reference], lr=0.02, weight_decay=0.01)
+    for _ in range(3):
+        grad = torch.randn(8, 4, 3, 3).contiguous(memory_format=memory_format)
+        weight.grad, reference.grad = grad, as_matrix(grad).clone()
+        ours.step(), theirs.step()
+    assert torch.allclose(as_matrix(weight.detach()), reference.detach(), atol=1e-6)
+
+
+def test_optim_muon_trains_under_onecycle_and_resumes(make_cfg, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cfg = make_cfg("model=compact", "optim=muon", "sched=onecycle", "debug=limit_batches", "logger=csv",
+                   "trainer.log_every_n_steps=1", output_dir=run_dir)
+    metrics = train(cfg)
+    assert metrics["test/acc"] >= 0.0
+    rows = [r for r in _logged(run_dir) if r.get("lr/pg1")]
+    # Muon's filters (pg1) and SGD's rest (pg2) follow one cycle at their own ratio, 0.02 : 0.05.
+    assert rows and all(float(r["lr/pg2"]) == pytest.approx(2.5 * float(r["lr/pg1"]), rel=1e-6) for r in rows)
+    # The optimizer's state travels in the checkpoint and loads back.
+    resumed = train(make_cfg("model=compact", "optim=muon", "sched=onecycle", "debug=limit_batches",
+                             "trainer.max_epochs=3", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+                             output_dir=tmp_path / "resumed"))
+    assert resumed["epochs"] == 3

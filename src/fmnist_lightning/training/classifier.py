@@ -20,7 +20,7 @@ from torchmetrics import MaxMetric, MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from fmnist_lightning.errors import ConfigError
-from fmnist_lightning.training.param_groups import apply_lr_scales, param_groups, scaled_max_lr, splits_groups
+from fmnist_lightning.training.param_groups import apply_lr_scales, group_max_lr, param_groups, splits_groups
 from fmnist_lightning.training.tta import tta_views
 
 SCHEDULER_INTERVALS = ("epoch", "step")
@@ -256,8 +256,10 @@ class ImageClassifier(L.LightningModule):
             return optimizer
         extra = self._schedule_length()
         max_lr = getattr(self.scheduler_factory, "keywords", {}).get("max_lr")
-        if self.param_groups and max_lr is not None:
-            extra["max_lr"] = scaled_max_lr(max_lr, optimizer)  # OneCycleLR sets every group's rate itself
+        if max_lr is not None:
+            # OneCycleLR sets every group's rate itself: groups with rates of their own keep their ratios.
+            base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+            extra["max_lr"] = group_max_lr(max_lr, optimizer, base_lr)
         scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
         self._replan(scheduler)
         return {

@@ -67,8 +67,12 @@ def apply_lr_scales(optimizer: Any) -> None:
         group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
 
 
-def scaled_max_lr(max_lr: float | list[float], optimizer: Any) -> list[float]:
-    """OneCycleLR's ``max_lr`` for each group, keeping the groups' learning-rate ratios."""
-    if isinstance(max_lr, (list, tuple)):
-        return list(max_lr)
-    return [max_lr * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+def group_max_lr(max_lr: float | list[float], optimizer: Any, base_lr: float | None) -> float | list[float]:
+    """OneCycleLR's ``max_lr``: where the groups' rates differ (an ``lr_scale``, optim=muon's two optimizers),
+    one per group, keeping their ratios to the optimizer's ``lr`` (``base_lr``); else as given."""
+    if isinstance(max_lr, (list, tuple)) or not base_lr:
+        return max_lr
+    rates = [group["lr"] for group in optimizer.param_groups]
+    if all(rate == base_lr for rate in rates):
+        return max_lr
+    return [max_lr * rate / base_lr for rate in rates]
