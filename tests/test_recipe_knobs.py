@@ -175,3 +175,30 @@ def test_optim_muon_trains_under_onecycle_and_resumes(make_cfg, tmp_path: Path) 
                              "trainer.max_epochs=3", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
                              output_dir=tmp_path / "resumed"))
     assert resumed["epochs"] == 3
+
+
+def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs(data_root: Path) -> None:
+    from fmnist_lightning.data.idx_files import load_split
+    from fmnist_lightning.data.transforms import AlternatingFlip
+
+    x = load_split(data_root, "train")[0][:400].float().div(255)
+    op = AlternatingFlip()
+    seen = []
+    for epoch in range(4):
+        op.epoch = epoch
+        out = op(x)
+        flipped = (out != x).flatten(1).any(1) & (out == x.flip(-1)).flatten(1).all(1)
+        assert torch.equal(flipped | (out == x).flatten(1).all(1), torch.ones(len(x), dtype=torch.bool))
+        seen.append(flipped)
+    assert torch.equal(seen[0], ~seen[1]) and torch.equal(seen[0], seen[2]) and torch.equal(seen[1], seen[3])
+    assert 0.4 < seen[0].float().mean() < 0.6  # about half each epoch
+    # The same images in another order are the same halves: the choice is the image's, not its place.
+    order = torch.randperm(len(x))
+    op.epoch = 0
+    assert torch.equal((op(x[order]) != x[order]).flatten(1).any(1), seen[0][order])
+
+
+def test_alternating_flip_trains_and_counts_as_a_flip_for_tta(make_cfg, tmp_path: Path) -> None:
+    metrics = train(make_cfg("model=linear", "aug=shift_alt_flip", "module.tta=true", "debug=limit_batches",
+                             output_dir=tmp_path / "run"))
+    assert metrics["test/acc"] >= 0.0

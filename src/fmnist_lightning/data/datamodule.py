@@ -22,6 +22,7 @@ from fmnist_lightning.data.fashion_mnist import NORMALIZATION, NUM_CLASSES
 from fmnist_lightning.data.idx_files import ensure_downloaded, load_split, resolve_data_root
 from fmnist_lightning.data.loaders import EpochShuffle, InMemoryImages, ResumableLoader, keep_batch
 from fmnist_lightning.data.splits import fold_indices, split_indices
+from fmnist_lightning.data.transforms import AlternatingFlip
 from fmnist_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
         images, labels = (batch, None) if isinstance(batch, Tensor) else batch
         x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
         if self.batch_transform is not None and self.trainer is not None and self.trainer.training:
+            for op in self.batch_transform.modules():
+                if isinstance(op, AlternatingFlip):
+                    op.epoch = self.trainer.current_epoch
             x = self.batch_transform(x)
         x = normalize(x, self.mean, self.std)
         return x if labels is None else (x, labels)

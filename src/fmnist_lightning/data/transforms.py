@@ -56,6 +56,37 @@ class RandomHorizontalFlip(BatchOp):
         return v2.RandomHorizontalFlip(self.p)
 
 
+class AlternatingFlip(RandomHorizontalFlip):
+    """Horizontal flip of half the images each epoch, and of the other half the next (airbench's
+    "alternating flip"): every image is seen both ways within any two epochs, where a random flip
+    leaves a quarter of them one way round for both.
+
+    Which half comes from the image itself (a fixed hash of its pixels), so no index is needed; the
+    op must see the images as loaded: put it first in the ``ops`` list. The datamodule sets ``epoch``
+    before each training batch. In the per-sample pipeline (data.pipeline=per_sample) it is a random
+    flip, the same in distribution for any one epoch: one image alone does not know its epoch.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(p=0.5)
+        self.epoch = 0
+        weights = torch.randint(1, 2**20, (1 * IMAGE_HW[0] * IMAGE_HW[1],), generator=torch.Generator().manual_seed(0))
+        self.register_buffer("weights", weights, persistent=False)
+
+    def halves(self, x: Tensor) -> Tensor:
+        """0 or 1 per image, fixed for the image: which half it is in."""
+        pixels = (x.flatten(1) * 255).round().long()
+        hashed = (pixels * self.weights[: pixels.shape[1]].to(x.device)).sum(1)
+        return (hashed >> 9) & 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        flip = (self.halves(x) ^ (self.epoch % 2)).bool().view(-1, 1, 1, 1)
+        return torch.where(flip, x.flip(self.axis), x)
+
+    def per_sample(self) -> Callable[[Tensor], Tensor]:
+        return v2.RandomHorizontalFlip(0.5)
+
+
 class RandomVerticalFlip(RandomHorizontalFlip):
     axis = -2  # image height
 
