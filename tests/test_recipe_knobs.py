@@ -202,3 +202,16 @@ def test_alternating_flip_trains_and_counts_as_a_flip_for_tta(make_cfg, tmp_path
     metrics = train(make_cfg("model=linear", "aug=shift_alt_flip", "module.tta=true", "debug=limit_batches",
                              output_dir=tmp_path / "run"))
     assert metrics["test/acc"] >= 0.0
+
+
+def test_bn_momentum_reaches_every_batchnorm_and_is_refused_without_one(make_cfg, tmp_path: Path) -> None:
+    from fmnist_lightning.errors import ConfigError
+
+    net = create_model("compact", bn_momentum=0.4)
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.4 for m in norms)
+    with pytest.raises(ConfigError, match="no BatchNorm layer"):
+        create_model("linear", bn_momentum=0.4)
+    metrics = train(make_cfg("model=compact", "model.bn_momentum=0.6", "ema=default", "debug=fast_dev_run",
+                             output_dir=tmp_path / "run"))
+    assert metrics["test/acc"] >= 0.0

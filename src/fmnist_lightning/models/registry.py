@@ -44,9 +44,11 @@ def create_model(
     max_params: int | None = None,
     channels_last: bool = False,
     compile: bool = False,
+    bn_momentum: float | None = None,
     **kwargs: object,
 ) -> nn.Module:
-    """Build a registered backbone; ``kwargs`` are its own knobs (widths, depth, dropout, ...)."""
+    """Build a registered backbone; ``kwargs`` are its own knobs (widths, depth, dropout, ...).
+    ``bn_momentum`` sets every BatchNorm layer's running-statistics momentum (PyTorch's default: 0.1)."""
     _discover()
     if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
@@ -60,6 +62,15 @@ def create_model(
             f"model {name!r} has {n_params:,} parameters, over the budget model.max_params={max_params:,}; "
             "shrink its widths or raise the budget"
         )
+    if bn_momentum is not None:
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            raise ConfigError(f"model {name!r} has no BatchNorm layer for model.bn_momentum; leave it null")
+        if not 0 < bn_momentum <= 1:
+            raise ConfigError(f"model.bn_momentum must be in (0, 1], got {bn_momentum}")
+        for norm in norms:
+            # A short run (or an EMA of the weights) wants statistics that follow the weights quickly.
+            norm.momentum = bn_momentum
     if channels_last:
         # Weights in NHWC make the CPU (oneDNN) and tensor-core convs pick their fast kernels;
         # inputs follow the weights' layout, so nothing else has to change.
