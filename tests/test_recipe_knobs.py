@@ -215,3 +215,24 @@ def test_bn_momentum_reaches_every_batchnorm_and_is_refused_without_one(make_cfg
     metrics = train(make_cfg("model=compact", "model.bn_momentum=0.6", "ema=default", "debug=fast_dev_run",
                              output_dir=tmp_path / "run"))
     assert metrics["test/acc"] >= 0.0
+
+
+def test_optim_lookahead_trains_under_onecycle(make_cfg, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    metrics = train(make_cfg("model=compact", "optim=lookahead", "sched=onecycle", "debug=limit_batches",
+                             "logger=csv", "trainer.log_every_n_steps=1", output_dir=run_dir))
+    assert metrics["test/acc"] >= 0.0
+    rates = [float(r["lr"]) for r in _logged(run_dir) if r.get("lr")]
+    assert max(rates) == pytest.approx(0.1, rel=1e-3)  # the cycle reaches the base optimizer's rate
+
+
+def test_lookahead_pulls_the_weights_back_every_k_steps() -> None:
+    from fmnist_lightning.training.optimizers import lookahead
+
+    weight = nn.Parameter(torch.zeros(3))
+    optimizer = lookahead([weight], base=torch.optim.SGD, lr=1.0, k=2, alpha=0.5)
+    for _ in range(2):
+        weight.grad = -torch.ones(3)  # each fast step moves +1
+        optimizer.step()
+    # After k=2 fast steps (at 2.0), the weights sit halfway between the slow copy (0) and the fast ones.
+    assert torch.allclose(weight.detach(), torch.full((3,), 1.0))

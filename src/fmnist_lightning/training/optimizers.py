@@ -1,4 +1,5 @@
-"""``optim=muon``: torch.optim.Muon on the convolution filters, another optimizer (SGD, AdamW) on the rest.
+"""``optim=muon``: torch.optim.Muon on the convolution filters, another optimizer (SGD, AdamW) on the rest;
+``optim=lookahead``: pytorch-optimizer's Lookahead around another optimizer.
 
 torch's Muon orthogonalises the update of 2-D parameters only. A convolution filter bank
 ``[out, in, kh, kw]`` is a matrix too, one row per output filter (as in airbench and Keller
@@ -177,3 +178,15 @@ class MuonFilters(Optimizer):
             raise ValueError("this optimizer state is not from optim=muon with the same model")
         for part, state in zip(self.parts, saved):
             part.load_state_dict(state)
+
+
+def lookahead(params: Iterable[Any], base: Callable[..., Optimizer], lr: float, k: int = 5, alpha: float = 0.5,
+              weight_decay: float | None = None) -> Optimizer:
+    """Lookahead (Zhang et al. 2019; pytorch-optimizer's, a maintained implementation) around ``base``: every
+    ``k`` steps the weights move ``alpha`` of the way from their slow copy to the fast ones, and the fast
+    ones restart there. ``lr`` (and ``weight_decay``, when given) are the base optimizer's, here so that
+    schedules and checks read ``optim.lr`` as for any optimizer."""
+    from pytorch_optimizer import Lookahead
+
+    options = {"lr": lr} if weight_decay is None else {"lr": lr, "weight_decay": weight_decay}
+    return Lookahead(base(params=params, **options), k=k, alpha=alpha)
