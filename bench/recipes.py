@@ -3,7 +3,8 @@
 Every row is the real CLI, ``experiment=speedrun`` plus the row's overrides, tuned on the validation
 split only: ``data.val_size=5000`` (speedrun itself trains on all 60,000) and ``test=false``, so
 no row ever sees the test set. Each row reports its best validation accuracy, the wall time to 93%
-validation accuracy (``time_to_acc/0.93`` of ``metrics.json``; blank when never reached) and the
+validation accuracy (``time_to_acc/0.93`` of ``metrics.json``; also to 92%, which a speedrun-length run
+reaches on validation, without test-time augmentation; "not reached" when it never did) and the
 train wall time, per seed. Rows are interleaved (every row for seed 0, then every row for seed 1, ...).
 
 Usage: python bench/recipes.py [--seeds 0] [--rows base whiten ...] [--epochs 10] [--out bench/results/recipes]
@@ -50,7 +51,8 @@ def run_row(overrides: list[str], seed: int, epochs: int) -> dict[str, Any]:
         if result.returncode != 0:
             return {"error": (result.stderr.strip().splitlines() or ["?"])[-1], "command_s": wall}
         metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
-    return {"val_acc_best": metrics.get("val/acc_best"), "time_to_93_s": metrics.get("time_to_acc/0.93"),
+    return {"val_acc_best": metrics.get("val/acc_best"), "time_to_92_s": metrics.get("time_to_acc/0.92"),
+            "time_to_93_s": metrics.get("time_to_acc/0.93"),
             "wall_time_s": metrics.get("wall_time_s"), "command_s": wall}
 
 
@@ -68,15 +70,17 @@ def markdown(report: dict[str, Any]) -> str:
              f"`{report['command']}`; each row is `experiment=speedrun` plus its overrides, "
              f"`{' '.join(VALIDATION[:2])}`, {report['epochs']} epochs, seeds {report['seeds']}, "
              "interleaved. No row is tested.", "",
-             "| row | overrides | val/acc_best per seed | mean | time to 93% val (s) | train wall time (s) |",
-             "|---|---|---|---|---|---|"]
+             "| row | overrides | val/acc_best per seed | mean | time to 92% val (s) | time to 93% val (s) | "
+             "train wall time (s) |",
+             "|---|---|---|---|---|---|---|"]
     for name, runs in report["rows"].items():
         if any("error" in r for r in runs):
-            lines.append(f"| {name} | `{' '.join(ROWS[name])}` | error: {runs[0].get('error', '')} | | | |")
+            lines.append(f"| {name} | `{' '.join(ROWS[name])}` | error: {runs[0].get('error', '')} | | | | |")
             continue
         accs = [r["val_acc_best"] for r in runs]
         lines.append(f"| {name} | `{' '.join(ROWS[name]) or '(speedrun as it is)'}` | "
                      f"{cell([100 * a for a in accs], '{:.2f}%')} | {100 * statistics.fmean(accs):.2f}% | "
+                     f"{cell([r['time_to_92_s'] for r in runs], '{:.0f}')} | "
                      f"{cell([r['time_to_93_s'] for r in runs], '{:.0f}')} | "
                      f"{cell([r['wall_time_s'] for r in runs], '{:.0f}')} |")
     return "\n".join(lines) + "\n"
