@@ -64,14 +64,14 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
     while True:
         with timed("sweeper: recover, budget, ask, tell"):
             recover(study, retry)
-            budget = room(study, max_trials)
+            budget = room(study, max_trials, max_retry=1)
             if budget.done:
                 break
             if budget.free <= 0:
                 time.sleep(0.2)
                 continue
             trial = study.ask(space)
-            if over_budget(study, trial.number, max_trials):
+            if over_budget(study, trial.number, max_trials, max_retry=1):
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             trial.set_user_attr(SWEEPER_ATTR, SWEEPER_ID)

@@ -109,6 +109,13 @@ class Hosts:
             if proc.poll() is None:
                 self.kill(proc)
         for ns in reversed(self.made):
+            # Whatever still runs in a namespace (a child that left its process group) would keep it alive.
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
         self.made.clear()
@@ -138,6 +145,15 @@ class Postgres:
         self.hosts, self.host, self.bindir = hosts, host, bindir
         # The server runs as the postgres user, which must own its directory (pytest's tmp_path is root's alone).
         self.dir = Path(tempfile.mkdtemp(prefix="fmnist-pg-"))
+        self.log = None
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # the directory holds the password file: never leave it behind
+            raise
+
+    def _start(self) -> None:
+        bindir, hosts, host = self.bindir, self.hosts, self.host
         shutil.chown(self.dir, "postgres")
         pwfile = self.dir / "pw"
         pwfile.write_text(self.PASSWORD + "\n")
@@ -151,11 +167,15 @@ class Postgres:
             "runuser", "-u", "postgres", "--", str(bindir / "postgres"), "-D", str(self.dir / "data"),
             "-c", f"listen_addresses={hosts.address(host)}", "-c", f"unix_socket_directories={self.dir}",
             "-p", str(self.PORT), "-c", "fsync=off", "-c", "max_connections=100",
-        ], stdout=subprocess.DEVNULL, stderr=(self.dir / "server.log").open("w"))
+        ], stdout=subprocess.DEVNULL, stderr=self._open_log())
         self._wait_ready()
         subprocess.run(hosts.command(host, [str(bindir / "createdb"), "-h", hosts.address(host), "-U", self.USER,
                                             self.DATABASE]), check=True, capture_output=True,
                        env={**os.environ, "PGPASSWORD": self.PASSWORD})
+
+    def _open_log(self):
+        self.log = (self.dir / "server.log").open("w")
+        return self.log
 
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -174,10 +194,13 @@ class Postgres:
                 f"{self.DATABASE}")
 
     def stop(self) -> None:
-        if self.server.poll() is None:
-            os.killpg(self.server.pid, signal.SIGINT)  # PostgreSQL's fast shutdown
+        server = getattr(self, "server", None)
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGINT)  # PostgreSQL's fast shutdown
             try:
-                self.server.wait(timeout=30)
+                server.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.hosts.kill(self.server)
+                self.hosts.kill(server)
+        if self.log is not None:
+            self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -236,3 +236,30 @@ def test_lookahead_pulls_the_weights_back_every_k_steps() -> None:
         optimizer.step()
     # After k=2 fast steps (at 2.0), the weights sit halfway between the slow copy (0) and the fast ones.
     assert torch.allclose(weight.detach(), torch.full((3,), 1.0))
+
+
+def test_muon_groups_stay_the_parts_own_after_a_state_load() -> None:
+    from fmnist_lightning.training.optimizers import MuonFilters
+
+    def make() -> MuonFilters:
+        torch.manual_seed(0)
+        return MuonFilters(param_groups(create_model("compact"), norm_bias_weight_decay=0.0),
+                           rest=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9))
+
+    saved = make().state_dict()
+    optimizer = make()
+    optimizer.load_state_dict(saved)
+    parts_groups = [g for part in optimizer.parts for g in part.param_groups]
+    assert all(a is b for a, b in zip(optimizer.param_groups, parts_groups)) and len(parts_groups) == len(
+        optimizer.param_groups)
+    # A scheduler writes the rate through the combined optimizer's groups: the parts must see it.
+    optimizer.param_groups[0]["lr"] = 0.123
+    assert optimizer.parts[0].param_groups[0]["lr"] == 0.123
+    names = [g["name"] for g in optimizer.param_groups]
+    assert len(names) == len(set(names))
+
+
+def test_muon_with_param_groups_trains(make_cfg, tmp_path: Path) -> None:
+    metrics = train(make_cfg("model=compact", "optim=muon", "sched=onecycle", "debug=limit_batches",
+                             "module.param_groups.norm_bias_weight_decay=0.0", output_dir=tmp_path / "run"))
+    assert metrics["test/acc"] >= 0.0

@@ -45,6 +45,8 @@ def test_an_unreachable_or_misspelt_storage_is_one_error_line_without_its_passwo
 def test_passwords_are_hidden_and_file_urls_follow_sqlite() -> None:
     assert hide_password("postgresql+psycopg://user:p4ss@db:5432/x") == "postgresql+psycopg://user:***@db:5432/x"
     assert hide_password("sqlite:///outputs/optuna.db") == "sqlite:///outputs/optuna.db"
+    # A password may hold what a URL also uses as separators; SQLAlchemy reads it whole, and so is it hidden.
+    assert hide_password("postgresql+psycopg://user:a/b:c@db/x") == "postgresql+psycopg://user:***@db/x"
     assert journal_path("journal:///outputs/study.journal") == Path("outputs/study.journal")
     assert journal_path("journal:////shared/study.journal") == Path("/shared/study.journal")
     with pytest.raises(StorageError, match="journal:////<absolute path>"):
@@ -90,17 +92,21 @@ def test_workers_asking_at_once_never_overshoot_max_trials(tmp_path: Path) -> No
     # Three workers saw one free place and asked together: only the lowest number runs.
     asked = [study.ask(SPACE) for _ in range(3)]
     assert [over_budget(study, t.number, max_trials=2) for t in asked] == [False, True, True]
-    # A queued retry takes the place of the trial it retries, whatever its number.
+    # A queued retry takes the place of the trial it retries, whatever its number; so does a trial failed
+    # for silence whose retry is due but not yet queued (two writes, and a new trial must not slip between).
     study.tell(asked[0], state=optuna.trial.TrialState.FAIL)
     for t in asked[1:]:
+        t.set_user_attr("not_run", "over the budget")
         study.tell(t, state=optuna.trial.TrialState.FAIL)
+    assert room(study, max_trials=2, max_retry=1).free == 0
+    assert room(study, max_trials=2, max_retry=0).free == 1
     study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.WAITING, params=first.params,
                                         distributions=SPACE, system_attrs={"failed_trial": asked[0].number}))
     budget = room(study, max_trials=2)
     assert (budget.finished, budget.taken, budget.waiting, budget.free) == (1, 2, 1, 1)
     late = study.ask(SPACE)  # the retry, popped first
-    assert not over_budget(study, late.number, max_trials=2)
-    assert over_budget(study, study.ask(SPACE).number, max_trials=2)
+    assert not over_budget(study, late.number, max_trials=2, max_retry=1)
+    assert over_budget(study, study.ask(SPACE).number, max_trials=2, max_retry=1)
 
 
 @pytest.mark.slow
@@ -134,3 +140,15 @@ def test_max_trials_is_the_whole_studys_budget_across_invocations(data_root: Pat
     assert missing.returncode == 2
     assert missing.stderr.strip() == (f"error: no study named 'nope' in sqlite:///{db} (studies there: lr_wd); "
                                       "pass --study <name>")
+
+
+def test_a_study_whose_jobs_all_fail_stops_at_max_trials_failures(data_root: Path, tmp_path: Path) -> None:
+    db = tmp_path / "study.db"
+    # Every job breaks the parameter budget and fails at once; without a limit the workers would ask forever.
+    result = run_cli(*cli_overrides(data_root, tmp_path), "model=linear", "model.max_params=10", "hparams_search=lr_wd",
+                     f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.n_trials=null", "hydra.sweeper.max_trials=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="lr_wd", storage=f"sqlite:///{db}").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert all("max_params" in t.user_attrs["error"] for t in trials)
+    assert "has 2 failed jobs" in result.stdout + result.stderr

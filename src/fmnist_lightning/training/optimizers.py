@@ -87,7 +87,9 @@ def split_filters(params: Iterable[Any]) -> tuple[list[dict[str, Any]], list[dic
         banks = [p for p in tensors if p.dim() == 4]
         others = [p for p in tensors if p.dim() != 4]
         if banks:
-            filters.append({**options, "params": banks})
+            # Its own name: the learning-rate monitor refuses two groups of one name.
+            named = {"name": f"muon/{options['name']}"} if "name" in options else {}
+            filters.append({**options, **named, "params": banks})
         if others:
             rest.append({**options, "params": others})
     return filters, rest
@@ -178,15 +180,17 @@ class MuonFilters(Optimizer):
             raise ValueError("this optimizer state is not from optim=muon with the same model")
         for part, state in zip(self.parts, saved):
             part.load_state_dict(state)
+        # Optimizer.load_state_dict gives each part new group dicts: schedulers must reach those.
+        self.param_groups = [g for part in self.parts for g in part.param_groups]
 
 
 def lookahead(params: Iterable[Any], base: Callable[..., Optimizer], lr: float, k: int = 5, alpha: float = 0.5,
-              weight_decay: float | None = None) -> Optimizer:
+              **base_options: Any) -> Optimizer:
     """Lookahead (Zhang et al. 2019; pytorch-optimizer's, a maintained implementation) around ``base``: every
     ``k`` steps the weights move ``alpha`` of the way from their slow copy to the fast ones, and the fast
-    ones restart there. ``lr`` (and ``weight_decay``, when given) are the base optimizer's, here so that
-    schedules and checks read ``optim.lr`` as for any optimizer."""
+    ones restart there. ``lr`` and any other option (``weight_decay``, ``momentum``, ...) are the base
+    optimizer's, given at the top level so that schedules, checks and presets read ``optim.lr`` and
+    ``optim.momentum`` as for any optimizer."""
     from pytorch_optimizer import Lookahead
 
-    options = {"lr": lr} if weight_decay is None else {"lr": lr, "weight_decay": weight_decay}
-    return Lookahead(base(params=params, **options), k=k, alpha=alpha)
+    return Lookahead(base(params=params, lr=lr, **base_options), k=k, alpha=alpha)

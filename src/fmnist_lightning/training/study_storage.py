@@ -42,14 +42,27 @@ class StorageError(FmnistError):
     """A study storage that cannot be opened: unreachable, misspelt, or refusing us."""
 
 
+def _password(url: str) -> str | None:
+    """The password in a database URL, as SQLAlchemy reads it (it may hold ``/`` or ``:``)."""
+    if not url or url.startswith(("journal:", "sqlite:")):
+        return None
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy can read: take what sits between : and the last @
+        found = re.search(r"://[^:/@]*:(.*)@", url)
+        password = found.group(1) if found else None
+    return str(password) if password else None
+
+
 def hide_password(url: str) -> str:
     """The URL as it may be printed: ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
-
-
-def _password(url: str) -> str | None:
-    found = re.search(r"://[^:/@]+:([^@/]*)@", url)
-    return found.group(1) if found and found.group(1) else None
+    password = _password(url)
+    if not password:
+        return url
+    head, at, tail = url.rpartition("@")
+    return head.replace(f":{password}", ":***") + at + tail if at else url.replace(password, "***")
 
 
 def journal_path(url: str) -> Path:
@@ -82,8 +95,10 @@ def _heartbeat_journal() -> type:
             grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
             now = time.time()
             running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-            return [t._trial_id for t in running
-                    if HEARTBEAT_ATTR in t.system_attrs and now - float(t.system_attrs[HEARTBEAT_ATTR]) > grace]
+            # From the later of its last beat and its start: a retry inherits its failed trial's attributes,
+            # the old beat included, and must not count as stale before its own first beat.
+            return [t._trial_id for t in running if HEARTBEAT_ATTR in t.system_attrs
+                    and now - max(float(t.system_attrs[HEARTBEAT_ATTR]), _started(t)) > grace]
 
         def get_heartbeat_interval(self) -> int | None:
             return self.heartbeat_interval
@@ -94,6 +109,16 @@ def _heartbeat_journal() -> type:
     return JournalHeartbeatStorage
 
 
+def absolute_url(url: str) -> str:
+    """A sqlite or journal URL with its file's absolute path (four slashes), as every process of a study must
+    name it whatever its working directory; any other URL as given."""
+    path = local_file(url)
+    if path is None or path.is_absolute():
+        return url
+    scheme = "journal" if url.startswith("journal:") else "sqlite"
+    return f"{scheme}:///{path.resolve()}"
+
+
 def local_file(url: str) -> Path | None:
     """The file behind a ``sqlite:///`` or ``journal:///`` URL; None for a database server."""
     if url.startswith("journal:"):
@@ -101,6 +126,10 @@ def local_file(url: str) -> Path | None:
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         return Path(url[len("sqlite:///"):])
     return None
+
+
+def _started(trial: Any) -> float:
+    return trial.datetime_start.timestamp() if trial.datetime_start is not None else 0.0
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,

@@ -40,7 +40,8 @@ RESULT_KEYS = ("val/acc_best", "test/acc", "params", "epochs", "wall_time_s", "p
 def shared_storage(url: str) -> BaseStorage:
     """One storage per URL and process: the jobs a launcher runs one after another in one process, and the
     heartbeat, pruning and results of each, share its connections (a journal is read once, not per job)."""
-    return open_storage(url)
+    # must_exist: a job that names the file from another directory must not start an empty study of its own.
+    return open_storage(url, must_exist=True)
 
 
 @dataclass

@@ -34,9 +34,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config.files import METRICS_FILE
 from fmnist_lightning.errors import first_line
-from fmnist_lightning.training.study_storage import Heartbeats, hide_password, local_file, open_storage
+from fmnist_lightning.training.study_storage import Heartbeats, absolute_url, hide_password, local_file, open_storage
 from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
-from hydra_plugins.fmnist_optuna_sweeper.study_budget import SWEEPER_ATTR, SWEEPER_ID, over_budget, recover, room
+from hydra_plugins.fmnist_optuna_sweeper.study_budget import (
+    SWEEPER_ATTR,
+    SWEEPER_ID,
+    failed_jobs,
+    over_budget,
+    recover,
+    room,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -110,9 +117,13 @@ class OptunaSweeper(Sweeper):
                              f"(got {n_trials}, {n_jobs}, {max_failure_rate})")
         if n_trials is None and max_trials is None:
             raise ValueError("hydra.sweeper.n_trials=null needs hydra.sweeper.max_trials (the study-wide budget)")
-        if (max_trials is not None and max_trials < 1) or retry_failed < 0 or (heartbeat_interval or 1) < 1:
-            raise ValueError(f"need max_trials >= 1, retry_failed >= 0 and heartbeat_interval >= 1 "
+        if (max_trials is not None and max_trials < 1) or retry_failed < 0 or \
+                (heartbeat_interval is not None and heartbeat_interval < 1):
+            raise ValueError(f"need max_trials >= 1, retry_failed >= 0 and heartbeat_interval >= 1 or null "
                              f"(got {max_trials}, {retry_failed}, {heartbeat_interval})")
+        if heartbeat_interval and grace_period is not None and grace_period <= heartbeat_interval:
+            raise ValueError(f"hydra.sweeper.grace_period ({grace_period} s) must be longer than heartbeat_interval "
+                             f"({heartbeat_interval} s), or live trials would be failed")
         if retry_failed and not heartbeat_interval:
             raise ValueError("hydra.sweeper.retry_failed needs heartbeats: set hydra.sweeper.heartbeat_interval")
         import optuna
@@ -140,13 +151,15 @@ class OptunaSweeper(Sweeper):
         if self.extend_space is not None:
             self.extend_space(self.config, trial)
         values = dict(trial.params)
-        env = {"storage": str(self.storage), "study": study.study_name, "trial": str(trial._trial_id),
+        # Absolute: a job may run in another working directory, or on another machine of a shared filesystem.
+        env = {"storage": absolute_url(str(self.storage)), "study": study.study_name, "trial": str(trial._trial_id),
                "heartbeat": str(self.heartbeat_interval or "")}
         return (
             *(f"{key}={value}" for key, value in {**values, **fixed}.items()),
             # Named by the study's own trial number, which no other worker of the study can be given.
             f"hydra.sweep.subdir=trial_{trial.number}",
-            *(f"++hydra.job.env_set.{TRIAL_ENV[k]}={json.dumps(v)}" for k, v in env.items() if self.storage),
+            *(f"++hydra.job.env_set.{TRIAL_ENV[k]}={json.dumps(v, ensure_ascii=False)}" for k, v in env.items()
+              if self.storage),
         )
 
     def _open_study(self) -> optuna.Study:
@@ -180,7 +193,9 @@ class OptunaSweeper(Sweeper):
             recover(study, self.retry)
             want = self.n_jobs if self.n_trials is None else min(self.n_jobs, self.n_trials - asked)
             if self.max_trials is not None:
-                budget = room(study, self.max_trials)
+                budget = room(study, self.max_trials, self.retry_failed)
+                if self._too_many_failures(study):
+                    break
                 if budget.done:
                     log.info("Study %s holds %d finished trials (max_trials=%d): done", study.study_name,
                              budget.finished, self.max_trials)
@@ -210,12 +225,16 @@ class OptunaSweeper(Sweeper):
         trials = []
         for _ in range(count):
             trial = study.ask(space)
-            if self.max_trials is not None and over_budget(study, trial.number, self.max_trials):
+            # At once: a retry carries its failed trial's owner, and a trial with no owner and no beat
+            # would never be seen dead.
+            trial.set_user_attr(SWEEPER_ATTR, SWEEPER_ID)
+            if self.heartbeat_interval:
+                self.study_storage.record_heartbeat(trial._trial_id)
+            if self.max_trials is not None and over_budget(study, trial.number, self.max_trials, self.retry_failed):
                 trial.set_user_attr("not_run", f"asked after the study's max_trials={self.max_trials} were taken")
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                self._tell_once(study, trial, state=optuna.trial.TrialState.FAIL)
                 log.info("Trial %d not run: another worker took the last place in max_trials", trial.number)
                 break
-            trial.set_user_attr(SWEEPER_ATTR, SWEEPER_ID)
             trials.append(trial)
         return trials
 
@@ -244,15 +263,35 @@ class OptunaSweeper(Sweeper):
         try:
             value = float(ret.return_value)  # re-raises the job's own exception for a failed job
         except Exception as exc:  # noqa: BLE001 - any failure of a trial is stored, and the search goes on
-            study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            self._tell_once(study, trial, state=optuna.trial.TrialState.FAIL)
             log.warning("Trial %d failed: %s", trial.number, first_line(exc))
             return False
         pruned_at = self._pruned_at(study, trial, ret)
         if pruned_at is not None:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+            self._tell_once(study, trial, state=optuna.trial.TrialState.PRUNED)
             log.info("Trial %d pruned after epoch %d (%s so far)", trial.number, pruned_at, value)
         else:
-            study.tell(trial, value, skip_if_finished=True)
+            self._tell_once(study, trial, value)
+        return True
+
+    @staticmethod
+    def _tell_once(study: optuna.Study, trial: optuna.Trial, value: float | None = None, **kwargs: Any) -> None:
+        """Tell, unless another worker has already stored the trial (failed it for silence) in the meantime."""
+        import optuna
+
+        try:
+            study.tell(trial, value, skip_if_finished=True, **kwargs)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("Trial %d was already stored as finished by another worker", trial.number)
+
+    def _too_many_failures(self, study: optuna.Study) -> bool:
+        """A study-wide loop stops when its jobs keep failing: more than max_failure_rate of max_trials, and
+        at most max_trials, failed jobs (not counting trials whose worker died)."""
+        failed = failed_jobs(study)
+        if failed <= self.max_failure_rate * self.max_trials and failed < self.max_trials:
+            return False
+        log.warning("Study %s has %d failed jobs (max_failure_rate=%s of max_trials=%d); stopping; see the failed "
+                    "trials' errors", study.study_name, failed, self.max_failure_rate, self.max_trials)
         return True
 
     @staticmethod

@@ -23,9 +23,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Which sweep process asked a trial (host:pid), so that a trial left by a dead sweep on this host is seen at once.
+
+
+def _pid_namespace() -> str:
+    # Containers that share a hostname (host networking) each have their own process ids.
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+# Which sweep process asked a trial (host/pid namespace:pid), so that a trial left by a dead sweep on this
+# host is seen at once.
 SWEEPER_ATTR = "fmnist_sweeper"
-SWEEPER_ID = f"{socket.gethostname()}:{os.getpid()}"
+SWEEPER_HOST = f"{socket.gethostname()}/{_pid_namespace()}"
+SWEEPER_ID = f"{SWEEPER_HOST}:{os.getpid()}"
 # Set by RetryFailedTrialCallback on the trial it queues in place of a failed one.
 RETRY_OF = "failed_trial"
 
@@ -55,28 +67,58 @@ class Room:
         return self.finished >= self.max_trials
 
 
-def room(study: optuna.Study, max_trials: int) -> Room:
+def _awaiting_retry(trial: Any, retried: set[int], max_retry: int) -> bool:
+    """A trial failed for silence whose retry is due but not queued yet: failing it and queuing its retry
+    are two writes, and its place must not go to a new trial in between."""
+    from optuna.trial import TrialState
+
+    if trial.state != TrialState.FAIL or not max_retry or trial.number in retried:
+        return False
+    if "error" in trial.user_attrs or "not_run" in trial.user_attrs:
+        return False  # its job failed, or it never ran: no retry comes
+    return len(trial.system_attrs.get("retry_history", [])) < max_retry
+
+
+def _places(study: optuna.Study, max_retry: int) -> tuple[list[Any], dict[int, bool]]:
+    """The trials, and for each number whether it holds a place in the budget."""
+    _, taken_states = _states()
+    trials = study.get_trials(deepcopy=False)
+    retried = {int(t.system_attrs["retry_history"][-1]) for t in trials if t.system_attrs.get("retry_history")}
+    return trials, {t.number: t.state in taken_states or _awaiting_retry(t, retried, max_retry) for t in trials}
+
+
+def room(study: optuna.Study, max_trials: int, max_retry: int = 0) -> Room:
     """How much of the study-wide budget is used, finished, and running."""
     from optuna.trial import TrialState
 
-    finished_states, taken_states = _states()
-    trials = study.get_trials(deepcopy=False)
-    return Room(finished=sum(t.state in finished_states for t in trials), taken=sum(t.state in taken_states for t in trials),
+    finished_states, _ = _states()
+    trials, holds = _places(study, max_retry)
+    return Room(finished=sum(t.state in finished_states for t in trials), taken=sum(holds.values()),
                 running=sum(t.state == TrialState.RUNNING for t in trials),
                 waiting=sum(t.state == TrialState.WAITING for t in trials), max_trials=max_trials)
 
 
-def over_budget(study: optuna.Study, number: int, max_trials: int) -> bool:
+def failed_jobs(study: optuna.Study) -> int:
+    """Trials whose job raised (not those whose worker died, nor those never run)."""
+    from optuna.trial import TrialState
+
+    return sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in study.get_trials(deepcopy=False))
+
+
+def over_budget(study: optuna.Study, number: int, max_trials: int, max_retry: int = 0) -> bool:
     """True when trial ``number``, just asked, came after the budget was full.
 
-    Ahead of it: every trial holding a place with a lower number, and every queued retry (which
-    takes the place of the trial it retries, whatever its number). A retry itself is never over."""
-    _, taken_states = _states()
-    trials = study.get_trials(deepcopy=False)
+    Ahead of it: every trial holding a place with a lower number, and every queued or due retry
+    (which takes the place of the trial it retries, whatever its number). A retry itself is never over."""
+    trials, holds = _places(study, max_retry)
     mine = next(t for t in trials if t.number == number)
     if RETRY_OF in mine.system_attrs:
         return False
-    ahead = sum(t.state in taken_states and t.number != number and (t.number < number or RETRY_OF in t.system_attrs)
+    from optuna.trial import TrialState
+
+    # A failed trial that holds a place is awaiting its retry: ahead whatever its number, as the retry will be.
+    ahead = sum(holds[t.number] and t.number != number
+                and (t.number < number or RETRY_OF in t.system_attrs or t.state == TrialState.FAIL)
                 for t in trials)
     return ahead >= max_trials
 
@@ -100,12 +142,11 @@ def recover(study: optuna.Study, retry: Callable[[optuna.Study, optuna.trial.Fro
     import optuna
     from optuna.trial import TrialState
 
-    host = SWEEPER_ID.split(":")[0]
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     told_here = set()
     for trial in running:
         owner_host, _, pid = str(trial.user_attrs.get(SWEEPER_ATTR, "")).rpartition(":")
-        if owner_host == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if owner_host == SWEEPER_HOST and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             try:
                 study.tell(trial.number, state=TrialState.FAIL)
             except (ValueError, RuntimeError):  # another worker told it first

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from fmnist_lightning.errors import first_line
 from fmnist_lightning.training.study_trial import StudyTrial
+
+
+log = logging.getLogger(__name__)
 
 
 class OptunaPruning(L.Callback):
@@ -40,15 +45,25 @@ class OptunaPruning(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.trial is None and trainer.is_global_zero:
-            self.connect()
+            try:
+                self.connect()
+            except Exception as exc:  # noqa: BLE001 - the storage is unreachable: train without pruning
+                log.warning("Optuna pruning off for this run: %s", first_line(exc))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
         if self.trial is None or trainer.sanity_checking or value is None:
             return
         epoch = trainer.current_epoch + 1
-        self.trial.report(float(value), step=epoch)
-        if self.trial.should_prune():
+        try:
+            self.trial.report(float(value), step=epoch)
+            prune = self.trial.should_prune()
+        except Exception as exc:  # noqa: BLE001 - a database restarting, or the trial failed by another worker
+            # The run goes on and ends with its results; only pruning stops.
+            log.warning("Optuna pruning off from epoch %d: %s", epoch, first_line(exc))
+            self.trial = None
+            return
+        if prune:
             self.pruned_at_epoch = epoch
             trainer.should_stop = True
             rank_zero_only(print)(f"Optuna trial {self.trial.number} pruned after epoch {epoch} "
