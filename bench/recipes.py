@@ -74,9 +74,10 @@ def markdown(report: dict[str, Any]) -> str:
              "train wall time (s) |",
              "|---|---|---|---|---|---|---|"]
     for name, runs in report["rows"].items():
-        if any("error" in r for r in runs):
+        if all("error" in r for r in runs):
             lines.append(f"| {name} | `{' '.join(ROWS[name])}` | error: {runs[0].get('error', '')} | | | | |")
             continue
+        runs = [r for r in runs if "error" not in r]
         accs = [r["val_acc_best"] for r in runs]
         lines.append(f"| {name} | `{' '.join(ROWS[name]) or '(speedrun as it is)'}` | "
                      f"{cell([100 * a for a in accs], '{:.2f}%')} | {100 * statistics.fmean(accs):.2f}% | "
@@ -92,18 +93,32 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "recipes")
+    parser.add_argument("--replace", action="store_true",
+                        help="rerun the given rows and seeds into the existing <out>/recipes.json (a failed cell)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from fmnist_lightning.training.provenance import cpu_model
 
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
-    for seed in args.seeds:
-        for name in args.rows:
-            rows[name].append(run_row(ROWS[name], seed, args.epochs) | {"seed": seed})
-            print(name, seed, rows[name][-1], flush=True)
-    report = {"cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "epochs": args.epochs, "seeds": args.seeds,
-              "command": "python bench/recipes.py " + " ".join(sys.argv[1:]), "rows": rows,
-              "overrides": {name: ROWS[name] for name in args.rows}}
+    if args.replace:
+        report = json.loads((args.out / "recipes.json").read_text())
+        if report["cpu"] != cpu_model():
+            sys.exit(f"error: {args.out}/recipes.json was measured on {report['cpu']}, this is {cpu_model()}")
+        for seed in args.seeds:
+            for name in args.rows:
+                runs = report["rows"][name]
+                runs[:] = [r for r in runs if r["seed"] != seed] + [run_row(ROWS[name], seed, report["epochs"]) | {"seed": seed}]
+                runs.sort(key=lambda r: r["seed"])
+                print(name, seed, runs, flush=True)
+        report["reruns"] = report.get("reruns", []) + ["python bench/recipes.py " + " ".join(sys.argv[1:])]
+    else:
+        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
+        for seed in args.seeds:
+            for name in args.rows:
+                rows[name].append(run_row(ROWS[name], seed, args.epochs) | {"seed": seed})
+                print(name, seed, rows[name][-1], flush=True)
+        report = {"cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "epochs": args.epochs, "seeds": args.seeds,
+                  "command": "python bench/recipes.py " + " ".join(sys.argv[1:]), "rows": rows,
+                  "overrides": {name: ROWS[name] for name in args.rows}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recipes.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "recipes.md").write_text(markdown(report))
