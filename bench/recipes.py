@@ -35,6 +35,9 @@ ROWS: dict[str, list[str]] = {
     "whiten_dirac": ["init=whiten_dirac"],
     "alt_flip": ["aug=shift_alt_flip"],
     "muon": ["optim=muon"],
+    # Muon with its own settings instead of speedrun's SGD lr, momentum and weight decay.
+    "muon_own": ["optim=muon", "optim.lr=0.02", "optim.momentum=0.95", "optim.weight_decay=0.0"],
+    "whiten_muon": ["init=whiten", "optim=muon"],
     "lookahead": ["optim=lookahead", "optim.lr=0.2"],
     "ema_bn": ["ema=default", "callbacks.ema.decay=0.99", "model.bn_momentum=0.4"],
     "compile": ["model.compile=true"],
