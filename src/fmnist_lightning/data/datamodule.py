@@ -79,6 +79,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
         self.on_device = on_device
         self.sample_transform, self.batch_transform = self._build_transforms(augmentation, pipeline)
+        # The ops that need the epoch (found once, set before each training batch).
+        self.epoch_ops = [op for op in self.batch_transform.modules() if isinstance(op, AlternatingFlip)] \
+            if isinstance(self.batch_transform, torch.nn.Module) else []
         self.train_set: InMemoryImages | None = None
         self.val_set: InMemoryImages | None = None
         self.test_set: InMemoryImages | None = None
@@ -216,9 +219,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         images, labels = (batch, None) if isinstance(batch, Tensor) else batch
         x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
         if self.batch_transform is not None and self.trainer is not None and self.trainer.training:
-            for op in self.batch_transform.modules():
-                if isinstance(op, AlternatingFlip):
-                    op.epoch = self.trainer.current_epoch
+            for op in self.epoch_ops:
+                op.epoch = self.trainer.current_epoch
             x = self.batch_transform(x)
         x = normalize(x, self.mean, self.std)
         return x if labels is None else (x, labels)

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -120,17 +120,15 @@ def reporting_trial(output_dir: Path) -> Iterator[StudyTrial | None]:
         link.set_attrs(started_attrs(output_dir))
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("Could not store where trial %d runs: %s", link.trial_id, first_line(exc))
-    beats = Heartbeats(link.storage, [link.trial_id], link.heartbeat_interval) if link.heartbeat_interval else None
-    try:
-        if beats is not None:
-            beats.__enter__()
-        yield link
-    except BaseException as exc:
+    beats = Heartbeats(link.storage, [link.trial_id], link.heartbeat_interval) if link.heartbeat_interval \
+        else nullcontext()
+    with beats:
         try:
-            link.set_attrs({"status": "failed", "error": one_line(exc) if isinstance(exc, Exception) else type(exc).__name__})
-        except Exception as store_exc:  # noqa: BLE001
-            log.warning("Could not store trial %d's error: %s", link.trial_id, first_line(store_exc))
-        raise
-    finally:
-        if beats is not None:
-            beats.__exit__()
+            yield link
+        except BaseException as exc:
+            try:
+                link.set_attrs({"status": "failed",
+                                "error": one_line(exc) if isinstance(exc, Exception) else type(exc).__name__})
+            except Exception as store_exc:  # noqa: BLE001
+                log.warning("Could not store trial %d's error: %s", link.trial_id, first_line(store_exc))
+            raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,6 @@ from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
 from hydra_plugins.fmnist_optuna_sweeper.study_budget import (
     SWEEPER_ATTR,
     SWEEPER_ID,
-    failed_jobs,
     over_budget,
     recover,
     room,
@@ -194,7 +194,7 @@ class OptunaSweeper(Sweeper):
             want = self.n_jobs if self.n_trials is None else min(self.n_jobs, self.n_trials - asked)
             if self.max_trials is not None:
                 budget = room(study, self.max_trials, self.retry_failed)
-                if self._too_many_failures(study):
+                if self._too_many_failures(study, budget.failed_jobs):
                     break
                 if budget.done:
                     log.info("Study %s holds %d finished trials (max_trials=%d): done", study.study_name,
@@ -242,14 +242,9 @@ class OptunaSweeper(Sweeper):
         overrides = [self._trial_overrides(trial, fixed, study) for trial in trials]
         # Beats from here too: a job may wait in a cluster's queue, or take a while to start.
         beats = Heartbeats(self.study_storage, [t._trial_id for t in trials], self.heartbeat_interval) \
-            if self.heartbeat_interval else None
-        if beats is not None:
-            beats.__enter__()
-        try:
+            if self.heartbeat_interval else nullcontext()
+        with beats:
             returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-        finally:
-            if beats is not None:
-                beats.__exit__()
         self.job_idx += len(returns)
         failures = sum(not self._tell(study, trial, ret) for trial, ret in zip(trials, returns))
         if failures / len(returns) > self.max_failure_rate:
@@ -284,10 +279,9 @@ class OptunaSweeper(Sweeper):
         except optuna.exceptions.UpdateFinishedTrialError:
             log.warning("Trial %d was already stored as finished by another worker", trial.number)
 
-    def _too_many_failures(self, study: optuna.Study) -> bool:
+    def _too_many_failures(self, study: optuna.Study, failed: int) -> bool:
         """A study-wide loop stops when its jobs keep failing: more than max_failure_rate of max_trials, and
         at most max_trials, failed jobs (not counting trials whose worker died)."""
-        failed = failed_jobs(study)
         if failed <= self.max_failure_rate * self.max_trials and failed < self.max_trials:
             return False
         log.warning("Study %s has %d failed jobs (max_failure_rate=%s of max_trials=%d); stopping; see the failed "

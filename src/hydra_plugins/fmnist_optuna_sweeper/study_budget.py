@@ -55,6 +55,8 @@ class Room:
     taken: int
     running: int
     waiting: int
+    # Trials whose job raised (not those whose worker died, nor those never run).
+    failed_jobs: int
     max_trials: int
 
     @property
@@ -88,21 +90,16 @@ def _places(study: optuna.Study, max_retry: int) -> tuple[list[Any], dict[int, b
 
 
 def room(study: optuna.Study, max_trials: int, max_retry: int = 0) -> Room:
-    """How much of the study-wide budget is used, finished, and running."""
+    """How much of the study-wide budget is used, finished, running and failed (one read of the study)."""
     from optuna.trial import TrialState
 
     finished_states, _ = _states()
     trials, holds = _places(study, max_retry)
     return Room(finished=sum(t.state in finished_states for t in trials), taken=sum(holds.values()),
                 running=sum(t.state == TrialState.RUNNING for t in trials),
-                waiting=sum(t.state == TrialState.WAITING for t in trials), max_trials=max_trials)
-
-
-def failed_jobs(study: optuna.Study) -> int:
-    """Trials whose job raised (not those whose worker died, nor those never run)."""
-    from optuna.trial import TrialState
-
-    return sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in study.get_trials(deepcopy=False))
+                waiting=sum(t.state == TrialState.WAITING for t in trials),
+                failed_jobs=sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials),
+                max_trials=max_trials)
 
 
 def over_budget(study: optuna.Study, number: int, max_trials: int, max_retry: int = 0) -> bool:
@@ -110,12 +107,12 @@ def over_budget(study: optuna.Study, number: int, max_trials: int, max_retry: in
 
     Ahead of it: every trial holding a place with a lower number, and every queued or due retry
     (which takes the place of the trial it retries, whatever its number). A retry itself is never over."""
+    from optuna.trial import TrialState
+
     trials, holds = _places(study, max_retry)
     mine = next(t for t in trials if t.number == number)
     if RETRY_OF in mine.system_attrs:
         return False
-    from optuna.trial import TrialState
-
     # A failed trial that holds a place is awaiting its retry: ahead whatever its number, as the retry will be.
     ahead = sum(holds[t.number] and t.number != number
                 and (t.number < number or RETRY_OF in t.system_attrs or t.state == TrialState.FAIL)
