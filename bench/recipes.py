@@ -1,6 +1,6 @@
 """What each speedrun trick buys on this machine: today's ``speedrun`` and the same with one knob added per row.
 
-Every row is the real CLI, ``experiment=speedrun`` plus the row's overrides, tuned on the validation
+Every row is the real CLI, ``experiment=speedrun`` as it was on 2026-12-01 (``bench/conf/experiment/speedrun_2026_12_01.yaml``) plus the row's overrides, tuned on the validation
 split only: ``data.val_size=5000`` (speedrun itself trains on all 60,000) and ``test=false``, so
 no row ever sees the test set. Each row reports its best validation accuracy, the wall time to 93%
 validation accuracy (``time_to_acc/0.93`` of ``metrics.json``; also to 92%, which a speedrun-length run
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,9 @@ ROOT = HERE.parent
 VALIDATION = ["data.val_size=5000", "test=false", "report=false", "++callbacks.evaluation_figures=null",
               "trainer.enable_progress_bar=false"]
 # Each row: today's speedrun plus one knob (docs/configuration.md#speedrun-knobs).
+# Every row starts from `speedrun` as it was before this tuning (bench/conf/experiment/), so the tables
+# keep their meaning now that the preset itself has moved on.
+BASE = ["experiment=speedrun_2026_12_01", f"hydra.searchpath=[file://{HERE / 'conf'}]"]
 ROWS: dict[str, list[str]] = {
     "base": [],
     "param_groups": ["module.param_groups.norm_bias_weight_decay=0.0", "module.param_groups.norm_bias_lr_scale=4.0"],
@@ -41,22 +45,86 @@ ROWS: dict[str, list[str]] = {
     "lookahead": ["optim=lookahead", "optim.lr=0.2"],
     "ema_bn": ["ema=default", "callbacks.ema.decay=0.99", "model.bn_momentum=0.4"],
     "compile": ["model.compile=true"],
+    "pool_first": ["model.pool_first=true"],
 }
+# The new speedrun built up one knob per row from today's (README ablation): each row keeps the ones above.
+CUMULATIVE: dict[str, list[str]] = {
+    "base": [],
+    "pool_first": ["model.pool_first=true"],
+    "+whiten": ["model.pool_first=true", "init=whiten"],
+    "+muon": ["model.pool_first=true", "init=whiten", "optim=muon"],
+    "+8_epochs": ["model.pool_first=true", "init=whiten", "optim=muon", "trainer.max_epochs=8"],
+    "+7_epochs": ["model.pool_first=true", "init=whiten", "optim=muon", "trainer.max_epochs=7"],
+    "+6_epochs": ["model.pool_first=true", "init=whiten", "optim=muon", "trainer.max_epochs=6"],
+    "+rest_lr_0.2": ["model.pool_first=true", "init=whiten", "optim=muon", "trainer.max_epochs=6", "optim.rest.lr=0.2"],
+}
+# Tuning pilots for the presets: several knobs at once, each row with its own schedule length.
+# Same rules: validation split only (bench/results/recipes/pilots.md).
+MUON_OWN = ["optim=muon", "optim.lr=0.02", "optim.momentum=0.95", "optim.weight_decay=0.0"]
+FAST = ["model.pool_first=true", "init=whiten", "optim=muon"]
+PILOTS: dict[str, list[str]] = {
+    "fast_e8": [*FAST, "trainer.max_epochs=8"],
+    "fast_e7": [*FAST, "trainer.max_epochs=7"],
+    "fast_e6": [*FAST, "trainer.max_epochs=6"],
+    "fast_own_e8": [*FAST, *MUON_OWN[1:], "trainer.max_epochs=8"],
+    "fast_b512_e7": [*FAST, "data.batch_size=512", "trainer.max_epochs=7"],
+    "fast_s24_e7": [*FAST, "model.widths=[24,40,64]", "trainer.max_epochs=7"],
+    "fast_s24_e6": [*FAST, "model.widths=[24,40,64]", "trainer.max_epochs=6"],
+    "fast_e6_rest02": [*FAST, "optim.rest.lr=0.2", "trainer.max_epochs=6"],
+    "fast_e6_ls02": [*FAST, "module.label_smoothing=0.2", "trainer.max_epochs=6"],
+    "fast_e5_rest02": [*FAST, "optim.rest.lr=0.2", "trainer.max_epochs=5"],
+    # Toward speedrun94: the long-schedule regularisers of best_small (translation, flip, erasing, EMA).
+    "long_compact_e32": [*FAST, "aug=strong", "ema=default", "trainer.max_epochs=32"],
+    "long_wide_e16": [*FAST, "aug=strong", "ema=default", "model.widths=[32,64,128]", "model.max_params=null",
+                      "trainer.max_epochs=16"],
+    "long_wide_e20": [*FAST, "aug=strong", "ema=default", "model.widths=[32,64,128]", "model.max_params=null",
+                      "trainer.max_epochs=20"],
+    "long_wide_e24": [*FAST, "aug=strong", "ema=default", "model.widths=[32,64,128]", "model.max_params=null",
+                      "trainer.max_epochs=24"],
+}
+ALL_ROWS = ROWS | PILOTS | CUMULATIVE
+
+
+def merged(base: list[str], row: list[str]) -> list[str]:
+    """``base`` with the row's overrides in place of those of the same key (Hydra refuses a key twice)."""
+    key = lambda override: override.split("=", 1)[0]  # noqa: E731
+    ours = {key(o) for o in row}
+    return [o for o in base if key(o) not in ours] + row
 
 
 def run_row(overrides: list[str], seed: int, epochs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "fmnist_lightning", "experiment=speedrun", f"seed={seed}",
-               f"trainer.max_epochs={epochs}", *VALIDATION, *overrides, f"hydra.run.dir={tmp}/run"]
+        cmd = [sys.executable, "-m", "fmnist_lightning", *BASE, f"seed={seed}",
+               *merged([f"trainer.max_epochs={epochs}"], overrides), *VALIDATION, f"hydra.run.dir={tmp}/run"]
         started = time.perf_counter()
-        result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        wall = time.perf_counter() - started
-        if result.returncode != 0:
-            return {"error": (result.stderr.strip().splitlines() or ["?"])[-1], "command_s": wall}
+        with open(Path(tmp) / "stderr", "w+") as stderr:
+            child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT)
+            # wait4 gives this child's own peak RSS (RUSAGE_CHILDREN would be the max over all rows).
+            _, status, usage = os.wait4(child.pid, 0)
+            wall = time.perf_counter() - started
+            if os.waitstatus_to_exitcode(status) != 0:
+                stderr.seek(0)
+                return {"error": (stderr.read().strip().splitlines() or ["?"])[-1], "command_s": wall}
         metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+        # What test-time augmentation would add, measured on the same validation images (never on test).
+        last = Path(tmp) / "run" / "checkpoints" / "last.ckpt"
+        tta = {name: evaluate_val(last if last.is_file() else Path(metrics["best_model_path"]), views, Path(tmp) / name)
+               for name, views in TTA_VIEWS.items()}
     return {"val_acc_best": metrics.get("val/acc_best"), "time_to_92_s": metrics.get("time_to_acc/0.92"),
             "time_to_93_s": metrics.get("time_to_acc/0.93"),
-            "wall_time_s": metrics.get("wall_time_s"), "command_s": wall}
+            "wall_time_s": metrics.get("wall_time_s"), "command_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024,
+            **tta}
+
+
+TTA_VIEWS = {"val_acc_mirror": ["tta=true", "tta_shift=0"], "val_acc_mirror_shift1": ["tta=true", "tta_shift=1"]}
+
+
+def evaluate_val(ckpt: Path, views: list[str], out: Path) -> float | None:
+    cmd = [sys.executable, "-m", "fmnist_lightning.evaluate", f"ckpt_path={ckpt}", "split=val", *views,
+           f"hydra.run.dir={out}"]
+    if subprocess.run(cmd, capture_output=True, cwd=ROOT).returncode != 0:
+        return None
+    return json.loads((out / "metrics.json").read_text())["val/acc"]
 
 
 def cell(values: list[float | None], fmt: str) -> str:
@@ -68,34 +136,66 @@ def cell(values: list[float | None], fmt: str) -> str:
     return text + (f" ({missing} not reached)" if missing else "")
 
 
+def measured(runs: list[dict[str, Any]], key: str, fmt: str) -> str:
+    """A column the older rows did not record."""
+    if not any(r.get(key) is not None for r in runs):
+        return "not measured"
+    return ", ".join(fmt.format(r[key]) if r.get(key) is not None else "-" for r in runs)
+
+
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Speedrun knobs, one per row, on the validation split ({report['cpu']}, 2 cores)", "",
-             f"`{report['command']}`; each row is `experiment=speedrun` plus its overrides, "
+    if set(report["rows"]) <= set(CUMULATIVE):
+        kind = "From today's speedrun to the new one, one knob added per row and kept below it,"
+    elif set(report["rows"]) <= set(PILOTS):
+        kind = "Tuning pilots"
+    else:
+        kind = "Speedrun knobs, one per row,"
+    lines = [f"# {kind} on the validation split ({report['cpu']}, 2 cores)", "",
+             f"`{report['command']}`; each row is `speedrun` as of 2026-12-01 plus its overrides, "
              f"`{' '.join(VALIDATION[:2])}`, {report['epochs']} epochs, seeds {report['seeds']}, "
              "interleaved. No row is tested.", "",
              "| row | overrides | val/acc_best per seed | mean | time to 92% val (s) | time to 93% val (s) | "
-             "train wall time (s) |",
-             "|---|---|---|---|---|---|---|"]
+             "train wall time (s) | peak RSS (MB) | val, mirror TTA | val, mirror + 1 px shifts TTA |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in report["rows"].items():
         if all("error" in r for r in runs):
-            lines.append(f"| {name} | `{' '.join(ROWS[name])}` | error: {runs[0].get('error', '')} | | | | |")
+            lines.append(f"| {name} | `{' '.join(ALL_ROWS[name])}` | error: {runs[0].get('error', '')} | | | | | | | |")
             continue
         runs = [r for r in runs if "error" not in r]
         accs = [r["val_acc_best"] for r in runs]
-        lines.append(f"| {name} | `{' '.join(ROWS[name]) or '(speedrun as it is)'}` | "
+        lines.append(f"| {name} | `{' '.join(ALL_ROWS[name]) or '(speedrun as of 2026-12-01)'}` | "
                      f"{cell([100 * a for a in accs], '{:.2f}%')} | {100 * statistics.fmean(accs):.2f}% | "
                      f"{cell([r['time_to_92_s'] for r in runs], '{:.0f}')} | "
                      f"{cell([r['time_to_93_s'] for r in runs], '{:.0f}')} | "
-                     f"{cell([r['wall_time_s'] for r in runs], '{:.0f}')} |")
+                     f"{cell([r['wall_time_s'] for r in runs], '{:.0f}')} | "
+                     f"{measured(runs, 'peak_rss_mb', '{:,.0f}')} | {measured(runs, 'val_acc_mirror', '{:.2%}')} | "
+                     f"{measured(runs, 'val_acc_mirror_shift1', '{:.2%}')} |")
     return "\n".join(lines) + "\n"
+
+
+def reused(reports: list[dict[str, Any]], overrides: list[str], epochs: int, seed: int) -> dict[str, Any] | None:
+    """A cell an earlier report measured with the same overrides, schedule length and seed."""
+    want = set(merged([f"trainer.max_epochs={epochs}"], overrides))
+    for report in reports:
+        for name, runs in report["rows"].items():
+            if set(merged([f"trainer.max_epochs={report['epochs']}"], report["overrides"][name])) != want:
+                continue
+            for run in runs:
+                if run["seed"] == seed and "error" not in run:
+                    return run | {"reused_from": name}
+    return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--rows", nargs="+", choices=list(ALL_ROWS), default=list(ROWS),
+                        help="rows to run; default: the one-knob rows (the pilots are named explicitly)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "recipes")
+    parser.add_argument("--reuse", type=Path, nargs="+", default=[],
+                        help="recipes.json files whose cells with the same overrides, epochs and seed are taken "
+                             "instead of run again (measured on this CPU)")
     parser.add_argument("--replace", action="store_true",
                         help="rerun the given rows and seeds into the existing <out>/recipes.json (a failed cell)")
     args = parser.parse_args()
@@ -108,20 +208,25 @@ def main() -> None:
             sys.exit(f"error: {args.out}/recipes.json was measured on {report['cpu']}, this is {cpu_model()}")
         for seed in args.seeds:
             for name in args.rows:
-                runs = report["rows"][name]
-                runs[:] = [r for r in runs if r["seed"] != seed] + [run_row(ROWS[name], seed, report["epochs"]) | {"seed": seed}]
+                runs = report["rows"].setdefault(name, [])
+                report["overrides"][name] = ALL_ROWS[name]
+                runs[:] = [r for r in runs if r["seed"] != seed] + [run_row(ALL_ROWS[name], seed, report["epochs"]) | {"seed": seed}]
                 runs.sort(key=lambda r: r["seed"])
                 print(name, seed, runs, flush=True)
         report["reruns"] = report.get("reruns", []) + ["python bench/recipes.py " + " ".join(sys.argv[1:])]
     else:
         rows: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
+        earlier = [json.loads(path.read_text()) for path in args.reuse]
+        if any(r["cpu"] != cpu_model() for r in earlier):
+            sys.exit(f"error: --reuse: every file must have been measured on this CPU ({cpu_model()})")
         for seed in args.seeds:
             for name in args.rows:
-                rows[name].append(run_row(ROWS[name], seed, args.epochs) | {"seed": seed})
+                done = reused(earlier, ALL_ROWS[name], args.epochs, seed)
+                rows[name].append(done or run_row(ALL_ROWS[name], seed, args.epochs) | {"seed": seed})
                 print(name, seed, rows[name][-1], flush=True)
         report = {"cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "epochs": args.epochs, "seeds": args.seeds,
                   "command": "python bench/recipes.py " + " ".join(sys.argv[1:]), "rows": rows,
-                  "overrides": {name: ROWS[name] for name in args.rows}}
+                  "overrides": {name: ALL_ROWS[name] for name in args.rows}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recipes.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "recipes.md").write_text(markdown(report))

@@ -50,3 +50,23 @@ def test_precision_bench_smoke(data_root: Path, tmp_path: Path) -> None:
     assert row["speedup"] == pytest.approx(row["bf16-mixed"]["median"] / row["32-true"]["median"])
     assert report["cpu"] and report["auto"] in ("32-true", "bf16-mixed")
     assert "| linear |" in (tmp_path / "precision.md").read_text()
+
+
+@pytest.mark.slow
+def test_presets_bench_runs_the_baseline_from_a_worktree_of_its_commit(data_root: Path, tmp_path: Path) -> None:
+    def worktrees() -> list[str]:
+        return subprocess.run(["git", "worktree", "list"], cwd=project_root(), capture_output=True, text=True).stdout.splitlines()
+
+    before = worktrees()
+    tiny = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_test_batches=2"]
+    cmd = [sys.executable, str(project_root() / "bench" / "presets.py"), "--preset", "speedrun", "--seeds", "0",
+           "--baseline", "HEAD", "--root", str(data_root), "--out", str(tmp_path), *tiny]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "speedrun.json").read_text())
+    for arm in ("baseline", "new"):
+        (run,) = report[arm]
+        assert run["seed"] == 0 and 0 <= run["test_acc"] <= 1 and run["wall_time_s"] > 0 and run["peak_rss_mb"] > 0
+    assert report["ratio"] == pytest.approx(report["new"][0]["wall_time_s"] / report["baseline"][0]["wall_time_s"])
+    assert "speedrun at HEAD" in (tmp_path / "speedrun.md").read_text()
+    assert worktrees() == before  # the baseline's worktree is gone again

@@ -153,6 +153,27 @@ def test_tta_averages_each_image_with_its_mirror_image(trained_run: Path, data_r
     assert tested["test/acc"] == pytest.approx(expected_acc)
 
 
+def test_tta_shift_averages_the_translated_views_on_the_validation_split(trained_run: Path, data_root: Path,
+                                                                         eval_cfg) -> None:
+    from fmnist_lightning.training.tta import translate
+
+    ckpt_path = _metrics(trained_run)["best_model_path"]
+    checkpoint = checkpoints.load_checkpoint(ckpt_path)
+    module = checkpoints.module_from_checkpoint(checkpoint)
+    datamodule = checkpoints.datamodule_from_config(checkpoints.run_config(checkpoint), root=str(data_root))
+    val_set = split_metrics.split_dataset(datamodule, "val")
+    x = normalize(val_set.images, datamodule.mean, datamodule.std)
+    with torch.no_grad():
+        views = [view for image in (x, x.flip(-1)) for view in (image, translate(image, 1, 1), translate(image, -1, -1))]
+        expected = torch.stack([module(view).softmax(-1) for view in views]).mean(0)
+    expected_acc = float(multiclass_accuracy(expected, val_set.labels, num_classes=NUM_CLASSES, average="micro"))
+    metrics = evaluate(eval_cfg(f"ckpt_path={ckpt_path}", f"data_root={data_root}", "split=val", "tta=true", "tta_shift=1"))
+    assert (metrics["split"], metrics["tta"], metrics["tta_shift"]) == ("val", True, 1)
+    assert metrics["val/acc"] == pytest.approx(expected_acc)
+    with pytest.raises(ConfigError, match="tta_shift must be >= 0"):
+        evaluate(eval_cfg(f"ckpt_path={ckpt_path}", "tta=true", "tta_shift=-1"))
+
+
 def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = run_cli("-m", "fmnist_lightning.evaluate", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"paths.log_dir={tmp_path}")
     assert result.returncode == 2

@@ -99,7 +99,7 @@ def test_whitening_filters_decorrelate_the_training_patches(data_root: Path) -> 
     from fmnist_lightning.data.idx_files import load_split
     from fmnist_lightning.training.callbacks.data_init import image_patches, whitening_filters
 
-    images = normalize(load_split(data_root, "train")[0][:400], 0.2860, 0.3530)
+    images = normalize(load_split(data_root, "train")[0][:1200], 0.2860, 0.3530)  # more than one chunk of 500
     filters = whitening_filters(images, (3, 3), eps=1e-8)
     assert filters.shape == (18, 1, 3, 3)
     assert torch.equal(filters[9:], -filters[:9])
@@ -262,4 +262,20 @@ def test_muon_groups_stay_the_parts_own_after_a_state_load() -> None:
 def test_muon_with_param_groups_trains(make_cfg, tmp_path: Path) -> None:
     metrics = train(make_cfg("model=compact", "optim=muon", "sched=onecycle", "debug=limit_batches",
                              "module.param_groups.norm_bias_weight_decay=0.0", output_dir=tmp_path / "run"))
+    assert metrics["test/acc"] >= 0.0
+
+
+def test_pool_first_is_the_same_function_with_the_pool_moved(make_cfg, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    default, pooled_first = create_model("compact"), create_model("compact", pool_first=True)
+    for norm in (m for m in default.modules() if isinstance(m, nn.BatchNorm2d)):
+        nn.init.uniform_(norm.weight, 0.5, 2.0)  # positive scales: max-pool commutes with BN and ReLU
+        nn.init.normal_(norm.running_mean)
+    # Module order, and so the order of tensors, is shared; only the indices in the names moved.
+    pooled_first.load_state_dict(dict(zip(pooled_first.state_dict(), default.state_dict().values())))
+    x = torch.randn(8, 1, 28, 28)
+    torch.testing.assert_close(pooled_first.eval()(x), default.eval()(x), rtol=1e-4, atol=1e-5)
+    pools = [i for i, m in enumerate(pooled_first.features) if isinstance(m, nn.MaxPool2d)]
+    assert all(isinstance(pooled_first.features[i - 1], nn.Conv2d) for i in pools)
+    metrics = train(make_cfg("model=compact", "model.pool_first=true", "debug=fast_dev_run", output_dir=tmp_path / "run"))
     assert metrics["test/acc"] >= 0.0

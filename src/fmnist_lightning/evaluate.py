@@ -36,7 +36,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_split(cfg.split)
     if cfg.batch_size is not None and int(cfg.batch_size) < 1:
         raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    run = restore_run(cfg.ckpt_path, tta=cfg.tta)
+    if cfg.get("tta_shift") is not None and int(cfg.tta_shift) < 0:
+        raise ConfigError(f"tta_shift must be >= 0 pixels, got {cfg.tta_shift}")
+    run = restore_run(cfg.ckpt_path, tta=cfg.tta, tta_shift=cfg.get("tta_shift"))
     datamodule = run.datamodule(root=cfg.data_root, batch_size=cfg.batch_size)
     trainer = prediction_trainer(accelerator=cfg.accelerator, precision=cfg.precision or run.precision)
     result = evaluate_split(run.module, datamodule, cfg.split, trainer)
@@ -53,7 +55,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     facts.wall_time_s = time.perf_counter() - started
     report = write_report(output_dir, result, facts)
-    metrics = {**result.as_dict(), "split": cfg.split, "tta": run.module.tta, "ckpt_path": facts.checkpoint,
+    metrics = {**result.as_dict(), "split": cfg.split, "tta": run.module.tta,
+               "tta_shift": run.module.tta_shift if run.module.tta else 0, "ckpt_path": facts.checkpoint,
                "wall_time_s": round(facts.wall_time_s, 2)}
     write_json(output_dir / METRICS_FILE, metrics)
     print(format_summary(result, facts))

@@ -199,10 +199,13 @@ class RestoredRun:
         return datamodule_from_config(self.config, root=root, batch_size=batch_size)
 
 
-def restore_run(path: str | Path, tta: bool | None = None) -> RestoredRun:
-    """The one way evaluate, predict and export read a checkpoint; ``tta`` (when given) replaces the run's setting."""
+def restore_run(path: str | Path, tta: bool | None = None, tta_shift: int | None = None) -> RestoredRun:
+    """The one way evaluate, predict and export read a checkpoint; ``tta`` and ``tta_shift`` (when given)
+    replace the run's settings."""
     checkpoint = load_checkpoint(path)
     module = module_from_checkpoint(checkpoint)
     if tta is not None:
         module.tta = bool(tta)
+    if tta_shift is not None:
+        module.tta_shift = int(tta_shift)
     return RestoredRun(Path(path).expanduser(), checkpoint, run_config(checkpoint), module)

@@ -34,8 +34,13 @@ def image_patches(images: Tensor, kernel: tuple[int, int]) -> Tensor:
 
 def whitening_filters(images: Tensor, kernel: tuple[int, int], eps: float = 5e-4) -> Tensor:
     """``[2 * C * kh * kw, C, kh, kw]``: the whitening filters then their negatives, largest eigenvalue first."""
-    patches = image_patches(images, kernel)
-    covariance = patches.T @ patches / patches.shape[0]
+    # Summed over chunks: all 5,000 images' patches at once would be ~250 MB of float64 for one matmul.
+    covariance, count = 0.0, 0
+    for chunk in images.split(500):
+        patches = image_patches(chunk, kernel)
+        covariance = covariance + patches.T @ patches
+        count += patches.shape[0]
+    covariance = covariance / count
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
     order = eigenvalues.argsort(descending=True)
     filters = eigenvectors[:, order].T / (eigenvalues[order] + eps).sqrt()[:, None]
