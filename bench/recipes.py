@@ -146,14 +146,17 @@ def measured(runs: list[dict[str, Any]], key: str, fmt: str) -> str:
 def markdown(report: dict[str, Any]) -> str:
     if set(report["rows"]) <= set(CUMULATIVE):
         kind = "From today's speedrun to the new one, one knob added per row and kept below it,"
-    elif set(report["rows"]) <= set(PILOTS):
+    elif set(report["rows"]) & set(PILOTS):
         kind = "Tuning pilots"
     else:
         kind = "Speedrun knobs, one per row,"
     lines = [f"# {kind} on the validation split ({report['cpu']}, 2 cores)", "",
              f"`{report['command']}`; each row is `speedrun` as of 2026-12-01 plus its overrides, "
-             f"`{' '.join(VALIDATION[:2])}`, {report['epochs']} epochs, seeds {report['seeds']}, "
-             "interleaved. No row is tested.", "",
+             f"`{' '.join(VALIDATION[:2])}`, {report['epochs']} epochs unless the row sets `trainer.max_epochs`, "
+             f"seeds {report['seeds']}, interleaved. No row is tested. Validation accuracy with test-time "
+             "augmentation: `python -m fmnist_lightning.evaluate split=val` on the last checkpoint.", "",
+             *([f"Cells added or rerun later: {'; '.join(f'`{c}`' for c in report['reruns'])}.", ""]
+               if report.get("reruns") else []),
              "| row | overrides | val/acc_best per seed | mean | time to 92% val (s) | time to 93% val (s) | "
              "train wall time (s) | peak RSS (MB) | val, mirror TTA | val, mirror + 1 px shifts TTA |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -196,12 +199,16 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, nargs="+", default=[],
                         help="recipes.json files whose cells with the same overrides, epochs and seed are taken "
                              "instead of run again (measured on this CPU)")
+    parser.add_argument("--render", action="store_true", help="only rewrite <out>/recipes.md from its recipes.json")
     parser.add_argument("--replace", action="store_true",
                         help="rerun the given rows and seeds into the existing <out>/recipes.json (a failed cell)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from fmnist_lightning.training.provenance import cpu_model
 
+    if args.render:
+        (args.out / "recipes.md").write_text(markdown(json.loads((args.out / "recipes.json").read_text())))
+        return
     if args.replace:
         report = json.loads((args.out / "recipes.json").read_text())
         if report["cpu"] != cpu_model():
