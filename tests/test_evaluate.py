@@ -127,13 +127,18 @@ def test_evaluate_with_precision_auto_picks_this_machines_autocast(trained_run: 
     assert metrics["test/acc"] == pytest.approx(trained["test/acc"], abs=tolerance)
 
 
-def test_tta_averages_each_image_with_its_mirror_image(trained_run: Path, data_root: Path, eval_cfg) -> None:
-    ckpt_path = _metrics(trained_run)["best_model_path"]
+def _restored_split(run_dir: Path, data_root: Path, split: str):
+    """The run's best checkpoint restored by hand: its path, module, datamodule, ``split`` and normalised images."""
+    ckpt_path = _metrics(run_dir)["best_model_path"]
     checkpoint = checkpoints.load_checkpoint(ckpt_path)
     module = checkpoints.module_from_checkpoint(checkpoint)
     datamodule = checkpoints.datamodule_from_config(checkpoints.run_config(checkpoint), root=str(data_root))
-    test_set = split_metrics.split_dataset(datamodule, "test")
-    x = normalize(test_set.images, datamodule.mean, datamodule.std)
+    dataset = split_metrics.split_dataset(datamodule, split)
+    return ckpt_path, module, datamodule, dataset, normalize(dataset.images, datamodule.mean, datamodule.std)
+
+
+def test_tta_averages_each_image_with_its_mirror_image(trained_run: Path, data_root: Path, eval_cfg) -> None:
+    ckpt_path, module, datamodule, test_set, x = _restored_split(trained_run, data_root, "test")
     with torch.no_grad():
         plain = module(x).softmax(-1)
         expected = (plain + module(x.flip(-1)).softmax(-1)) / 2
@@ -157,12 +162,7 @@ def test_tta_shift_averages_the_translated_views_on_the_validation_split(trained
                                                                          eval_cfg) -> None:
     from fmnist_lightning.training.tta import translate
 
-    ckpt_path = _metrics(trained_run)["best_model_path"]
-    checkpoint = checkpoints.load_checkpoint(ckpt_path)
-    module = checkpoints.module_from_checkpoint(checkpoint)
-    datamodule = checkpoints.datamodule_from_config(checkpoints.run_config(checkpoint), root=str(data_root))
-    val_set = split_metrics.split_dataset(datamodule, "val")
-    x = normalize(val_set.images, datamodule.mean, datamodule.std)
+    ckpt_path, module, _, val_set, x = _restored_split(trained_run, data_root, "val")
     with torch.no_grad():
         views = [view for image in (x, x.flip(-1)) for view in (image, translate(image, 1, 1), translate(image, -1, -1))]
         expected = torch.stack([module(view).softmax(-1) for view in views]).mean(0)
