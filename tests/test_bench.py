@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from fmnist_lightning.config.files import project_root
 
@@ -70,3 +75,22 @@ def test_presets_bench_runs_the_baseline_from_a_worktree_of_its_commit(data_root
     assert report["ratio"] == pytest.approx(report["new"][0]["wall_time_s"] / report["baseline"][0]["wall_time_s"])
     assert "speedrun at HEAD" in (tmp_path / "speedrun.md").read_text()
     assert worktrees() == before  # the baseline's worktree is gone again
+
+
+def test_every_recipes_row_composes_with_its_overrides() -> None:
+    # A pilot or ablation row that no longer composes would only fail 15 minutes into a bench run.
+    spec = importlib.util.spec_from_file_location("recipes", project_root() / "bench" / "recipes.py")
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    for name, row in recipes.ALL_ROWS.items():
+        overrides = recipes.merged(["trainer.max_epochs=10"], row)
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(project_root() / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[*recipes.BASE, *overrides, *recipes.VALIDATION], return_hydra_config=True)
+        assert cfg.hydra.runtime.choices["experiment"] == "speedrun_2026_12_01", name
+        assert cfg.data.val_size == 5000 and cfg.test is False, name
+        for override in overrides:
+            key, value = override.split("=", 1)
+            got = OmegaConf.select(cfg, key) if "." in key else cfg.hydra.runtime.choices[key]
+            assert (OmegaConf.to_object(got) if OmegaConf.is_config(got) else got) == yaml.safe_load(value), (name, key)
+    GlobalHydra.instance().clear()
