@@ -83,6 +83,7 @@ PILOTS: dict[str, list[str]] = {
                       "trainer.max_epochs=24"],
     # Toward best_small: the same knobs at <= 100k parameters, over best_small's own schedule length.
     "small_e80": [*FAST, "aug=strong", "ema=default", "trainer.max_epochs=80"],
+    "small_e64": [*FAST, "aug=strong", "ema=default", "trainer.max_epochs=64"],
     # Toward best: speedrun94 over a longer schedule.
     "long_wide_e64": [*FAST, "aug=strong", "ema=default", "model.widths=[32,64,128]", "model.max_params=null",
                       "trainer.max_epochs=64"],
