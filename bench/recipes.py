@@ -62,6 +62,8 @@ CUMULATIVE: dict[str, list[str]] = {
 # Same rules: validation split only (bench/results/recipes/pilots.md).
 MUON_OWN = ["optim=muon", "optim.lr=0.02", "optim.momentum=0.95", "optim.weight_decay=0.0"]
 FAST = ["model.pool_first=true", "init=whiten", "optim=muon"]
+LONG = [*FAST, "aug=strong", "ema=default"]
+WIDE = ["model.widths=[32,64,128]", "model.max_params=null"]
 PILOTS: dict[str, list[str]] = {
     "fast_e8": [*FAST, "trainer.max_epochs=8"],
     "fast_e7": [*FAST, "trainer.max_epochs=7"],
@@ -74,19 +76,15 @@ PILOTS: dict[str, list[str]] = {
     "fast_e6_ls02": [*FAST, "module.label_smoothing=0.2", "trainer.max_epochs=6"],
     "fast_e5_rest02": [*FAST, "optim.rest.lr=0.2", "trainer.max_epochs=5"],
     # Toward speedrun94: the long-schedule regularisers of best_small (translation, flip, erasing, EMA).
-    "long_compact_e32": [*FAST, "aug=strong", "ema=default", "trainer.max_epochs=32"],
-    "long_wide_e16": [*FAST, "aug=strong", "ema=default", "model.widths=[32,64,128]", "model.max_params=null",
-                      "trainer.max_epochs=16"],
-    "long_wide_e20": [*FAST, "aug=strong", "ema=default", "model.widths=[32,64,128]", "model.max_params=null",
-                      "trainer.max_epochs=20"],
-    "long_wide_e24": [*FAST, "aug=strong", "ema=default", "model.widths=[32,64,128]", "model.max_params=null",
-                      "trainer.max_epochs=24"],
+    "long_compact_e32": [*LONG, "trainer.max_epochs=32"],
+    "long_wide_e16": [*LONG, *WIDE, "trainer.max_epochs=16"],
+    "long_wide_e20": [*LONG, *WIDE, "trainer.max_epochs=20"],
+    "long_wide_e24": [*LONG, *WIDE, "trainer.max_epochs=24"],
     # Toward best_small: the same knobs at <= 100k parameters, over best_small's own schedule length.
-    "small_e80": [*FAST, "aug=strong", "ema=default", "trainer.max_epochs=80"],
-    "small_e64": [*FAST, "aug=strong", "ema=default", "trainer.max_epochs=64"],
+    "small_e80": [*LONG, "trainer.max_epochs=80"],
+    "small_e64": [*LONG, "trainer.max_epochs=64"],
     # Toward best: speedrun94 over a longer schedule.
-    "long_wide_e64": [*FAST, "aug=strong", "ema=default", "model.widths=[32,64,128]", "model.max_params=null",
-                      "trainer.max_epochs=64"],
+    "long_wide_e64": [*LONG, *WIDE, "trainer.max_epochs=64"],
 }
 ALL_ROWS = ROWS | PILOTS | CUMULATIVE
 
