@@ -8,6 +8,7 @@ baseline seed 0, new seed 0, baseline seed 1, ... Each run is the real CLI; its 
 its ``metrics.json`` (``test/acc``, ``wall_time_s``: train + test) and the process's peak RSS.
 
 Usage: python bench/presets.py --preset speedrun --seeds 0 1 2 3 [--baseline cdef36a [--baseline-seeds 0 1 2]]
+       python bench/presets.py --preset best --seeds --baseline 5c26f71 --baseline-seeds 0 --out <folder>  (baseline only)
 Writes bench/results/presets/<preset>.json and .md, the CPU named in both.
 """
 
@@ -86,7 +87,9 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", required=True)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    # None: only the baseline runs, e.g. right after a long preset's own seeds, when running both arms
+    # again would not fit the sitting.
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--baseline", help="a commit whose own version of the preset runs beside this one")
     parser.add_argument("--baseline-preset", help="the preset's name at that commit (default: --preset)")
     parser.add_argument("--baseline-seeds", type=int, nargs="+", help="default: --seeds")
@@ -101,7 +104,7 @@ def main() -> None:
     # The baseline's worktree lies in a temporary folder, away from the offline copy beside this checkout.
     data_root = [f"data.root={resolve_data_root(args.root)}"]
 
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     report: dict[str, Any] = {"preset": args.preset, "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"),
                               "command": "python bench/presets.py " + " ".join(sys.argv[1:]),
                               "labels": {"new": f"this checkout ({head})"}, "new": []}
