@@ -87,7 +87,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", required=True)
-    # None: only the baseline runs, e.g. right after a long preset's own seeds, when running both arms
+    # Empty: only the baseline runs, e.g. right after a long preset's own seeds, when running both arms
     # again would not fit the sitting.
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--baseline", help="a commit whose own version of the preset runs beside this one")
