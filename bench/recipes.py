@@ -38,10 +38,12 @@ ROWS: dict[str, list[str]] = {
     "whiten": ["init=whiten"],
     "whiten_dirac": ["init=whiten_dirac"],
     "alt_flip": ["aug=shift_alt_flip"],
-    "muon": ["optim=muon"],
+    # Muon at the base's SGD lr 0.2, momentum 0.9 and weight decay 5e-4 (optim=muon_recipe; until presets stopped
+    # pinning their optimizer's keys, `optim=muon` inherited them from the base preset).
+    "muon": ["optim=muon_recipe"],
     # Muon with its own settings instead of speedrun's SGD lr, momentum and weight decay.
     "muon_own": ["optim=muon", "optim.lr=0.02", "optim.momentum=0.95", "optim.weight_decay=0.0"],
-    "whiten_muon": ["init=whiten", "optim=muon"],
+    "whiten_muon": ["init=whiten", "optim=muon_recipe"],
     "lookahead": ["optim=lookahead", "optim.lr=0.2"],
     "ema_bn": ["ema=default", "callbacks.ema.decay=0.99", "model.bn_momentum=0.4"],
     "compile": ["model.compile=true"],
@@ -52,16 +54,17 @@ CUMULATIVE: dict[str, list[str]] = {
     "base": [],
     "pool_first": ["model.pool_first=true"],
     "+whiten": ["model.pool_first=true", "init=whiten"],
-    "+muon": ["model.pool_first=true", "init=whiten", "optim=muon"],
-    "+8_epochs": ["model.pool_first=true", "init=whiten", "optim=muon", "trainer.max_epochs=8"],
-    "+7_epochs": ["model.pool_first=true", "init=whiten", "optim=muon", "trainer.max_epochs=7"],
-    "+6_epochs": ["model.pool_first=true", "init=whiten", "optim=muon", "trainer.max_epochs=6"],
-    "+rest_lr_0.2": ["model.pool_first=true", "init=whiten", "optim=muon", "trainer.max_epochs=6", "optim.rest.lr=0.2"],
+    "+muon": ["model.pool_first=true", "init=whiten", "optim=muon_recipe"],
+    "+8_epochs": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=8"],
+    "+7_epochs": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=7"],
+    "+6_epochs": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=6"],
+    "+rest_lr_0.2": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=6",
+                     "optim.rest.lr=0.2"],
 }
 # Tuning pilots for the presets: several knobs at once, each row with its own schedule length.
 # Same rules: validation split only (bench/results/recipes/pilots.md).
 MUON_OWN = ["optim=muon", "optim.lr=0.02", "optim.momentum=0.95", "optim.weight_decay=0.0"]
-FAST = ["model.pool_first=true", "init=whiten", "optim=muon"]
+FAST = ["model.pool_first=true", "init=whiten", "optim=muon_recipe"]
 LONG = [*FAST, "aug=strong", "ema=default"]
 WIDE = ["model.widths=[32,64,128]", "model.max_params=null"]
 DEEP = ["model.widths=[32,64,128,256]", "model.max_params=null"]

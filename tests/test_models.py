@@ -11,7 +11,9 @@ from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.models.registry import count_parameters, create_model, list_models
 from fmnist_lightning.train import train
 
-MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+# Each backbone's own config (conf/model/<name>.yaml); the recipes' variants (compact_wide, ...) start from one
+# of them (defaults: [compact, _self_]) and are built by the presets' tests.
+MODEL_CONFIGS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml") if "defaults:" not in p.read_text())
 
 
 def test_every_registered_model_has_a_config() -> None:

@@ -19,8 +19,28 @@ from fmnist_lightning.training.resume import RunComplete, prepare_argv
 log = logging.getLogger("fmnist_lightning")
 
 
+def check_before_import(cfg: DictConfig) -> None:
+    """A single run's config checked before the seconds-long import of torch and Lightning, so that a wrong key
+    or value answers at once. (A sweep's jobs are checked by ``train``, where a failure is one failed job.)"""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from fmnist_lightning.config.checks import check_config
+    from fmnist_lightning.config.files import STATUS_FILE, write_json
+    from fmnist_lightning.errors import failure_status
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return
+    try:
+        check_config(cfg)
+    except FmnistError as exc:
+        write_json(Path(cfg.paths.output_dir) / STATUS_FILE, failure_status(exc))
+        exit_with_error(exc)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    check_before_import(cfg)
     # Imported here, not at the top: --help, a config error or resume of a finished run answer without
     # the 3 s import of torch and Lightning. Lightning, imported after Hydra set up logging, sees the
     # root logger's handlers and sends its messages through them instead of adding its own.

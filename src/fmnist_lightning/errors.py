@@ -45,3 +45,8 @@ def typed_line(exc: BaseException) -> str:
 def one_line(exc: BaseException) -> str:
     """The error as the CLI prints it: our own errors are already one line; others get their type."""
     return first_line(exc) if isinstance(exc, FmnistError) else typed_line(exc)
+
+
+def failure_status(exc: BaseException) -> dict[str, str]:
+    """What ``status.json`` holds for a run that failed with ``exc``."""
+    return {"status": "failed", "error": one_line(exc), "error_type": type(exc).__name__}

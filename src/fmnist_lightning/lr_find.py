@@ -32,7 +32,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.cli.hydra_entry import run_command, run_hydra
-from fmnist_lightning.config.checks import check_values
+from fmnist_lightning.config.checks import check_config
 from fmnist_lightning.config.files import CONF_DIR, write_text_atomic
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.training.lr_range_test import RangeTest, check_settings, lr_override, run_range_test
@@ -55,7 +55,7 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
 
     settings = cfg.lr_find
     check_settings(settings)
-    check_values(cfg)
+    check_config(cfg)
     resolve_precision(cfg)
     output_dir = Path(cfg.paths.output_dir)
     test = run_range_test(cfg, output_dir)

@@ -16,7 +16,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from fmnist_lightning.config.checks import check_values
+from fmnist_lightning.config.checks import check_config
 from fmnist_lightning.config.files import METRICS_FILE, RUN_FILE, write_json
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.results.report import write_training_report
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and (optionally) test one configuration; return the final metrics."""
     started = time.perf_counter()
-    check_values(cfg)
+    check_config(cfg)
     check_trackers(cfg.get("logger"))
     resolve_precision(cfg)
     output_dir = Path(cfg.paths.output_dir)

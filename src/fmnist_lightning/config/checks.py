@@ -1,13 +1,87 @@
-"""Checks of the common knobs' values, made before anything is built, so a typo'd value stops the run with
-one line instead of a traceback from deep inside torch."""
+"""Checks of a composed config, made before anything is built or any data is read, so a stray key or a
+typo'd value stops the run within a couple of seconds with one line instead of a traceback from deep
+inside torch: every ``_target_`` node's keys against its callable's signature, the common knobs' values,
+and settings that cannot work together."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from collections.abc import Iterator
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fmnist_lightning.config.record import hydra_choices
+from fmnist_lightning.config.signatures import signature_of
 from fmnist_lightning.errors import ConfigError
+
+# Hydra's own keys of an instantiated node, not arguments of its target.
+HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
+# Beyond this many, the error line names the nearest accepted keys and how many more there are.
+LISTED_KEYS = 20
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check of this module, cheapest first; the first problem found is raised as a ConfigError."""
+    check_targets(cfg)
+    check_values(cfg)
+    check_together(cfg)
+
+
+def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
+    """``(key path, node)`` of every node with a ``_target_``, each at its own place in the config: a value
+    that is an interpolation (``module.optimizer: ${optim}``) is checked where it points, not again."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield path, node
+        keys = [k for k in node.keys() if not (path == "" and k == "hydra")]
+        children = [(str(k), node._get_node(k)) for k in keys]
+    elif isinstance(node, ListConfig):
+        children = [(str(i), node._get_node(i)) for i in range(len(node))]
+    else:
+        return
+    for key, child in children:
+        if child is None or child._is_interpolation() or child._is_missing():
+            continue
+        if isinstance(child, (DictConfig, ListConfig)):
+            yield from target_nodes(child, f"{path}.{key}" if path else key)
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Refuse a key that a ``_target_`` node's callable does not take (``**kwargs`` takes any)."""
+    choices = hydra_choices(groups=None)
+    for path, node in target_nodes(cfg):
+        target = node.get("_target_")
+        if not isinstance(target, str):
+            raise ConfigError(f"{path}._target_ must be the dotted name of a class or function, got {target!r}")
+        try:
+            signature = signature_of(target, node)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"{path}._target_={target} cannot be found ({exc}); check the name and that the "
+                              "package that provides it is installed") from None
+        if signature is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+            continue
+        accepted = [name for name, p in signature.parameters.items()
+                    if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        for key in node.keys():
+            if key not in HYDRA_KEYS and key not in accepted:
+                # The group the node came from: the innermost one (ema's node sits in callbacks.ema).
+                group = next((part for part in reversed(path.split(".")) if part in choices), None)
+                raise ConfigError(_stray_key_line(f"{path}.{key}" if path else str(key), str(key), target, accepted,
+                                                  f"{group}={choices[group]}" if group else None))
+
+
+def _stray_key_line(where: str, key: str, target: str, accepted: list[str], option: str | None) -> str:
+    """One line: where the key is, which callable refused it, the nearest accepted name, what it takes."""
+    nearest = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+    hint = f"Did you mean `{nearest[0]}`? " if nearest else ""
+    origin = f" ({option})" if option else ""
+    shown = sorted(accepted, key=lambda name: -difflib.SequenceMatcher(None, key, name).ratio())[:LISTED_KEYS]
+    listed = ", ".join(name for name in accepted if name in shown)
+    more = f" and {len(accepted) - len(shown)} more" if len(accepted) > len(shown) else ""
+    return (f"{where}: {target}{origin} takes no argument `{key}`. {hint}"
+            f"It takes {listed or 'no arguments'}{more}. Correct or remove the key.")
 
 
 def _is_int(value: Any) -> bool:
@@ -49,3 +123,15 @@ def check_values(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r} is {type(value).__name__}, not {type_name}: it must be {meaning}, e.g. {example}")
         if not value_ok(value):
             raise ConfigError(f"{key}={value} is impossible: it must be {meaning}, e.g. {example}")
+
+
+PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+
+
+def check_together(cfg: DictConfig) -> None:
+    """Settings that each are valid but cannot work together."""
+    scheduler = OmegaConf.select(cfg, "sched.scheduler._target_", default=None)
+    data = cfg.get("data") or {}
+    if scheduler == PLATEAU and data.get("val_size") == 0 and data.get("folds") is None:
+        raise ConfigError("sched=plateau needs validation metrics but data.val_size=0; "
+                          "pick another sched or set data.val_size=5000")

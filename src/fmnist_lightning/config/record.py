@@ -16,14 +16,14 @@ HPARAM_SECTIONS = ("model", "optim", "sched", "module", "data")
 _NOT_HPARAMS = {"root", "download", "augmentation", "num_workers", "pin_memory", "config", "optimizer", "scheduler"}
 
 
-def hydra_choices() -> dict[str, str]:
-    """The option picked in each config group, when running under Hydra (CLI or compose)."""
+def hydra_choices(groups: tuple[str, ...] | None = CHOICE_GROUPS) -> dict[str, str]:
+    """The option picked in each of ``groups`` (None: every group), when running under Hydra (CLI or compose)."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
         return {}
     choices = HydraConfig.get().runtime.choices
-    return {g: str(choices[g]) for g in CHOICE_GROUPS if g in choices}
+    return {str(g): str(c) for g, c in choices.items() if c is not None and (groups is None or g in groups)}
 
 
 def run_record(cfg: DictConfig, **extra: Any) -> dict[str, Any]:

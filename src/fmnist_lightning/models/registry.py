@@ -3,18 +3,28 @@
 A new backbone is one file in this package that decorates its class with
 ``@register_model("name")`` plus one YAML in ``conf/model/``; the package's modules are
 discovered the first time a model is listed or created, so nothing else needs editing.
+
+Nothing here imports torch until a model is built: checking a ``model:`` node's keys
+(``config_signature``) reads the backbones' signatures from their source, so a mistyped key answers
+before the seconds-long import.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+import inspect
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
+from fmnist_lightning.config.signatures import forwards_kwargs, source_signature
 from fmnist_lightning.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -38,6 +48,40 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _registered(name: Any) -> Callable[..., nn.Module]:
+    _discover()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+@lru_cache(maxsize=1)
+def _registered_in_source() -> dict[str, str]:
+    """``name -> dotted class`` for every ``@register_model("name")`` class in this package's source."""
+    found = {}
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            for decorator in getattr(node, "decorator_list", []):
+                if (isinstance(node, ast.ClassDef) and isinstance(decorator, ast.Call)
+                        and getattr(decorator.func, "id", None) == "register_model" and decorator.args
+                        and isinstance(decorator.args[0], ast.Constant)):
+                    found[str(decorator.args[0].value)] = f"{__package__}.{path.stem}.{node.name}"
+    return found
+
+
+def config_signature(node: Mapping[str, Any]) -> inspect.Signature:
+    """What a ``model:`` node may set: ``create_model``'s own arguments and those of the backbone it names."""
+    own = [p for p in inspect.signature(create_model).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    name = node.get("name")
+    dotted = _registered_in_source().get(str(name))
+    backbone = (source_signature(dotted) if dotted else None) or inspect.signature(_registered(name))
+    names = {p.name for p in own}
+    extra = [p.replace(kind=p.KEYWORD_ONLY) for p in backbone.parameters.values()
+             if p.name not in names and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD)]
+    return inspect.Signature([*own, *extra])
+
+
+@forwards_kwargs(config_signature)
 def create_model(
     name: str,
     *,
@@ -49,11 +93,11 @@ def create_model(
 ) -> nn.Module:
     """Build a registered backbone; ``kwargs`` are its own knobs (widths, depth, dropout, ...).
     ``bn_momentum`` sets every BatchNorm layer's running-statistics momentum (PyTorch's default: 0.1)."""
-    _discover()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    import torch
+    from torch import nn
+
     try:
-        model = _REGISTRY[name](**kwargs)
+        model = _registered(name)(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"model {name!r} does not take these options: {exc}") from exc
     n_params = count_parameters(model)

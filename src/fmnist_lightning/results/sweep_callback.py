@@ -10,7 +10,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fmnist_lightning.errors import FmnistError
-from fmnist_lightning.results.summary_files import write_summary
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +22,11 @@ class SweepSummary(Callback):
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        # Imported here: every command shares this Hydra config, and predict model=<file> runs without Lightning.
+        # Imported here: every command and single run shares this Hydra config, and builds this callback at its
+        # start; predict model=<file> runs without Lightning, and a config error answers before matplotlib loads.
         from lightning.pytorch.utilities import rank_zero_only
+
+        from fmnist_lightning.results.summary_files import write_summary
 
         if rank_zero_only.rank != 0:
             return

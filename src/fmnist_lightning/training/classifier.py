@@ -31,6 +31,9 @@ RUN_LENGTH_STATE = ("total_steps", "_schedule_phases", "T_max")
 # The learning rate's tag in TensorBoard and metrics.csv, whatever the optimizer, so runs share a chart
 # (the scheduler's name here; callbacks.lr_tag.LearningRateTag when there is no scheduler).
 LR_TAG = "lr"
+# The run length a schedule is planned for when the optimizer and scheduler are built as a check, before
+# the run (and so its number of steps) exists.
+CHECK_STEPS = 1000
 
 log = logging.getLogger(__name__)
 
@@ -211,11 +214,12 @@ class ImageClassifier(L.LightningModule):
         views = tta_views(x, self.tta_shift)
         return torch.stack([self(view).softmax(dim=-1) for view in views]).mean(dim=0)
 
-    def _schedule_length(self) -> dict[str, int]:
+    def _schedule_length(self, run_steps: Callable[[], float] | None) -> dict[str, int]:
         """``total_steps`` for schedulers that plan the whole run (OneCycleLR) when the config leaves it null.
 
         The length depends on the Trainer (epochs, batches per epoch, limits, accumulation, devices),
-        so it is only known here; a config value of its own would drift from the real run.
+        so it is only known once fitting starts (``run_steps``: the Trainer's estimate); a config value of
+        its own would drift from the real run. ``run_steps=None``: a check before the run, which has no length yet.
         """
         factory = self.scheduler_factory
         target = getattr(factory, "func", factory)
@@ -227,8 +231,7 @@ class ImageClassifier(L.LightningModule):
         if not takes_total_steps:
             return {}
         if explicit is not None:
-            needed = self.trainer.estimated_stepping_batches
-            if explicit < needed:
+            if run_steps is not None and explicit < (needed := run_steps()):
                 raise ConfigError(
                     f"sched.scheduler.total_steps={explicit} is shorter than this run's {needed} optimizer steps; "
                     "set it to null so it is planned from the run's length"
@@ -239,14 +242,21 @@ class ImageClassifier(L.LightningModule):
                 f"{target.__name__} plans its schedule in optimizer steps: set sched.interval=step "
                 f"(got {self.scheduler_interval!r})"
             )
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
+        if run_steps is None:
+            return {"total_steps": CHECK_STEPS}
+        steps = run_steps()
+        if not math.isfinite(steps):
             raise ConfigError(
                 f"{target.__name__} needs a finite run to plan its schedule: set trainer.max_epochs or trainer.max_steps"
             )
-        return {"total_steps": int(total)}
+        return {"total_steps": int(steps)}
 
     def configure_optimizers(self) -> Any:
+        return self.optimization(lambda: self.trainer.estimated_stepping_batches)
+
+    def optimization(self, run_steps: Callable[[], float] | None = None) -> Any:
+        """The optimizer and scheduler from the config, in Lightning's ``configure_optimizers`` form, for a run
+        of ``run_steps()`` optimizer steps (None: a check before the run; see ``_schedule_length``)."""
         if self.param_groups:
             optimizer = self.optimizer_factory(params=param_groups(self, **self.param_groups))
             apply_lr_scales(optimizer)
@@ -254,7 +264,7 @@ class ImageClassifier(L.LightningModule):
             optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        extra = self._schedule_length()
+        extra = self._schedule_length(run_steps)
         max_lr = getattr(self.scheduler_factory, "keywords", {}).get("max_lr")
         if max_lr is not None:
             # OneCycleLR sets every group's rate itself: groups with rates of their own keep their ratios.

@@ -184,13 +184,12 @@ class MuonFilters(Optimizer):
         self.param_groups = [g for part in self.parts for g in part.param_groups]
 
 
-def lookahead(params: Iterable[Any], base: Callable[..., Optimizer], lr: float, k: int = 5, alpha: float = 0.5,
-              **base_options: Any) -> Optimizer:
+def lookahead(params: Iterable[Any], base: Callable[..., Optimizer], lr: float, k: int = 5,
+              alpha: float = 0.5) -> Optimizer:
     """Lookahead (Zhang et al. 2019; pytorch-optimizer's, a maintained implementation) around ``base``: every
     ``k`` steps the weights move ``alpha`` of the way from their slow copy to the fast ones, and the fast
-    ones restart there. ``lr`` and any other option (``weight_decay``, ``momentum``, ...) are the base
-    optimizer's, given at the top level so that schedules, checks and presets read ``optim.lr`` and
-    ``optim.momentum`` as for any optimizer."""
+    ones restart there. ``base`` carries its own options (momentum, weight decay, ...); ``lr`` is its learning
+    rate, given at the top level so that schedules and checks read ``optim.lr`` as for any optimizer."""
     from pytorch_optimizer import Lookahead
 
-    return Lookahead(base(params=params, lr=lr, **base_options), k=k, alpha=alpha)
+    return Lookahead(base(params=params, lr=lr), k=k, alpha=alpha)

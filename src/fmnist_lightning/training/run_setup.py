@@ -12,8 +12,8 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, open_dict
 
-from fmnist_lightning.config.record import run_record
-from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.config.record import hydra_choices, run_record
+from fmnist_lightning.errors import ConfigError, FmnistError, typed_line
 from fmnist_lightning.training.builders import build, instantiate_group, model_info
 from fmnist_lightning.training.callbacks.checkpointing import best_checkpoint
 from fmnist_lightning.training.callbacks.ema import EMA
@@ -44,8 +44,6 @@ def without_validation(cfg: DictConfig) -> None:
             else:
                 log.warning("data.val_size=0: dropping callback %s, which monitors %s", name, node.monitor)
                 del cfg.callbacks[name]
-    if cfg.sched.get("scheduler") and "ReduceLROnPlateau" in str(cfg.sched.scheduler.get("_target_")):
-        raise ConfigError("sched=plateau needs validation metrics but data.val_size=0; pick another sched")
 
 
 @dataclass
@@ -93,11 +91,28 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
+def build_module(cfg: DictConfig, net: Any = None) -> L.LightningModule:
+    """The LightningModule around the configured backbone (or ``net``), its optimizer and scheduler built once as a
+    check: a combination that cannot work is refused with one line before any data is read."""
+    module: L.LightningModule = build(cfg.module, "module", net=net if net is not None else build(cfg.model, "model"))
+    try:
+        module.optimization()
+    except FmnistError:
+        raise
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        choices = ", ".join(f"{g}={c}" for g, c in hydra_choices(("optim", "sched")).items())
+        raise ConfigError(f"the optimizer and scheduler cannot work together{f' ({choices})' if choices else ''}: "
+                          f"{typed_line(exc)}; check the optim.* and sched.* values") from exc
+    return module
+
+
 def assemble(cfg: DictConfig, started: float, origin: dict[str, Any] | None = None) -> Run:
     """Build every part of the run from the config; the run clock counts from ``started``; ``origin`` (the
     run's provenance) is stored with the config in every checkpoint."""
+    # The model, optimizer and scheduler first: a combination that cannot work stops the run before its data
+    # is read. (Reading the data draws nothing from the global random state, so the weights are the same.)
+    module = build_module(cfg)
     datamodule = build_datamodule(cfg)
-    module: L.LightningModule = build(cfg.module, "module", net=build(cfg.model, "model"))
     info = model_info(module)
     log.info("Model %s: %s parameters, %s FLOPs per image", cfg.model.name, f"{info['params']:,}",
              f"{info['flops_per_image']:,}")

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from fmnist_lightning.config.files import STATUS_FILE, write_json
-from fmnist_lightning.errors import FmnistError, one_line
+from fmnist_lightning.errors import FmnistError, failure_status
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,10 @@ SWEEPERS_THAT_RECORD_FAILURES = ("hydra_plugins.fmnist_optuna_sweeper.optuna_swe
 
 def record_failure(output_dir: Path, exc: BaseException) -> str:
     """Write ``status.json`` (failed, the one-line error) into the run's directory; return the line."""
-    line = one_line(exc)
+    status = failure_status(exc)
     # Rank zero only: under DDP every rank fails alike, and one file per run is enough.
-    rank_zero_only(write_json)(output_dir / STATUS_FILE, {"status": "failed", "error": line, "error_type": type(exc).__name__})
-    return line
+    rank_zero_only(write_json)(output_dir / STATUS_FILE, status)
+    return status["error"]
 
 
 def sweep_job_failed(cfg: DictConfig, exc: Exception) -> None:

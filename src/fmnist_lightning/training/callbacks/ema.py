@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
@@ -22,10 +23,15 @@ class EMA(EMAWeightAveraging):
     the Trainer has just loaded (the average) is what is evaluated.
     """
 
-    def __init__(self, decay: float = 0.999, **kwargs: Any) -> None:
+    # Lightning's arguments spelled out (its **kwargs go to torch's AveragedModel, which a config has no
+    # use for), so that a mistyped key is refused before the run starts (config.checks).
+    def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, update_starting_at_step: int | None = None,
+                 update_starting_at_epoch: int | None = None, use_buffers: bool = True,
+                 device: torch.device | str | int | None = None) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"callbacks.ema.decay must be between 0 and 1 (exclusive), got {decay}")
-        super().__init__(decay=decay, **kwargs)
+        super().__init__(device=device, use_buffers=use_buffers, decay=decay, update_every_n_steps=update_every_n_steps,
+                         update_starting_at_step=update_starting_at_step, update_starting_at_epoch=update_starting_at_epoch)
         self.decay = decay
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:

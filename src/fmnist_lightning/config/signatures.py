@@ -1,0 +1,252 @@
+"""The signature of a config node's ``_target_``, found without importing it where that is possible.
+
+Checking a config's keys must answer in a second or two, before the run imports anything heavy: on the
+project's 2-core machine ``import lightning`` alone takes about 6 s and ``import torch`` 2 s. So a target
+whose module is not imported yet has its signature read from its source with ``ast``: the class's (or a
+base class's) ``__init__``, or the function, followed through ``from ... import`` re-exports as Python
+would. What the source does not settle (a dataclass, a metaclass, a base class from a compiled module)
+is imported and asked with ``inspect.signature``, as is every target whose module is already imported.
+tests/test_config_checks.py holds both answers equal for every target in ``conf/``.
+
+A callable whose ``**kwargs`` go on to another callable (``models.registry.create_model`` passes them to
+the backbone named by ``name``) says so with ``forwards_kwargs``: the check then sees the keys the other
+callable takes.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+CONFIG_SIGNATURE = "__config_signature__"
+_KINDS = {
+    "posonlyargs": inspect.Parameter.POSITIONAL_ONLY,
+    "args": inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    "kwonlyargs": inspect.Parameter.KEYWORD_ONLY,
+}
+
+
+def forwards_kwargs(signature_of: Callable[[Mapping[str, Any]], inspect.Signature]) -> Callable[[F], F]:
+    """Mark a callable whose ``**kwargs`` go to another: ``signature_of(node)`` is the signature the config
+    node is checked against (the callable's own parameters and the other's)."""
+
+    def mark(func: F) -> F:
+        setattr(func, CONFIG_SIGNATURE, signature_of)
+        return func
+
+    return mark
+
+
+def locate(path: str) -> Any:
+    """The object a dotted ``_target_`` names, imported (Hydra's own lookup)."""
+    from hydra.utils import get_object
+
+    return get_object(path)
+
+
+def signature_of(target: str, node: Mapping[str, Any]) -> inspect.Signature | None:
+    """The parameters ``target`` takes for ``node``; None when it has no signature Python can tell."""
+    obj = _imported(target)
+    if obj is None:
+        found = _source_signature(target)
+        if found is not None and not _takes_any_keyword(found):
+            return found
+        # **kwargs: maybe forwarded (forwards_kwargs), which only the imported callable can tell.
+        if found is not None and not target.startswith(("fmnist_lightning.", "hydra_plugins.")):
+            return found
+        obj = locate(target)
+    forwarded = getattr(obj, CONFIG_SIGNATURE, None)
+    if forwarded is not None:
+        return forwarded(node)
+    try:
+        return inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+
+
+def _takes_any_keyword(signature: inspect.Signature) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def _imported(target: str) -> Any:
+    """The target itself when its module is imported already (then asking is free), else None."""
+    module, _, name = target.rpartition(".")
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
+
+
+# --- reading a signature from source -------------------------------------------------------------------
+
+def _module_file(module: str) -> Path | None:
+    """The source file of a dotted module name, found without importing any package on the way."""
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top) if top not in sys.modules else getattr(sys.modules[top], "__spec__", None)
+    if spec is None:
+        return None
+    roots = list(spec.submodule_search_locations or []) or ([str(Path(spec.origin).parent)] if spec.origin else [])
+    if not rest:
+        return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
+    for root in roots:
+        base = Path(root).joinpath(*rest)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+@lru_cache(maxsize=None)
+def _parsed(module: str) -> ast.Module | None:
+    path = _module_file(module)
+    if path is None:
+        return None
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+
+
+def _is_package(module: str) -> bool:
+    path = _module_file(module)
+    return path is not None and path.name == "__init__.py"
+
+
+def source_signature(target: str) -> inspect.Signature | None:
+    """``target``'s signature read from its source (see the module docstring); None where only importing tells."""
+    return _source_signature(target)
+
+
+def _source_signature(target: str, depth: int = 0) -> inspect.Signature | None:
+    module, _, name = target.rpartition(".")
+    found = _resolve(module, name, depth)
+    if found is None or isinstance(found, str):
+        return None
+    where, node = found
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return _from_arguments(node.args)
+    return _class_signature(where, node, depth)
+
+
+Definition = tuple[str, ast.AST]
+
+
+def _resolve(module: str, dotted: str, depth: int) -> Definition | str | None:
+    """What ``dotted`` names inside ``module``: a definition (its module and ``def``/``class`` node), a
+    module (its dotted name), or None when only importing could tell (a computed binding)."""
+    head, _, rest = dotted.partition(".")
+    found = _lookup(module, head, depth)
+    if not rest or found is None:
+        return found
+    if isinstance(found, str):
+        return _resolve(found, rest, depth + 1)
+    return None  # an attribute of a class or function
+
+
+def _lookup(module: str, name: str, depth: int) -> Definition | str | None:
+    tree = _parsed(module)
+    if tree is None or depth > 12:
+        return None
+    stars = []
+    for stmt in reversed(tree.body):  # the last binding of a name wins, as at import time
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and stmt.name == name:
+            return module, stmt
+        if isinstance(stmt, ast.ImportFrom):
+            source = _absolute(module, stmt)
+            for alias in stmt.names:
+                if alias.name == "*" and source:
+                    stars.append(source)
+                elif (alias.asname or alias.name) == name and source:
+                    submodule = f"{source}.{alias.name}"
+                    return submodule if _module_file(submodule) else _lookup(source, alias.name, depth + 1)
+        if isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                if alias.asname == name:
+                    return alias.name
+                if alias.asname is None and alias.name.partition(".")[0] == name:
+                    return name
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.If, ast.Try, ast.With)) and _binds(stmt, name):
+            return None  # a computed or conditional binding: only importing tells
+    for source in stars:
+        found = _lookup(source, name, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _binds(stmt: ast.stmt, name: str) -> bool:
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Store):
+            return True
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                (a.asname or a.name.partition(".")[0]) == name for a in node.names):
+            return True
+    return False
+
+
+def _absolute(module: str, stmt: ast.ImportFrom) -> str | None:
+    if not stmt.level:
+        return stmt.module
+    package = module if _is_package(module) else module.rpartition(".")[0]
+    parts = package.split(".")
+    if stmt.level - 1 >= len(parts):
+        return None
+    anchor = ".".join(parts[: len(parts) - (stmt.level - 1)])
+    return f"{anchor}.{stmt.module}" if stmt.module else anchor
+
+
+def _class_signature(module: str, cls: ast.ClassDef, depth: int) -> inspect.Signature | None:
+    if cls.keywords or any(_decorator_name(d) == "dataclass" for d in cls.decorator_list):
+        return None  # a metaclass or a dataclass makes its own __init__
+    for stmt in cls.body:
+        if isinstance(stmt, ast.FunctionDef) and stmt.name == "__new__":
+            return None
+        if isinstance(stmt, ast.FunctionDef) and stmt.name == "__init__":
+            signature = _from_arguments(stmt.args)
+            return signature.replace(parameters=list(signature.parameters.values())[1:])  # self
+    bases = [b.value if isinstance(b, ast.Subscript) else b for b in cls.bases]
+    names = [_dotted(b) for b in bases]
+    names = [n for n in names if n not in ("object", "Generic", "Protocol", "ABC", "abc.ABC")]
+    if not names:
+        return inspect.Signature() if all(_dotted(b) for b in bases) else None
+    if len(names) > 1 or names[0] is None:
+        return None  # several bases: the MRO may reach an __init__ of a later one
+    found = _resolve(module, names[0], depth + 1)
+    if found is None or isinstance(found, str) or not isinstance(found[1], ast.ClassDef):
+        return None
+    return _class_signature(found[0], found[1], depth + 1)
+
+
+def _dotted(expr: ast.expr) -> str | None:
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute):
+        head = _dotted(expr.value)
+        return f"{head}.{expr.attr}" if head else None
+    return None
+
+
+def _decorator_name(expr: ast.expr) -> str | None:
+    target = expr.func if isinstance(expr, ast.Call) else expr
+    dotted = _dotted(target)
+    return dotted.rpartition(".")[2] if dotted else None
+
+
+def _from_arguments(args: ast.arguments) -> inspect.Signature:
+    """Parameter names and kinds (defaults are not needed to check keys: a marker stands for them)."""
+    params = []
+    for field, kind in _KINDS.items():
+        params += [inspect.Parameter(a.arg, kind) for a in getattr(args, field)]
+        if field == "args" and args.vararg is not None:
+            params.append(inspect.Parameter(args.vararg.arg, inspect.Parameter.VAR_POSITIONAL))
+    if args.kwarg is not None:
+        params.append(inspect.Parameter(args.kwarg.arg, inspect.Parameter.VAR_KEYWORD))
+    return inspect.Signature(params)
