@@ -6,6 +6,7 @@ resolves as it did."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from functools import lru_cache
 from typing import Any
 
@@ -212,3 +213,30 @@ def test_preset_and_bench_row_resolve_as_frozen(name: str) -> None:
 
 def test_every_preset_and_bench_row_is_frozen() -> None:
     assert {p.stem for p in snapshot_path("x").parent.glob("*.yaml")} == set(CASES)
+
+
+@pytest.mark.parametrize(("overrides", "optimizer", "expected"), [
+    # the issue's cases: before, AdamW died on Muon's momentum 16 s in, and SGD ran silently at Adam's lr 0.001
+    (["experiment=best_small", "optim=adamw"], "torch.optim.AdamW", {"lr": 0.001, "weight_decay": 0.0001}),
+    (["experiment=bncnn", "optim=sgd"], "torch.optim.SGD", {"lr": 0.1, "momentum": 0.0, "nesterov": False}),
+    (["experiment=speedrun", "optim=sgd"], "torch.optim.SGD", {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}),
+])
+def test_preset_trains_with_the_chosen_optimizers_own_settings(make_cfg, overrides: list[str], optimizer: str,
+                                                                expected: dict[str, float]) -> None:
+    from fmnist_lightning.train import train
+
+    cfg = make_cfg(*overrides, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                   "trainer.limit_test_batches=1", "model.compile=false")
+    train(cfg)
+    checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["fmnist_config"]["optim"]["_target_"] == optimizer
+    group = checkpoint["optimizer_states"][0]["param_groups"][0]
+    # OneCycleLR (best_small, speedrun) moves lr and momentum through the run; its peak is the optimizer's lr.
+    stepped = "max_lr" in group
+    for key, value in expected.items():
+        if stepped and key in ("lr", "momentum"):
+            continue
+        assert group[key] == pytest.approx(value), key
+    if stepped:
+        assert group["max_lr"] == pytest.approx(expected["lr"])
+    assert optimizer != "torch.optim.AdamW" or "momentum" not in group

@@ -1,0 +1,145 @@
+"""Every config is checked before anything is built or read: a key its ``_target_`` does not take, or
+settings that cannot work together, end the run with one line and exit status 2."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from fmnist_lightning.config.checks import check_config, target_nodes
+from fmnist_lightning.config.files import CONF_DIR, project_root
+from fmnist_lightning.config.signatures import locate, signature_of, source_signature
+from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.models.registry import _registered, config_signature, list_models
+
+from conftest import compose_cfg, run_cli
+
+
+def shape(signature: inspect.Signature) -> list[tuple[str, inspect._ParameterKind]]:
+    return [(p.name, p.kind) for p in signature.parameters.values()]
+
+
+def targets_in(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            yield node["_target_"]
+        node = list(node.values())
+    if isinstance(node, list):
+        for child in node:
+            yield from targets_in(child)
+
+
+def every_target() -> set[str]:
+    """Every ``_target_`` in the config files (conf/ and bench/conf/, Hydra's own settings included)."""
+    files = [*CONF_DIR.rglob("*.yaml"), *(project_root() / "bench" / "conf").rglob("*.yaml")]
+    return {target for path in files for target in targets_in(yaml.safe_load(path.read_text()))}
+
+
+def test_signatures_read_from_source_match_inspect() -> None:
+    # The source is read so that the check answers before torch and Lightning are imported; it must agree
+    # with the imported callable wherever it gives an answer at all.
+    targets = every_target()
+    assert len(targets) > 40
+    unread = set()
+    for target in sorted(targets):
+        static = source_signature(target)
+        if static is None:
+            unread.add(target)
+            continue
+        assert shape(static) == shape(inspect.signature(locate(target))), target
+    # An Enum's call is its metaclass's: only importing it tells (the check then does).
+    assert unread == {"torchvision.transforms.AutoAugmentPolicy"}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_nodes_take_the_backbones_own_arguments(name: str) -> None:
+    signature = config_signature({"name": name})
+    backbone = inspect.signature(_registered(name))
+    for parameter in backbone.parameters.values():
+        assert parameter.name in signature.parameters
+    assert {"name", "max_params", "channels_last", "compile", "bn_momentum"} <= set(signature.parameters)
+
+
+@pytest.mark.parametrize(("overrides", "line"), [
+    (["optim=sgd", "+optim.weight_decy=0.1"],
+     "optim.weight_decy: torch.optim.SGD (optim=sgd) takes no argument `weight_decy`. Did you mean `weight_decay`?"),
+    (["model=compact", "+model.widht=[8,8,8]"], "model.widht: fmnist_lightning.models.registry.create_model "
+     "(model=compact) takes no argument `widht`. Did you mean `widths`?"),
+    (["aug=strong", "+aug.ops.0.paddin=3"], "aug.ops.0.paddin: fmnist_lightning.data.transforms.RandomCrop "
+     "(aug=strong) takes no argument `paddin`. Did you mean `padding`? It takes padding."),
+    (["ema=default", "+callbacks.ema.decy=0.9"], "(ema=default) takes no argument `decy`. Did you mean `decay`?"),
+    (["+callbacks.model_checkpoint.montor=x"], "ModelCheckpoint (callbacks=default) takes no argument `montor`"),
+    (["+trainer.max_epoch=3"], "Did you mean `max_epochs`?"),
+    (["+logger.tensorboard.nme=x"], None),  # TensorBoardLogger takes **kwargs: any key
+    (["sched=step", "+sched.scheduler.gama=0.5"], "Did you mean `gamma`?"),
+    (["experiment=speedrun", "sched=plateau", "data.val_size=0"], "sched=plateau needs validation metrics but data.val_size=0"),
+])
+def test_a_key_the_target_does_not_take_is_one_line(tmp_path: Path, overrides: list[str], line: str | None) -> None:
+    cfg = compose_cfg(tmp_path, tmp_path / "run", *overrides)
+    if line is None:
+        check_config(cfg)
+        return
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg)
+    assert line in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_long_list_of_accepted_keys_is_cut_to_the_nearest(tmp_path: Path) -> None:
+    cfg = compose_cfg(tmp_path, tmp_path / "run", "+trainer.max_epoch=3")
+    with pytest.raises(ConfigError, match=r"and \d+ more\. Correct or remove the key\.$"):
+        check_config(cfg)
+
+
+def test_each_node_is_checked_where_it_is_defined(tmp_path: Path) -> None:
+    # module.optimizer is ${optim}: the optimizer is checked (and named) as optim, once.
+    cfg = compose_cfg(tmp_path, tmp_path / "run")
+    paths = [path for path, _ in target_nodes(cfg)]
+    assert "optim" in paths and "module.optimizer" not in paths and "data.augmentation" not in paths
+    assert len(paths) == len(set(paths))
+
+
+def test_an_unknown_target_is_one_line(tmp_path: Path) -> None:
+    cfg = compose_cfg(tmp_path, tmp_path / "run", "optim._target_=torch.optim.Adamx")
+    with pytest.raises(ConfigError, match=r"^optim\._target_=torch\.optim\.Adamx cannot be found"):
+        check_config(cfg)
+
+
+def test_kwargs_take_any_key() -> None:
+    node = OmegaConf.create({"_target_": "lightning.pytorch.loggers.TensorBoardLogger", "anything": 1})
+    signature = signature_of(node._target_, node)
+    assert signature is not None
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def test_typo_added_with_plus_stops_before_the_data(tmp_path: Path) -> None:
+    # The issue's case: Hydra's struct check lets a key added with + through. data.root points nowhere, so a
+    # run that reached its data would fail on it instead: the config line proves nothing was read.
+    run_dir = tmp_path / "run"
+    result = run_cli("optim=sgd", "+optim.weight_decy=0.1", f"data.root={tmp_path / 'nowhere'}", "data.download=false",
+                     f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: optim.weight_decy: torch.optim.SGD"), result.stderr
+    assert "did you mean `weight_decay`" in errors[0].lower()
+    assert json.loads((run_dir / "status.json").read_text())["error_type"] == "ConfigError"
+    assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(("overrides", "line"), [
+    (["experiment=best_small", "optim=adamw", "+optim.momentum=0.9"], "torch.optim.AdamW (optim=adamw) takes no "
+     "argument `momentum`"),
+    (["experiment=linear_baseline", "optim=muon"], "the model has no convolution filters"),
+])
+def test_impossible_combinations_stop_before_the_data(tmp_path: Path, overrides: list[str], line: str) -> None:
+    result = run_cli(*overrides, f"data.root={tmp_path / 'nowhere'}", "data.download=false",
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr
+    errors = [text for text in result.stderr.splitlines() if text.strip()]
+    assert len(errors) == 1 and line in errors[0], result.stderr
