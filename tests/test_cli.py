@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+
+from fmnist_lightning.config.files import project_root
 
 from conftest import cli_overrides, run_cli
 
@@ -33,10 +36,39 @@ def test_train_run_writes_checkpoints_events_and_metrics(data_root: Path, tmp_pa
     for key in ("test/acc", "test/loss", "val/acc", "val/acc_best", "train/loss", "train/acc", "params"):
         assert key in metrics
     assert f"{metrics['test/acc']:.4f}" in result.stdout
+    assert_short_console(result, run)
     # The composed config travels in the checkpoint and loads without unpickling code.
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["fmnist_config"]["model"]["name"] == "tinyvgg"
     assert ckpt["fmnist_config"]["choices"]["aug"] == "light"
+
+
+def console_lines(output: str) -> list[str]:
+    """What a terminal shows at the end, progress bars aside (bench/console_lines.py counts the same way)."""
+    spec = importlib.util.spec_from_file_location("console_lines", project_root() / "bench" / "console_lines.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.counted(output)[0]
+
+
+def assert_short_console(result: subprocess.CompletedProcess, run: Path) -> None:
+    """A short header, Lightning's banner once, the summary without metric objects; the config in train.log only."""
+    shown = console_lines(result.stdout) + console_lines(result.stderr)
+    assert len(shown) <= 60, "\n".join(shown)
+    header = [line for line in result.stdout.splitlines() if line.split(":")[0] in
+              ("Run directory", "Overrides", "Model", "Data", "Training")] + \
+             [line for line in result.stdout.splitlines() if line.startswith("Precision ")]
+    assert header[0] == f"Run directory: {run}" and header[1].startswith("Overrides: trainer.accelerator=cpu ") and header[1].endswith(" model=tinyvgg aug=light"), header
+    assert header[2].startswith("Model: tinyvgg (model=tinyvgg), 7,740 parameters, 2.3 MFLOPs"), header
+    assert header[3].startswith("Data: 500 train / 100 val / 200 test images, batch 32 (aug=light)"), header
+    assert header[4].startswith("Training: AdamW at lr 0.001 (optim=adamw), sched=cosine, 2 epochs"), header
+    assert header[5] == "Precision 32-true on 1 cpu device", header
+    everything = result.stdout + result.stderr
+    assert everything.count("GPU available:") == 1
+    assert "Composed config" not in everything and "Composed config" in (run / "train.log").read_text()
+    assert "| net " in everything and "MulticlassAccuracy" not in everything
+    assert "Trainer already configured" not in everything and "was configured so 100%" not in everything
 
 
 def test_tensorboard_has_scalars_and_hparams(data_root: Path, tmp_path: Path) -> None:
@@ -71,6 +103,9 @@ def test_multirun_gives_each_job_its_own_directory(data_root: Path, tmp_path: Pa
         assert list((job / "tensorboard").glob("events.out.tfevents.*"))
         lrs.add((job / ".hydra" / "overrides.yaml").read_text())
     assert len(lrs) == 3
+    # every job prints the same header as a single run
+    assert [line for line in result.stdout.splitlines() if line.startswith("Run directory:")] == [
+        f"Run directory: {job}" for job in jobs]
 
 
 def test_resume_from_checkpoint_continues_training(data_root: Path, tmp_path: Path) -> None:

@@ -17,13 +17,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from fmnist_lightning.config.checks import check_config
-from fmnist_lightning.config.files import METRICS_FILE, RUN_FILE, write_json
+from fmnist_lightning.config.files import FILE_ONLY, METRICS_FILE, RUN_FILE, write_json
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.results.report import write_training_report
 from fmnist_lightning.results.tracker_uploads import upload_run_files
 from fmnist_lightning.training.ddp_jobs import relaunches_command, run_in_own_process
 from fmnist_lightning.training.precision import resolve_precision
 from fmnist_lightning.training.provenance import now, provenance
+from fmnist_lightning.training.run_header import print_header
 from fmnist_lightning.training.run_setup import Run, assemble, best_checkpoint_path, fit, test_best
 from fmnist_lightning.training.trackers import check_trackers, close_trackers, tracker_loggers
 
@@ -37,14 +38,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_trackers(cfg.get("logger"))
     resolve_precision(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    log.info("Run directory: %s", output_dir)
+    log.info("Run directory: %s", output_dir, extra=FILE_ONLY)
     origin = provenance(str(cfg.trainer.precision), job_overrides())
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)  # the header shows the seed
 
     run = assemble(cfg, started, origin)
     if relaunches_command(run.trainer):
         return run_in_own_process(output_dir)
+    print_header(cfg, run)
     # Only now: the Trainer has set each process's global rank. Before it, every node of a multi-node job
     # started without RANK in its environment (Lightning's own cluster environment) counts as rank 0.
     rank_zero_only(write_json)(output_dir / RUN_FILE, origin)

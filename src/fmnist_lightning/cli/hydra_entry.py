@@ -91,7 +91,8 @@ def run_hydra(main: Callable[[], Any]) -> None:
 
 
 def route_lightning_logs() -> None:
-    """Send Lightning's messages through the handlers Hydra set up, so each is printed (and logged) once.
+    """Send Lightning's messages through the handlers Hydra set up, so each is printed (and logged) once, and keep
+    the records meant for train.log only (``extra=FILE_ONLY``) off the console.
 
     Importing ``lightning`` adds a console handler of its own to the ``lightning`` logger. The commands
     import it only once Hydra has set up logging (so that ``--help`` and config errors answer without
@@ -101,6 +102,17 @@ def route_lightning_logs() -> None:
     import lightning  # noqa: F401  (the import is what adds the handler)
 
     logging.getLogger("lightning").handlers.clear()
+    for handler in logging.getLogger().handlers:
+        # Hydra's console handler; train.log's (a FileHandler, itself a StreamHandler) keeps every record.
+        if type(handler) is logging.StreamHandler and not any(isinstance(f, _FileOnly) for f in handler.filters):
+            handler.addFilter(_FileOnly())
+
+
+class _FileOnly(logging.Filter):
+    """Keeps records logged with ``extra=FILE_ONLY`` (config.files) off the console: they go to train.log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
 
 
 def quiet_lightning_info() -> None:

@@ -40,6 +40,10 @@ KNOWN_HARMLESS: tuple[tuple[str, type[Warning], str], ...] = (
 KNOWN_LOG_MESSAGES: tuple[tuple[str, str, str], ...] = (
     ("lightning.pytorch.utilities.rank_zero", r"Tip: .*litlogger",
      "Lightning advertises its hosted tracker at every Trainer's start; trackers here are chosen with logger="),
+    ("lightning.pytorch.utilities.rank_zero", r"^Trainer already configured with model summary callbacks",
+     "callbacks=default brings its own ModelSummary (callbacks.model_summary.max_depth); Lightning's is not wanted"),
+    ("lightning.pytorch.utilities.rank_zero", r"^`Trainer\(limit_(train|val|test|predict)_batches=1\.0\)` was configured",
+     "Lightning restates a limit of 1.0 (all batches), which is what a limit means"),
 )
 
 

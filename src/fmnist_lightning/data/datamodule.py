@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
 from fmnist_lightning.data.fashion_mnist import NORMALIZATION, NUM_CLASSES
-from fmnist_lightning.data.idx_files import ensure_downloaded, load_split, resolve_data_root
+from fmnist_lightning.config.files import FILE_ONLY
+from fmnist_lightning.data.idx_files import RAW_FILES, check_idx_file, ensure_downloaded, load_split, raw_folder, resolve_data_root
 from fmnist_lightning.data.loaders import EpochShuffle, InMemoryImages, ResumableLoader, keep_batch
 from fmnist_lightning.data.splits import fold_indices, split_indices
 from fmnist_lightning.data.transforms import AlternatingFlip
@@ -131,9 +132,18 @@ class FashionMNISTDataModule(L.LightningDataModule):
                 train_idx, val_idx = split_indices(labels, n_val, self.split_seed)
             self.train_set = InMemoryImages(images[train_idx], labels[train_idx], self.sample_transform)
             self.val_set = InMemoryImages(images[val_idx], labels[val_idx]) if len(val_idx) else None
-            log.info("Data: %s (train %d, val %d)", self.root, len(self.train_set), len(val_idx))
+            log.info("Data: %s (train %d, val %d)", self.root, len(self.train_set), len(val_idx), extra=FILE_ONLY)
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = InMemoryImages(*load_split(self.root, "test"))
+
+    def split_sizes(self) -> dict[str, int]:
+        """Images per split: train and val as set up for fitting, test from its file's header (not loaded)."""
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        test = len(self.test_set) if self.test_set is not None else check_idx_file(
+            raw_folder(self.root) / RAW_FILES["test"][0], "images")[0]
+        return {"train": len(self.train_set), "val": len(self.val_set) if self.val_set is not None else 0, "test": test}
 
     @property
     def has_validation(self) -> bool:

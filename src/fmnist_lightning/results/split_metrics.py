@@ -6,6 +6,8 @@ checkpoint path), so all compute the same numbers the same way.
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,16 +102,23 @@ def prediction_trainer(
     ``precision="auto"`` picks as training does (``training.precision.fast_precision``)."""
     if str(precision) == AUTO:
         precision = fast_precision(accelerator)
-    return L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        precision=precision or "32-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_predict_batches=limit_batches,
-    )
+    # Lightning's device banner is the run's to print, once; a report's or an evaluation's own Trainer stays quiet.
+    banner = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = banner.level
+    banner.setLevel(logging.WARNING)
+    try:
+        return L.Trainer(
+            accelerator=accelerator,
+            devices=1,
+            precision=precision or "32-true",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_predict_batches=limit_batches,
+        )
+    finally:
+        banner.setLevel(level)
 
 
 def predict_probs(trainer: L.Trainer, module: L.LightningModule, loader: DataLoader) -> Tensor:

@@ -12,6 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, open_dict
 
+from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.record import hydra_choices, run_record
 from fmnist_lightning.errors import ConfigError, FmnistError, typed_line
 from fmnist_lightning.training.builders import build, instantiate_group, model_info
@@ -115,7 +116,7 @@ def assemble(cfg: DictConfig, started: float, origin: dict[str, Any] | None = No
     datamodule = build_datamodule(cfg)
     info = model_info(module)
     log.info("Model %s: %s parameters, %s FLOPs per image", cfg.model.name, f"{info['params']:,}",
-             f"{info['flops_per_image']:,}")
+             f"{info['flops_per_image']:,}", extra=FILE_ONLY)
     record = run_record(cfg, model_info=info, **({"provenance": origin} if origin else {}))
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     for callback in callbacks:
