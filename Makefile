@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install train test test-hosts tensorboard dashboard bench clean-venv
+.PHONY: install train test test-fast test-full test-hosts test-hydra-rc tensorboard dashboard bench clean-venv
 
 install: $(STAMP)
 
@@ -23,12 +23,28 @@ train: install
 
 # Two workers (one torch thread each), a test file per worker at a time, so session fixtures that train run once.
 # The simulated-host tests (marker hosts: network namespaces, a PostgreSQL server, root only) are test-hosts';
-# CI runs both.
+# CI runs both. MARK narrows any of them further (MARK='not slow'); ARGS adds pytest arguments (files, -k, -x).
+MARK   ?=
+select  = -m "$(1)$(if $(MARK), and ($(MARK)))"
+
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile -m "not hosts" $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(call select,not hosts) --durations=15 $(ARGS)
+
+# The unit and compose tests (no CLI, training, server or subprocess; tests/conftest.py marks the others
+# integration): about a minute on 2 cores. Run it while you work.
+test-fast: install
+	$(PY) -m pytest -n 2 --dist loadfile $(call select,not integration and not slow and not hosts and not cuda) --durations=10 $(ARGS)
+
+# Everything, the simulated hosts included (root).
+test-full: test test-hosts
 
 test-hosts: install
-	$(PY) -m pytest -n 2 --dist loadfile -m hosts $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(call select,hosts) $(ARGS)
+
+# The fast tier and a 2-trial Optuna search against Hydra's release candidates, from .venv-hydra-rc
+# (tests/hydra_rc_job.py; CI runs it).
+test-hydra-rc:
+	$(PYTHON) tests/hydra_rc_job.py $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs

@@ -40,12 +40,13 @@ def build_served(model: str) -> Any:
     from hydra.utils import instantiate
 
     from fmnist_lightning.config.files import CONF_DIR
+    from fmnist_lightning.config.hydra_compat import ALLOWED, INIT_ARGS
     from fmnist_lightning.deploy.served_model import ServedModel
     from fmnist_lightning.data.fashion_mnist import NORMALIZATION
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
         cfg = compose(config_name="config", overrides=[f"model={model}"])
-    return ServedModel(instantiate(cfg.model), *NORMALIZATION["dataset"]).eval()
+    return ServedModel(instantiate(cfg.model, **ALLOWED), *NORMALIZATION["dataset"]).eval()
 
 
 def runners(model: str, workdir: Path, calibration: np.ndarray) -> dict[str, Callable[[np.ndarray], Any]]:

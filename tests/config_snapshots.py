@@ -18,6 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SNAPSHOTS = Path(__file__).resolve().parent / "fixtures" / "resolved_configs"
@@ -52,7 +54,7 @@ def resolved(overrides: list[str]) -> dict[str, Any]:
     """The job config (no ``hydra`` node) composed from ``overrides``, every interpolation resolved."""
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF), **INIT_ARGS):
             cfg = compose("config", overrides=overrides)
     finally:
         GlobalHydra.instance().clear()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from fmnist_lightning.cli.known_warnings import as_pytest_filters
 from fmnist_lightning.config.files import CONF_DIR, project_root
+from fmnist_lightning.config.hydra_compat import HAS_WHITELIST, INIT_ARGS, TARGETS
 from fmnist_lightning.data.idx_files import RAW_FILES, load_split, resolve_data_root
 
 N_TRAIN, N_TEST = 600, 200
@@ -33,6 +36,37 @@ def pytest_configure(config: pytest.Config) -> None:
     # One list of known-harmless warnings, for the entry points and the tests alike.
     for line in as_pytest_filters():
         config.addinivalue_line("filterwarnings", line)
+
+
+# Session fixtures that train a run, start a server or a sweep: a test that takes one is an integration test.
+INTEGRATION_FIXTURES = {"trained", "trained_run", "checkpoint", "checkpoint_path", "recorded_run", "finished_run",
+                        "uninterrupted", "lr_sweep", "mlflow_server", "server", "onnx_server", "checkout"}
+# ... and so is one that runs the CLI, trains in-process or starts a process of its own.
+INTEGRATION_CALLS = re.compile(
+    r"\b(run_cli|cli_overrides|train|find_lr|multirun|search|subprocess\.(run|Popen|check_output)|[.]fit)\(")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark integration tests (see above), so that ``make test-fast`` runs the unit and compose tests alone."""
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function is not None else ""
+        if (INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or INTEGRATION_CALLS.search(source)
+                or item.get_closest_marker("slow") or item.get_closest_marker("hosts")):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def hydra_execution_whitelist():
+    """Hydra >= 1.4: the project's targets for the instantiate() calls tests make themselves (1.3 has no whitelist)."""
+    if not HAS_WHITELIST:
+        yield
+        return
+    from hydra.utils import execution_whitelist
+
+    with execution_whitelist(TARGETS):
+        yield
+
 
 SHARED_DATA = project_root().parent / "shared" / "data"
 
@@ -99,7 +133,7 @@ NO_FIGURES = ["report=false", "++callbacks.evaluation_figures=null"]
 def compose_cfg(data_root: Path, output_dir: Path, *overrides: str, figures: bool = False) -> DictConfig:
     """Compose the real root config, as the CLI would, with the tiny dataset and ``output_dir`` as the run dir."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
         cfg = compose(
             config_name="config",
             return_hydra_config=True,

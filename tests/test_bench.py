@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.config.files import project_root
 
 
@@ -85,7 +86,7 @@ def test_every_recipes_row_composes_with_its_overrides() -> None:
     for name, row in recipes.ALL_ROWS.items():
         overrides = recipes.merged(["trainer.max_epochs=10"], row)
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(project_root() / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(project_root() / "conf"), **INIT_ARGS):
             cfg = compose("config", overrides=[*recipes.BASE, *overrides, *recipes.VALIDATION], return_hydra_config=True)
         assert cfg.hydra.runtime.choices["experiment"] == "speedrun_2026_12_01", name
         assert cfg.data.val_size == 5000 and cfg.test is False, name

@@ -15,6 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import open_dict
 
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.training import checkpoints
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.errors import ConfigError
@@ -52,7 +53,7 @@ def test_checkpoint_test_and_evaluate_use_the_average(make_cfg, data_root: Path,
 
     # evaluate (and so predict and export, which load the same way) reproduces the run's test figures.
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
         cfg = compose(config_name="evaluate",
                       overrides=[f"ckpt_path={metrics['best_model_path']}", f"data_root={data_root}"])
     with open_dict(cfg):

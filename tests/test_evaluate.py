@@ -16,6 +16,7 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.results import split_metrics
 from fmnist_lightning.training import checkpoints
 from fmnist_lightning.config.files import CONF_DIR
@@ -53,7 +54,7 @@ def eval_cfg(tmp_path: Path):
 
     def _make(*overrides: str) -> DictConfig:
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
             cfg = compose(config_name="evaluate", overrides=list(overrides))
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / "evaluate")

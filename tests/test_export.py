@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from conftest import compose_cfg, run_cli
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES
 from fmnist_lightning.data.idx_files import load_split
@@ -45,7 +46,7 @@ def export_cfg(*overrides: str) -> DictConfig:
     """The real ``export`` config, composed as the CLI composes it."""
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
             return compose(config_name="export", overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()

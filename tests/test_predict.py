@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.training import checkpoints
 from fmnist_lightning.data.datamodule import normalize
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
@@ -51,7 +52,7 @@ def predict_cfg(*overrides: str) -> DictConfig:
     """The real ``predict`` config composed as the CLI composes it."""
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
             cfg = compose(config_name="predict", overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()

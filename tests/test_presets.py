@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from config_snapshots import cases, resolved, snapshot_path
 from fmnist_lightning.config.checks import check_config
 from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.training.builders import build
 from fmnist_lightning.training.run_setup import build_module
@@ -44,7 +45,7 @@ REFUSED = {
 def composed(*overrides: str) -> DictConfig:
     """The job config as the CLI composes it (Hydra's config set, so checks see the group choices)."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):

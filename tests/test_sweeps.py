@@ -13,6 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from conftest import cli_overrides, run_cli
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.results.summary_files import metric_figure, write_summary
 from fmnist_lightning.results.sweep_summary import find_jobs
@@ -141,7 +142,7 @@ def test_submitit_local_runs_each_job_as_a_submitit_job(data_root: Path, tmp_pat
 def test_slurm_preset_takes_one_task_per_device() -> None:
     needs("hydra_submitit_launcher")
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
         cfg = compose(config_name="config", return_hydra_config=True,
                       overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
     GlobalHydra.instance().clear()

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import route_lightning_logs, run_hydra
 from fmnist_lightning.config.files import CONF_DIR, FILE_ONLY
+from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.training.resume import RunComplete, prepare_argv
 
@@ -38,7 +39,7 @@ def check_before_import(cfg: DictConfig) -> None:
         exit_with_error(exc)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", **MAIN_ARGS)
 def main(cfg: DictConfig) -> float | None:
     check_before_import(cfg)
     # Imported here, not at the top: --help, a config error or resume of a finished run answer without

@@ -18,6 +18,7 @@ from torchvision.utils import save_image
 
 from fmnist_lightning.cli.hydra_entry import run_hydra
 from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import ALLOWED, INIT_ARGS
 
 
 OWN_KEYS = ("out", "draws", "scale")
@@ -28,11 +29,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = list(sys.argv[1:] if argv is None else argv)
     own = {k: v for k, _, v in (a.partition("=") for a in args) if k in OWN_KEYS}
     overrides = [a for a in args if a.partition("=")[0] not in own]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     aug_name = cfg.hydra.runtime.choices.get("aug", "custom")
     out = Path(own.get("out") or Path(cfg.paths.log_dir) / "augment" / f"{aug_name}.png")
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, **ALLOWED)
     datamodule.prepare_data()
     grid = datamodule.preview(n_draws=int(own.get("draws", 7)))
     scale = int(own.get("scale", 3))

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import run_hydra
 from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.errors import ConfigError, FmnistError
 from fmnist_lightning.predict import model_file_arguments
 
@@ -88,7 +89,7 @@ def serve(cfg: DictConfig) -> None:
             tempfile.tempdir = None
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="demo")
+@hydra.main(config_path=str(CONF_DIR), config_name="demo", **MAIN_ARGS)
 def main(cfg: DictConfig) -> None:
     # Not run_command: it imports Lightning first, and an ONNX model is served without it.
     try:

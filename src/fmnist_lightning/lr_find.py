@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.cli.hydra_entry import run_command, run_hydra
 from fmnist_lightning.config.checks import check_config
 from fmnist_lightning.config.files import CONF_DIR, write_text_atomic
+from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.training.lr_range_test import RangeTest, check_settings, lr_override, run_range_test
 
@@ -99,7 +100,7 @@ def save_lr_find_figure(test: RangeTest, result: dict[str, Any], path: Path) -> 
     save_figure(lr_find_figure(test.lrs, test.losses, test.suggestion, title), path)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", **MAIN_ARGS)
 def main(cfg: DictConfig) -> None:
     log.info("Composed config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     run_command(find_lr, cfg)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs, run_hydra
 from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.data.image_files import Result, input_files, read_image, top_classes, write_csv
 from fmnist_lightning.deploy.classifiers import Classifier, ModulePredictor, checkpoint_classifier, exported_classifier
 from fmnist_lightning.errors import ConfigError, DataError, FmnistError
@@ -96,7 +97,7 @@ def predict(cfg: DictConfig) -> list[Result]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
+@hydra.main(config_path=str(CONF_DIR), config_name="predict", **MAIN_ARGS)
 def main(cfg: DictConfig) -> None:
     try:
         results = predict(cfg)

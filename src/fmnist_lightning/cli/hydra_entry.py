@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
 from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.errors import FmnistError, first_line
 
 T = TypeVar("T")
@@ -124,7 +125,7 @@ def checkpoint_command(config_name: str, body: Callable[[DictConfig], Any]) -> C
     """The Hydra entry point of a command that reads a checkpoint (evaluate, export): ``conf/<config_name>.yaml``,
     Lightning's per-Trainer info lines off, and any failure of ``body`` as one ``error:`` line."""
 
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
+    @hydra.main(config_path=str(CONF_DIR), config_name=config_name, **MAIN_ARGS)
     def main(cfg: DictConfig) -> None:
         quiet_lightning_info()
         run_command(body, cfg)

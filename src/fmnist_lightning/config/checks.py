@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fmnist_lightning.config.hydra_compat import TARGETS, allowed
 from fmnist_lightning.config.record import hydra_choices
 from fmnist_lightning.config.signatures import signature_of
 from fmnist_lightning.errors import ConfigError
@@ -55,6 +56,11 @@ def check_targets(cfg: DictConfig) -> None:
         target = node.get("_target_")
         if not isinstance(target, str):
             raise ConfigError(f"{path}._target_ must be the dotted name of a class or function, got {target!r}")
+        if not allowed(target):
+            # Hydra 1.4 refuses it too (its execution whitelist); checked here on 1.3 as well, and before importing it.
+            raise ConfigError(f"{path}._target_={target} is not among the callables a config may build here "
+                              f"({', '.join(TARGETS)}); if you trust it, add it to TARGETS in "
+                              "src/fmnist_lightning/config/hydra_compat.py")
         try:
             signature = signature_of(target, node)
         except (ImportError, AttributeError, ValueError) as exc:

@@ -10,13 +10,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig
 
+from fmnist_lightning.config.hydra_compat import ALLOWED
 from fmnist_lightning.errors import ConfigError, first_line, typed_line
 
 
 def build(node: Any, what: str, **kwargs: Any) -> Any:
     """``instantiate`` with a constructor's complaint about a config value turned into one ConfigError line."""
     try:
-        return instantiate(node, **kwargs)
+        return instantiate(node, **ALLOWED, **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__
         reason = typed_line(cause) if cause is not None else first_line(exc)

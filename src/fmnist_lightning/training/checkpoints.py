@@ -20,6 +20,7 @@ import lightning as L
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 
+from fmnist_lightning.config.hydra_compat import ALLOWED
 from fmnist_lightning.config.record import CONFIG_KEY
 from fmnist_lightning.data.fashion_mnist import NORMALIZATION
 from fmnist_lightning.errors import CheckpointError, ConfigError, DataError, first_line
@@ -111,7 +112,7 @@ def run_config(checkpoint: dict[str, Any]) -> dict[str, Any]:
 def _build(config: dict[str, Any], key: str, **kwargs: Any) -> Any:
     """Instantiate the checkpoint's ``config[key]``; a config this code cannot build is a CheckpointError."""
     try:
-        return instantiate(config[key], **kwargs)
+        return instantiate(config[key], **ALLOWED, **kwargs)
     except (HydraException, KeyError, TypeError, ValueError) as exc:
         # Hydra wraps the constructor's own error; that one says what is wrong.
         cause = exc.__cause__ or exc

@@ -17,6 +17,7 @@ them workers of one study: ``max_trials`` bounds the whole study, heartbeats let
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -30,7 +31,7 @@ from hydra.core.override_parser.types import Override, Transformer
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import get_method
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config.files import METRICS_FILE
@@ -50,6 +51,21 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
 log = logging.getLogger(__name__)
+
+# Hydra >= 1.4 checks every instantiate() against an execution whitelist (1.3's instantiate has no such argument).
+OPTUNA_TARGETS: dict[str, Any] = (
+    {"_execution_whitelist_": ["optuna.samplers.*", "optuna.pruners.*"]}
+    if "_execution_whitelist_" in inspect.signature(instantiate).parameters else {}
+)
+
+
+def built(node: Any) -> Any:
+    """The sampler or pruner object: Hydra 1.3 instantiates a plugin's config recursively and passes it built;
+    Hydra 1.4 instantiates plugins with _recursive_=False, so it arrives here as its config node."""
+    if OmegaConf.is_dict(node) and "_target_" in node:
+        return instantiate(node, **OPTUNA_TARGETS)
+    return node
+
 
 # Keys of hydra-optuna-sweeper 1.x that have no meaning here.
 OBSOLETE = {"search_space": "write the search space under hydra.sweeper.params with interval()/choice()/range()"}
@@ -128,7 +144,7 @@ class OptunaSweeper(Sweeper):
             raise ValueError("hydra.sweeper.retry_failed needs heartbeats: set hydra.sweeper.heartbeat_interval")
         import optuna
 
-        self.sampler, self.pruner = sampler, pruner or optuna.pruners.NopPruner()
+        self.sampler, self.pruner = built(sampler), built(pruner) or optuna.pruners.NopPruner()
         self.direction, self.storage, self.study_name = direction, storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.max_trials, self.retry_failed = max_trials, retry_failed

@@ -40,8 +40,10 @@ class OptunaPruning(L.Callback):
             return
         from hydra.utils import instantiate
 
+        from fmnist_lightning.config.hydra_compat import ALLOWED
+
         pruner_cfg = HydraConfig.get().sweeper.get("pruner") if HydraConfig.initialized() else None
-        self.trial = link.trial(instantiate(pruner_cfg) if pruner_cfg else None)
+        self.trial = link.trial(instantiate(pruner_cfg, **ALLOWED) if pruner_cfg else None)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.trial is None and trainer.is_global_zero:
