@@ -76,3 +76,18 @@ def test_ranges_resolve_on_python_311_312_313(tmp_path: Path) -> None:
         for req in dependencies:
             chosen = row["versions"].get(canonicalize_name(req.name))
             assert chosen and req.specifier.contains(chosen, prereleases=True), f"Python {python}: {req.name} {chosen}"
+
+
+def test_the_hydra_rc_job_installs_the_project_with_the_release_candidates_only() -> None:
+    # tests/hydra_rc_job.py (make test-hydra-rc): every dependency of make install's extras, Hydra's two replaced.
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hydra_rc_job import requirements
+
+    wanted = [Requirement(r) for r in requirements("1.4.0rc3", "2.4.1rc1")]
+    by_name = {canonicalize_name(r.name): r for r in wanted}
+    assert str(by_name["hydra-core"].specifier) == "==1.4.0rc3" and str(by_name["omegaconf"].specifier) == "==2.4.1rc1"
+    assert len(wanted) == len(by_name)  # one line per package: no second hydra-core spec
+    listed = {canonicalize_name(Requirement(r).name) for r in project()["dependencies"]}
+    for extra in ("dev", "sweeps", "tracking", "demo"):
+        listed |= {canonicalize_name(Requirement(r).name) for r in project()["optional-dependencies"][extra]}
+    assert set(by_name) == listed

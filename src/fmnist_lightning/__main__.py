@@ -15,7 +15,7 @@ from fmnist_lightning.cli.hydra_entry import route_lightning_logs, run_hydra
 from fmnist_lightning.config.files import CONF_DIR, FILE_ONLY
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.errors import FmnistError
-from fmnist_lightning.training.resume import RunComplete, prepare_argv
+from fmnist_lightning.training.resume import MULTIRUN_FLAGS, RunComplete, prepare_argv
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -82,10 +82,17 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(metric) if metric else None
 
 
+def searches_are_sweeps(args: list[str]) -> list[str]:
+    """``args`` with ``--multirun`` added when they pick an Optuna search (``hparams_search=<name>``): a search is
+    always a sweep, so it needs no ``-m``. (Hydra 1.4 refuses ``hydra.mode`` set by a config group.)"""
+    search = [a for a in args if a.partition("=")[0].lstrip("+~") == "hparams_search" and a.partition("=")[2] != "null"]
+    return [*args, "--multirun"] if search and not any(a in MULTIRUN_FLAGS for a in args) else args
+
+
 def cli() -> None:
     """Entry point: expand ``resume=<run dir>`` (Hydra fixes the run directory before ``main`` runs), then run."""
     try:
-        sys.argv[1:] = prepare_argv(sys.argv[1:])
+        sys.argv[1:] = searches_are_sweeps(prepare_argv(sys.argv[1:]))
     except FmnistError as exc:
         exit_with_error(exc)
     except RunComplete as done:

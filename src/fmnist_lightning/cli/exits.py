@@ -10,12 +10,22 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
+from fmnist_lightning.cli.console import keep_file_only_records_off_console
+from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.errors import FmnistError, typed_line
 
 
+def _log_to_file(message: str, *args: object) -> None:
+    """The failure in train.log too; the console's one line is the ``error:`` line. Before Hydra has set up
+    logging there is no log file, and Python's last-resort handler would print the message a second time."""
+    if logging.getLogger().handlers:
+        keep_file_only_records_off_console()
+        logging.getLogger("fmnist_lightning").error(message, *args, extra=FILE_ONLY)
+
+
 def exit_with_error(exc: FmnistError, code: int = 2) -> NoReturn:
-    """End a command the way every entry point does on bad input: the log, one ``error:`` line, exit ``code``."""
-    logging.getLogger("fmnist_lightning").error("%s", exc)
+    """End a command the way every entry point does on bad input: the log file, one ``error:`` line, exit ``code``."""
+    _log_to_file("%s", exc)
     print(f"error: {exc}", file=sys.stderr)
     raise SystemExit(code) from None
 
@@ -26,7 +36,7 @@ def exit_with_failure(exc: BaseException, where: Path | None = None, code: int =
     where = where if where is not None and where.is_dir() else Path(tempfile.mkdtemp(prefix="fmnist-error-"))
     trace = where / "error.log"
     trace.write_text("".join(traceback.format_exception(exc)))
-    logging.getLogger("fmnist_lightning").error("%s: %s (traceback in %s)", type(exc).__name__, exc, trace)
+    _log_to_file("%s: %s (traceback in %s)", type(exc).__name__, exc, trace)
     print(f"error: {typed_line(exc)} (this is a failure, not bad input; traceback in {trace})", file=sys.stderr)
     raise SystemExit(code) from None
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import hydra
 from omegaconf import DictConfig
 
+from fmnist_lightning.cli.console import keep_file_only_records_off_console
 from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
@@ -103,17 +104,7 @@ def route_lightning_logs() -> None:
     import lightning  # noqa: F401  (the import is what adds the handler)
 
     logging.getLogger("lightning").handlers.clear()
-    for handler in logging.getLogger().handlers:
-        # Hydra's console handler; train.log's (a FileHandler, itself a StreamHandler) keeps every record.
-        if type(handler) is logging.StreamHandler and not any(isinstance(f, _FileOnly) for f in handler.filters):
-            handler.addFilter(_FileOnly())
-
-
-class _FileOnly(logging.Filter):
-    """Keeps records logged with ``extra=FILE_ONLY`` (config.files) off the console: they go to train.log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, "file_only", False)
+    keep_file_only_records_off_console()
 
 
 def quiet_lightning_info() -> None:
