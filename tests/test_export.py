@@ -200,3 +200,44 @@ def test_pt2_export_passes_parity_and_serves_any_batch(checkpoint: Path, data_ro
     for n in (1, 7):
         probs = model.probabilities(images[:n])
         assert probs.shape == (n, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def planted_near_tie(checkpoint: Path, data_root: Path, out: Path) -> tuple[Path, int, tuple[int, int]]:
+    """The checkpoint with its head's bias moved so that one real test image's top two classes tie to a
+    hair's breadth: the image, and its two classes (first the one the checkpoint ranks first)."""
+    from fmnist_lightning.data.datamodule import normalize
+    from fmnist_lightning.data.fashion_mnist import NORMALIZATION
+    from fmnist_lightning.training.checkpoints import restore_run
+
+    run = restore_run(checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    image = load_split(data_root, "test")[0][:1]
+    with torch.inference_mode():
+        logits = run.module.eval()(normalize(image, *NORMALIZATION["dataset"]))[0]
+    second, first = logits.argsort()[-2:].tolist()
+    (bias,) = [k for k in state["state_dict"] if k.startswith("net.") and k.endswith("bias")][-1:]
+    state["state_dict"][bias][second] += logits[first] - logits[second] - 1e-6  # a hair below the first
+    planted = out / "near_tie.ckpt"
+    torch.save(state, planted)
+    return planted, 0, (first, second)
+
+
+def test_a_near_tie_exports_and_a_real_difference_still_fails(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
+    planted, index, (first, second) = planted_near_tie(checkpoint, data_root, tmp_path)
+    summary = _export(planted, data_root, tmp_path / "out")  # exports whichever way rounding orders the tie
+    assert summary["parity"]["ok"] and summary["parity"]["near_ties"] in (0, 1)
+    path = Path(summary["file"])
+    images = load_split(data_root, "test")[0].float().numpy() / 255
+    reference = load_exported(path).probabilities(images)
+    assert abs(reference[index, first] - reference[index, second]) < 1e-4  # the planted tie is in the file
+    # The checkpoint ranking the tied pair the other way: a near-tie, not a difference.
+    swapped = reference.copy()
+    swapped[index, [first, second]] = swapped[index, [second, first]]
+    result = check_parity(path, images, swapped, 1e-4)
+    assert result["near_ties"] == 1 and result["top1_differ"] == 0
+    # A real difference on another image (the checkpoint sure of another class) still fails, in one line.
+    moved = swapped.copy()
+    moved[1] = np.eye(10, dtype=moved.dtype)[(reference[1].argmax() + 1) % 10]
+    with pytest.raises(ExportError, match=r"^parity check failed .*: 1 of 200 test images get another top-1 class "
+                                          r"\(besides 1 near-ties\)"):
+        check_parity(path, images, moved, 1e-4)

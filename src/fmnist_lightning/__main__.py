@@ -85,7 +85,7 @@ def main(cfg: DictConfig) -> float | None:
 def searches_are_sweeps(args: list[str]) -> list[str]:
     """``args`` with ``--multirun`` added when they pick an Optuna search (``hparams_search=<name>``): a search is
     always a sweep, so it needs no ``-m``. (Hydra 1.4 refuses ``hydra.mode`` set by a config group.)"""
-    search = [a for a in args if a.partition("=")[0].lstrip("+~") == "hparams_search" and a.partition("=")[2] != "null"]
+    search = [a for a in args if a.partition("=")[0].lstrip("+") == "hparams_search" and a.partition("=")[2] not in ("", "null")]
     return [*args, "--multirun"] if search and not any(a in MULTIRUN_FLAGS for a in args) else args
 
 

@@ -115,8 +115,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "opset": int(cfg.opset) if cfg.format == "onnx" else None,
         "parity": {k: v for k, v in result.items() if k != "probs"},
     }
+    ties = f" but {result['near_ties']} near-ties" if result["near_ties"] else ""
     print(f"Exported {path} ({path.stat().st_size:,} bytes); parity on {len(x):,} test images: "
-          f"top-1 identical, max |dp| {result['max_abs_prob_diff']:.1e}; test accuracy {test_accuracy:.4f}")
+          f"top-1 identical{ties}, max |dp| {result['max_abs_prob_diff']:.1e}; test accuracy {test_accuracy:.4f}")
     if cfg.quantize:
         summary["quantized"] = quantized_copy(path, cfg, run, (x, labels), reference, test_accuracy)
         summary["files"].append(written(Path(summary["quantized"]["file"])))
@@ -132,13 +133,14 @@ def quantized_copy(fp32: Path, cfg: DictConfig, run: RestoredRun, test: tuple[np
     images, labels = test
     train_images = _calibration_images(run, cfg)
     int8 = quantize(fp32, cfg.quantize, train_images)
-    quantized = parity(int8, images, reference, float(cfg.atol))
+    quantized = parity(int8, images, reference, float(cfg.int8_atol))
     int8_accuracy = _accuracy(quantized["probs"], labels)
     entry = {
         "file": str(int8), "mode": cfg.quantize, "bytes": int8.stat().st_size,
         "size_ratio": int8.stat().st_size / fp32.stat().st_size,
         "test_accuracy": int8_accuracy, "accuracy_change": int8_accuracy - test_accuracy,
-        "top1_differ_from_checkpoint": quantized["top1_differ"],
+        "top1_differ_from_checkpoint": quantized["top1_differ"], "near_ties": quantized["near_ties"],
+        "atol": quantized["atol"], "max_abs_prob_diff": quantized["max_abs_prob_diff"],
         "calibration_images": len(train_images) if cfg.quantize == "static" else 0,
     }
     print(f"int8 ({cfg.quantize}): {int8} ({int8.stat().st_size:,} bytes, {entry['size_ratio']:.0%} "

@@ -31,9 +31,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from fmnist_lightning.cli.console import keep_file_only_records_off_console
 from fmnist_lightning.cli.hydra_entry import run_command, run_hydra
 from fmnist_lightning.config.checks import check_config
-from fmnist_lightning.config.files import CONF_DIR, write_text_atomic
+from fmnist_lightning.config.files import CONF_DIR, FILE_ONLY, write_text_atomic
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.training.lr_range_test import RangeTest, check_settings, lr_override, run_range_test
@@ -102,7 +103,9 @@ def save_lr_find_figure(test: RangeTest, result: dict[str, Any], path: Path) -> 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", **MAIN_ARGS)
 def main(cfg: DictConfig) -> None:
-    log.info("Composed config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    # The whole config goes to the log file only, as a training run's does (cli.console keeps it off the console).
+    keep_file_only_records_off_console()
+    log.info("Composed config:\n%s", OmegaConf.to_yaml(cfg, resolve=True), extra=FILE_ONLY)
     run_command(find_lr, cfg)
 
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fmnist_lightning.config.hydra_compat import TARGETS, allowed
 from fmnist_lightning.config.record import hydra_choices
-from fmnist_lightning.config.signatures import signature_of
+from fmnist_lightning.config.signatures import lookup
 from fmnist_lightning.errors import ConfigError
 
 # Hydra's own keys of an instantiated node, not arguments of its target.
@@ -50,32 +50,44 @@ def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
 
 
 def check_targets(cfg: DictConfig) -> None:
-    """Refuse a key that a ``_target_`` node's callable does not take (``**kwargs`` takes any)."""
+    """Refuse a ``_target_`` outside ``TARGETS`` (by its name and by where it is defined), one that cannot be
+    found, and a key its callable does not take (``**kwargs`` takes any)."""
     choices = hydra_choices(groups=None)
     for path, node in target_nodes(cfg):
         target = node.get("_target_")
         if not isinstance(target, str):
             raise ConfigError(f"{path}._target_ must be the dotted name of a class or function, got {target!r}")
-        if not allowed(target):
-            # Hydra 1.4 refuses it too (its execution whitelist); checked here on 1.3 as well, and before importing it.
-            raise ConfigError(f"{path}._target_={target} is not among the callables a config may build here "
-                              f"({', '.join(TARGETS)}); if you trust it, add it to TARGETS in "
-                              "src/fmnist_lightning/config/hydra_compat.py")
+        # Hydra 1.4 refuses such a target too (its execution whitelist); checked here on 1.3 as well, and before
+        # anything is imported.
+        _check_allowed(path, target, target)
+        keys = [str(key) for key in node.keys() if key not in HYDRA_KEYS]
         try:
-            signature = signature_of(target, node)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"{path}._target_={target} cannot be found ({exc}); check the name and that the "
-                              "package that provides it is installed") from None
+            found = lookup(target, node, signature=bool(keys))
+        except (ImportError, LookupError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{path}._target_={target} cannot be found: {reason.rstrip('.')}{'' if reason.endswith('?') else '.'} "
+                              "Check the name, and that the package that provides it is installed") from None
+        _check_allowed(path, target, found.defined_at)  # a name inside an allowed package may lead out of it
+        signature = found.signature
         if signature is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
             continue
         accepted = [name for name, p in signature.parameters.items()
                     if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
-        for key in node.keys():
-            if key not in HYDRA_KEYS and key not in accepted:
+        for key in keys:
+            if key not in accepted:
                 # The group the node came from: the innermost one (ema's node sits in callbacks.ema).
                 group = next((part for part in reversed(path.split(".")) if part in choices), None)
-                raise ConfigError(_stray_key_line(f"{path}.{key}" if path else str(key), str(key), target, accepted,
+                raise ConfigError(_stray_key_line(f"{path}.{key}" if path else key, key, target, accepted,
                                                   f"{group}={choices[group]}" if group else None))
+
+
+def _check_allowed(path: str, target: str, name: str) -> None:
+    if allowed(name):
+        return
+    leads = f" (it is {name})" if name != target else ""
+    raise ConfigError(f"{path}._target_={target}{leads} is not among the callables a config may build here "
+                      f"({', '.join(TARGETS)}); if you trust it, add it to TARGETS in "
+                      "src/fmnist_lightning/config/hydra_compat.py")
 
 
 def _stray_key_line(where: str, key: str, target: str, accepted: list[str], option: str | None) -> str:

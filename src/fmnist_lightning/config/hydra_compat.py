@@ -8,13 +8,15 @@ Hydra's own callbacks, logging) against an execution whitelist: without one it w
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 from hydra.utils import instantiate
 
 # Where a config's _target_ may point. A trailing ".*" allows a package and everything under it; Hydra 1.4 checks
-# both the dotted name in the config and the module of the object it resolves to (and of a callable it returns).
-TARGETS: tuple[str, ...] = (
+# both the dotted name in the config and the module of the object it resolves to (and of a callable it returns),
+# as config.checks does before anything is imported, on 1.3 too.
+PROJECT_TARGETS: tuple[str, ...] = (
     "fmnist_lightning.*",
     "lightning.pytorch.*",
     "torch.optim.*",
@@ -24,6 +26,11 @@ TARGETS: tuple[str, ...] = (
     # fmnist-lr-find turns the sweep-summary callback off with Hydra's no-op base class.
     "hydra.experimental.callback.Callback",
 )
+# More entries (same syntax, comma-separated) from whoever starts the command, never from a config: the bench
+# scripts' timing callbacks (step_timer.*), the tests' own callbacks. A config is data; its caller is code.
+TRUSTED_TARGETS_ENV = "FMNIST_TRUSTED_TARGETS"
+TARGETS: tuple[str, ...] = PROJECT_TARGETS + tuple(
+    entry.strip() for entry in os.environ.get(TRUSTED_TARGETS_ENV, "").split(",") if entry.strip())
 
 HAS_WHITELIST = "_execution_whitelist_" in inspect.signature(instantiate).parameters
 

@@ -16,17 +16,20 @@ callable takes.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib
 import importlib.util
 import inspect
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 CONFIG_SIGNATURE = "__config_signature__"
+OWN_PACKAGES = ("fmnist_lightning.", "hydra_plugins.")
 _KINDS = {
     "posonlyargs": inspect.Parameter.POSITIONAL_ONLY,
     "args": inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -45,31 +48,65 @@ def forwards_kwargs(signature_of: Callable[[Mapping[str, Any]], inspect.Signatur
     return mark
 
 
+@dataclass(frozen=True)
+class Found:
+    """What a ``_target_`` names: where it is defined (``module.name``, past any re-export) and its signature
+    (None when it was not asked for, or Python cannot tell one)."""
+
+    defined_at: str
+    signature: inspect.Signature | None
+
+
 def locate(path: str) -> Any:
-    """The object a dotted ``_target_`` names, imported (Hydra's own lookup)."""
-    from hydra.utils import get_object
+    """The object a dotted ``_target_`` names, imported. A name that does not exist is one LookupError line,
+    with the nearest name its module has (Hydra's own lookup logs and raises several lines)."""
+    parts = path.split(".")
+    obj: Any = None
+    for cut in range(len(parts), 0, -1):
+        name = ".".join(parts[:cut])
+        try:
+            obj = importlib.import_module(name)
+            break
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (name == exc.name or name.startswith(f"{exc.name}.")):
+                raise  # a module that exists failed to import one of its own dependencies
+    if obj is None:
+        raise LookupError(f"there is no module {parts[0]}")
+    for attr in parts[cut:]:
+        if not hasattr(obj, attr):
+            owner = getattr(obj, "__name__", "?")
+            nearest = difflib.get_close_matches(attr, [n for n in dir(obj) if not n.startswith("_")], n=1)
+            hint = f"; did you mean {owner}.{nearest[0]}?" if nearest else ""
+            raise LookupError(f"{owner} has no {attr}{hint}")
+        obj = getattr(obj, attr)
+    return obj
 
-    return get_object(path)
 
-
-def signature_of(target: str, node: Mapping[str, Any]) -> inspect.Signature | None:
-    """The parameters ``target`` takes for ``node``; None when it has no signature Python can tell."""
+def lookup(target: str, node: Mapping[str, Any], signature: bool = True) -> Found:
+    """Where ``target`` is defined and (with ``signature``) the parameters it takes for ``node``."""
     obj = _imported(target)
     if obj is None:
-        found = _source_signature(target)
-        if found is not None and not _takes_any_keyword(found):
-            return found
-        # **kwargs: maybe forwarded (forwards_kwargs), which only the imported callable can tell.
-        if found is not None and not target.startswith(("fmnist_lightning.", "hydra_plugins.")):
-            return found
+        found = _resolve_target(target)
+        if found is not None:
+            where, definition = found
+            defined_at = f"{where}.{definition.name}"
+            if not signature:
+                return Found(defined_at, None)
+            read = _definition_signature(where, definition)
+            # **kwargs of the project's own callables may be forwarded (forwards_kwargs): only importing tells.
+            if read is not None and not (_takes_any_keyword(read) and target.startswith(OWN_PACKAGES)):
+                return Found(defined_at, read)
         obj = locate(target)
+    defined_at = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
     forwarded = getattr(obj, CONFIG_SIGNATURE, None)
+    if not signature:
+        return Found(defined_at, None)
     if forwarded is not None:
-        return forwarded(node)
+        return Found(defined_at, forwarded(node))
     try:
-        return inspect.signature(obj)
+        return Found(defined_at, inspect.signature(obj))
     except (TypeError, ValueError):
-        return None
+        return Found(defined_at, None)
 
 
 def _takes_any_keyword(signature: inspect.Signature) -> bool:
@@ -120,18 +157,24 @@ def _is_package(module: str) -> bool:
 
 def source_signature(target: str) -> inspect.Signature | None:
     """``target``'s signature read from its source (see the module docstring); None where only importing tells."""
-    return _source_signature(target)
+    found = _resolve_target(target)
+    return _definition_signature(*found) if found is not None else None
 
 
-def _source_signature(target: str, depth: int = 0) -> inspect.Signature | None:
+def _resolve_target(target: str) -> tuple[str, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef] | None:
+    """The module and the ``def``/``class`` that ``target`` names, read from source; None if unsure."""
     module, _, name = target.rpartition(".")
-    found = _resolve(module, name, depth)
+    found = _resolve(module, name, 0)
     if found is None or isinstance(found, str):
         return None
     where, node = found
+    return (where, node) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else None
+
+
+def _definition_signature(where: str, node: ast.AST, depth: int = 0) -> inspect.Signature | None:
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return _from_arguments(node.args)
-    return _class_signature(where, node, depth)
+    return _class_signature(where, node, depth) if isinstance(node, ast.ClassDef) else None
 
 
 Definition = tuple[str, ast.AST]
@@ -222,6 +265,13 @@ def _class_signature(module: str, cls: ast.ClassDef, depth: int) -> inspect.Sign
     found = _resolve(module, names[0], depth + 1)
     if found is None or isinstance(found, str) or not isinstance(found[1], ast.ClassDef):
         return None
+    loaded = getattr(sys.modules.get(found[0]), found[1].name, None)
+    if isinstance(loaded, type):
+        # A base from a module already imported (enum.Enum, say): asking it costs nothing and knows its metaclass.
+        try:
+            return inspect.signature(loaded)
+        except (TypeError, ValueError):
+            return None
     return _class_signature(found[0], found[1], depth + 1)
 
 

@@ -77,8 +77,10 @@ def config_signature(node: Mapping[str, Any]) -> inspect.Signature:
     backbone = (source_signature(dotted) if dotted else None) or inspect.signature(_registered(name))
     names = {p.name for p in own}
     extra = [p.replace(kind=p.KEYWORD_ONLY) for p in backbone.parameters.values()
-             if p.name not in names and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD)]
-    return inspect.Signature([*own, *extra])
+             if p.name not in names and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    # A backbone that takes **kwargs takes any key, as the check reads a VAR_KEYWORD parameter.
+    anything = [p for p in backbone.parameters.values() if p.kind is p.VAR_KEYWORD][:1]
+    return inspect.Signature([*own, *extra, *anything])
 
 
 @forwards_kwargs(config_signature)

@@ -6,8 +6,6 @@ checkpoint path), so all compute the same numbers the same way.
 
 from __future__ import annotations
 
-import logging
-
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +22,7 @@ from torchmetrics.functional.classification import (
     multiclass_stat_scores,
 )
 
+from fmnist_lightning.training.builders import lightning_info_quiet
 from fmnist_lightning.data.datamodule import normalize
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
 from fmnist_lightning.errors import ConfigError
@@ -103,10 +102,7 @@ def prediction_trainer(
     if str(precision) == AUTO:
         precision = fast_precision(accelerator)
     # Lightning's device banner is the run's to print, once; a report's or an evaluation's own Trainer stays quiet.
-    banner = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = banner.level
-    banner.setLevel(logging.WARNING)
-    try:
+    with lightning_info_quiet():
         return L.Trainer(
             accelerator=accelerator,
             devices=1,
@@ -117,8 +113,6 @@ def prediction_trainer(
             enable_model_summary=False,
             limit_predict_batches=limit_batches,
         )
-    finally:
-        banner.setLevel(level)
 
 
 def predict_probs(trainer: L.Trainer, module: L.LightningModule, loader: DataLoader) -> Tensor:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -37,3 +40,20 @@ def model_info(module: L.LightningModule) -> dict[str, int]:
     """Parameters and forward FLOPs for one image (Lightning's summary counts them with torch's FlopCounterMode)."""
     summary = ModelSummary(module, max_depth=0)
     return {"params": int(summary.total_parameters), "flops_per_image": int(summary.total_flops)}
+
+
+# Where Lightning logs its per-Trainer info lines (the device banner, limits, tips).
+LIGHTNING_INFO = "lightning.pytorch.utilities.rank_zero"
+
+
+@contextmanager
+def lightning_info_quiet() -> Iterator[None]:
+    """Lightning's per-Trainer info lines off while a helper Trainer is built (cli.hydra_entry.quiet_lightning_info
+    turns them off for a whole command)."""
+    logger = logging.getLogger(LIGHTNING_INFO)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

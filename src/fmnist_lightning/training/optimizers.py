@@ -184,12 +184,13 @@ class MuonFilters(Optimizer):
         self.param_groups = [g for part in self.parts for g in part.param_groups]
 
 
-def lookahead(params: Iterable[Any], base: Callable[..., Optimizer], lr: float, k: int = 5,
+def lookahead(params: Iterable[Any], base: Callable[..., Optimizer], lr: float, weight_decay: float = 0.0, k: int = 5,
               alpha: float = 0.5) -> Optimizer:
     """Lookahead (Zhang et al. 2019; pytorch-optimizer's, a maintained implementation) around ``base``: every
     ``k`` steps the weights move ``alpha`` of the way from their slow copy to the fast ones, and the fast
-    ones restart there. ``base`` carries its own options (momentum, weight decay, ...); ``lr`` is its learning
-    rate, given at the top level so that schedules and checks read ``optim.lr`` as for any optimizer."""
+    ones restart there. ``base`` carries its own options (momentum, betas, ...); ``lr`` and ``weight_decay``,
+    which every torch optimizer takes, are given at the top level so that schedules, checks and searches read
+    ``optim.lr`` and ``optim.weight_decay`` as for any optimizer."""
     from pytorch_optimizer import Lookahead
 
-    return Lookahead(base(params=params, lr=lr), k=k, alpha=alpha)
+    return Lookahead(base(params=params, lr=lr, weight_decay=weight_decay), k=k, alpha=alpha)

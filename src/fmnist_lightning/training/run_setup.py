@@ -102,8 +102,8 @@ def build_module(cfg: DictConfig, net: Any = None) -> L.LightningModule:
         raise
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         choices = ", ".join(f"{g}={c}" for g, c in hydra_choices(("optim", "sched")).items())
-        raise ConfigError(f"the optimizer and scheduler cannot work together{f' ({choices})' if choices else ''}: "
-                          f"{typed_line(exc)}; check the optim.* and sched.* values") from exc
+        raise ConfigError(f"the optimizer and scheduler cannot be built for this model{f' ({choices})' if choices else ''}: "
+                          f"{typed_line(exc)}; check the optim.*, sched.* and module.param_groups.* values") from exc
     return module
 
 

@@ -17,7 +17,6 @@ them workers of one study: ``max_trials`` bounds the whole study, heartbeats let
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -35,6 +34,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config.files import METRICS_FILE
+from fmnist_lightning.config.hydra_compat import ALLOWED
 from fmnist_lightning.errors import first_line
 from fmnist_lightning.training.study_storage import Heartbeats, absolute_url, hide_password, local_file, open_storage
 from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
@@ -52,18 +52,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Hydra >= 1.4 checks every instantiate() against an execution whitelist (1.3's instantiate has no such argument).
-OPTUNA_TARGETS: dict[str, Any] = (
-    {"_execution_whitelist_": ["optuna.samplers.*", "optuna.pruners.*"]}
-    if "_execution_whitelist_" in inspect.signature(instantiate).parameters else {}
-)
-
-
 def built(node: Any) -> Any:
     """The sampler or pruner object: Hydra 1.3 instantiates a plugin's config recursively and passes it built;
     Hydra 1.4 instantiates plugins with _recursive_=False, so it arrives here as its config node."""
     if OmegaConf.is_dict(node) and "_target_" in node:
-        return instantiate(node, **OPTUNA_TARGETS)
+        return instantiate(node, **ALLOWED)  # the project's whitelist (Hydra 1.4), which has optuna's
     return node
 
 
