@@ -42,6 +42,17 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
         time.sleep(0.02)
 
 
+def _wait_for_run(log_dir: Path, proc: subprocess.Popen, timeout: float = 180) -> Path:
+    """The run's directory once it exists: ``runs/`` itself appears a moment before the directory inside it."""
+    runs = log_dir / "runs"
+    deadline = time.monotonic() + timeout
+    while not (found := [p for p in runs.iterdir() if p.is_dir()] if runs.is_dir() else []):
+        assert proc.poll() is None, f"the run ended before its directory appeared: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, f"no run directory appeared in {runs}"
+        time.sleep(0.02)
+    return found[0]
+
+
 def _only_run(log_dir: Path) -> Path:
     (run,) = [p for p in (log_dir / "runs").iterdir() if p.is_dir()]
     return run
@@ -58,9 +69,7 @@ def test_sigkill_mid_run_then_resume_ends_like_an_uninterrupted_run(data_root: P
 
     log_dir = tmp_path / "killed"
     proc = _start(*cli_overrides(data_root, log_dir), *RUN)
-    runs = log_dir / "runs"
-    _wait_for(runs, proc)
-    _wait_for(next(runs.iterdir()) / "checkpoints" / "last.ckpt", proc)
+    _wait_for(_wait_for_run(log_dir, proc) / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     run = _only_run(log_dir)
@@ -89,8 +98,7 @@ def test_sigkill_mid_run_then_resume_ends_like_an_uninterrupted_run(data_root: P
 def test_sigterm_and_ctrl_c_save_a_checkpoint_and_say_how_to_resume(sig: int, data_root: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
     proc = _start(*cli_overrides(data_root, log_dir), *RUN, "trainer.max_epochs=200")
-    _wait_for(log_dir / "runs", proc)
-    last = next((log_dir / "runs").iterdir()) / "checkpoints" / "last.ckpt"
+    last = _wait_for_run(log_dir, proc) / "checkpoints" / "last.ckpt"
     _wait_for(last, proc)
     saved = last.stat().st_mtime_ns
     proc.send_signal(sig)
