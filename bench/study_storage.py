@@ -38,7 +38,7 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
     from fmnist_lightning.training.callbacks.optuna_pruning import OptunaPruning
     from fmnist_lightning.training.study_storage import Heartbeats, open_storage
     from fmnist_lightning.training.study_trial import StudyTrial, started_attrs
-    from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
+    from fmnist_lightning.training.study_trial import TRIAL_ENV
     from hydra_plugins.fmnist_optuna_sweeper.study_budget import SWEEPER_ATTR, SWEEPER_ID, over_budget, recover, room
 
     spent: dict[str, float] = defaultdict(float)

@@ -170,3 +170,14 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
 )
 def test_concern_of_a_module(module: str, expected: str) -> None:
     assert concern(module) == expected
+
+
+def test_the_package_never_imports_its_hydra_adapter() -> None:
+    # hydra_plugins/fmnist_optuna_sweeper is a thin adapter over the package; the package knows nothing of it.
+    offenders = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(SOURCE)}: {n}" for n in names if n.split(".")[0] == "hydra_plugins"]
+    assert not offenders

@@ -20,11 +20,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
-
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.errors import first_line, one_line
 from fmnist_lightning.training.study_storage import Heartbeats, open_storage
+
+# Where the sweeper (hydra_plugins.fmnist_optuna_sweeper, through hydra.job.env_set) tells a trial's job its storage,
+# study, trial id and heartbeat interval. Defined here, on the job's side: the package never imports its Hydra adapter.
+TRIAL_ENV = {"storage": "FMNIST_OPTUNA_STORAGE", "study": "FMNIST_OPTUNA_STUDY", "trial": "FMNIST_OPTUNA_TRIAL",
+             "heartbeat": "FMNIST_OPTUNA_HEARTBEAT"}
 
 if TYPE_CHECKING:
     import optuna

@@ -37,7 +37,7 @@ from fmnist_lightning.config.files import METRICS_FILE
 from fmnist_lightning.config.hydra_compat import ALLOWED
 from fmnist_lightning.errors import first_line
 from fmnist_lightning.training.study_storage import Heartbeats, absolute_url, hide_password, local_file, open_storage
-from hydra_plugins.fmnist_optuna_sweeper import TRIAL_ENV
+from fmnist_lightning.training.study_trial import TRIAL_ENV
 from hydra_plugins.fmnist_optuna_sweeper.study_budget import (
     SWEEPER_ATTR,
     SWEEPER_ID,
