@@ -9,14 +9,17 @@ from typing import Any
 
 
 def cpu_name() -> str:
-    """The CPU's model name (figures here differ 2x between the machines this project runs on)."""
+    """The CPU's model name, with its family, model and widest vector unit: figures here differ 2x between
+    the machines this project runs on, and "AMD EPYC" alone is a Zen 3 (family 25 model 1, AVX2) or a Zen 4."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                    if ":" in line)
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return platform.processor() or platform.machine()
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    flags = set(info.get("flags", "").split())
+    vector = next((name for name in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if name in flags), "no AVX2")
+    return f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, {vector})"
 
 
 def write_results(out: Path, name: str, report: dict[str, Any], markdown: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -48,6 +47,7 @@ def main(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from fmnist_lightning.train import train
+    from fmnist_lightning.training.callbacks.checkpointing import interrupted_exit_code
     from fmnist_lightning.training.ddp_jobs import in_sweep
     from fmnist_lightning.training.study_trial import reporting_trial
     from fmnist_lightning.training.sweep_jobs import record_failure, sweep_job_failed
@@ -69,7 +69,7 @@ def main(cfg: DictConfig) -> float | None:
         exit_with_error(exc)
     except SIGTERMException:
         # Lightning's SIGTERMException exits with status 0; a terminated run must not look finished.
-        raise SystemExit(128 + signal.SIGTERM) from None
+        raise SystemExit(interrupted_exit_code()) from None
     except Exception as exc:
         # Anything else (a bug, a device error) is one failed job of a sweep too; a single run ends with
         # one error line and keeps the traceback in the run directory.

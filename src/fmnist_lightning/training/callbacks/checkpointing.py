@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -21,16 +24,40 @@ def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
 
 
 class InterruptCheckpoint(L.Callback):
-    """On Ctrl-C or SIGTERM, saves ``last.ckpt`` and says how to resume.
+    """On Ctrl-C or SIGTERM, finishes the current batch, saves ``last.ckpt`` and says how to resume.
 
-    Lightning turns SIGTERM into ``SIGTERMException`` after the current batch and
-    Ctrl-C into ``KeyboardInterrupt``; both reach ``on_exception``. Other exceptions
-    (bugs, bad input, a NaN loss) save nothing: their state is not worth resuming.
-    The file is written by the Trainer's checkpoint IO, which saves atomically.
+    Lightning turns SIGTERM into ``SIGTERMException`` after the current batch. Ctrl-C, as
+    Python delivers it, raises ``KeyboardInterrupt`` at whatever line the main thread is on:
+    inside the TensorBoard writer's queue too, whose ``flush`` at shutdown then waits forever
+    for an item that was never announced. So while training runs, the first Ctrl-C asks for
+    the same stop as SIGTERM; a second one interrupts at once, as in any Python program.
+    Both reach ``on_exception``. Other exceptions (bugs, bad input, a NaN loss) save nothing:
+    their state is not worth resuming. The file is written by the Trainer's checkpoint IO,
+    which saves atomically.
     """
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning installs its SIGTERM handler just before this hook and restores the
+        # handlers it found (SIGINT's included) when fit ends. A handler other than Python's
+        # own (a shell's SIG_IGN for background jobs, a notebook's) is left alone.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        stop_after_batch = signal.getsignal(signal.SIGTERM)
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler or not callable(stop_after_batch):
+            return
+
+        def first_ctrl_c(signum: int, frame: FrameType | None) -> None:
+            global _stopped_by
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _stopped_by = signal.SIGINT
+            rank_zero_only(print)("Ctrl-C: stopping after this batch (press Ctrl-C again to stop at once)",
+                                  file=sys.stderr, flush=True)
+            stop_after_batch(signum, frame)
+
+        signal.signal(signal.SIGINT, first_ctrl_c)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or trainer.state.fn != "fit":
@@ -44,3 +71,11 @@ class InterruptCheckpoint(L.Callback):
             flush=True,
         )
 
+
+# Which signal stopped the run: Ctrl-C reaches the entry point as Lightning's SIGTERMException too.
+_stopped_by: int = signal.SIGTERM
+
+
+def interrupted_exit_code() -> int:
+    """The shell's status for a run stopped by a signal: 130 after Ctrl-C, 143 after SIGTERM."""
+    return 128 + _stopped_by
