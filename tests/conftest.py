@@ -162,11 +162,12 @@ def make_cfg(data_root: Path, tmp_path: Path) -> Callable[..., DictConfig]:
     GlobalHydra.instance().clear()
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
-    """Run ``python -m fmnist_lightning`` (or another module given as -m ...) as a user would."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 240,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m fmnist_lightning`` (or another module given as -m ...) as a user would; ``env`` adds variables."""
     cmd = [sys.executable, *args] if args and args[0] == "-m" else [sys.executable, "-m", "fmnist_lightning", *args]
     # Warnings are not silenced: the entry points filter the known-harmless ones themselves.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"} | {"HYDRA_FULL_ERROR": "0"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"} | {"HYDRA_FULL_ERROR": "0"} | (env or {})
     return subprocess.run(cmd, cwd=cwd or project_root(), capture_output=True, text=True, timeout=timeout, env=env)
 
 

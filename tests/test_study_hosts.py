@@ -134,3 +134,61 @@ def test_ddp_across_two_hosts_matches_ddp_on_one(data_root: Path, tmp_path: Path
             two = json.loads((run_dir / "metrics.json").read_text())
             assert two["test/acc"] == one["test/acc"], style
             assert two["test/loss"] == pytest.approx(one["test/loss"], rel=1e-6), style
+
+
+TRACKING_PASSWORD = "trk-pass-8842"
+HEALTH = """
+import sys, time, urllib.request
+deadline = time.monotonic() + 120
+while True:
+    try:
+        urllib.request.urlopen(sys.argv[1], timeout=2).close()
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise SystemExit("no answer from " + sys.argv[1])
+        time.sleep(0.5)
+"""
+
+
+@pytest.mark.skipif(postgres_bin() is None, reason="needs Debian's postgresql package (.ci/run installs it)")
+def test_no_password_of_the_storage_or_tracking_url_reaches_a_file_or_the_console(data_root: Path, tmp_path: Path) -> None:
+    """A 2-trial search whose Optuna storage is a PostgreSQL role with a password (scram-sha-256) and whose MLflow
+    tracking URL carries another: both passwords used for real, neither in any file the sweep, its trackers or
+    the tracking server wrote, nor on the console."""
+    store = tmp_path / "mlflow-server"
+    out = tmp_path / "outputs"
+    with Hosts(["db", "tracker", "h1"]) as hosts:
+        server = Postgres(hosts, "db")
+        try:
+            address = hosts.address("tracker")
+            hosts.popen("tracker", [str(Path(sys.executable).with_name("mlflow")), "server", "--host", address,
+                                    "--port", "5000", "--workers", "1", "--backend-store-uri",
+                                    f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts")],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            up = hosts.run("h1", [sys.executable, "-c", HEALTH, f"http://{address}:5000/health"], timeout=180)
+            assert up.returncode == 0, up.stderr[-2000:]
+            sweep = hosts.run("h1", [
+                sys.executable, "-m", "fmnist_lightning", *cli_overrides(data_root, out), *TRIAL[:4],
+                "trainer.max_epochs=1", "hparams_search=lr_wd", "hydra.sweeper.n_trials=2",
+                f"hydra.sweeper.storage='{server.url}'", "hydra.sweeper.study_name=masked", "logger=many",
+                f"logger.mlflow.tracking_uri=http://fmnist:{TRACKING_PASSWORD}@{address}:5000",
+                "logger.mlflow.artifact_location=null",
+            ], timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+            assert sweep.returncode == 0, sweep.stderr[-3000:]
+            dumped = hosts.run("h1", [sys.executable, "-c", DUMP_TRIALS, server.url, "masked"])
+            assert [t["state"] for t in json.loads(dumped.stdout)] == ["COMPLETE", "COMPLETE"], dumped.stderr[-2000:]
+            runs = hosts.run("h1", [sys.executable, "-c", "import mlflow, sys; c = mlflow.MlflowClient(sys.argv[1]); "
+                                    "print(len(c.search_runs([c.get_experiment_by_name('fmnist').experiment_id])))",
+                                    f"http://{address}:5000"])
+            assert runs.stdout.strip() == "2", runs.stderr[-2000:]  # the tracking URL worked, password and all
+        finally:
+            server.stop()
+    for password in (Postgres.PASSWORD, TRACKING_PASSWORD):
+        assert password not in sweep.stdout + sweep.stderr
+        leaks = [p for folder in (out, store) for p in folder.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+        assert not leaks, f"{password} is in {leaks}"
+    files = [p for p in out.rglob("*") if p.is_file()]
+    # The places it would have been: Hydra's files, the record in each checkpoint, run.json, the logs.
+    assert {p.name for p in files} >= {"hydra.yaml", "overrides.yaml", "config.yaml", "run.json", "hparams.yaml",
+                                       "train.log", "last.ckpt", "summary.csv"}

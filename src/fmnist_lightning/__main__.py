@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import route_lightning_logs, run_hydra
 from fmnist_lightning.config.files import CONF_DIR, FILE_ONLY
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.training.resume import MULTIRUN_FLAGS, RunComplete, prepare_argv
@@ -55,7 +56,7 @@ def main(cfg: DictConfig) -> float | None:
     route_lightning_logs()
 
     # The whole config goes to train.log (and .hydra/config.yaml); the console gets train()'s short header.
-    log.info("Composed config:\n%s", OmegaConf.to_yaml(cfg, resolve=True), extra=FILE_ONLY)
+    log.info("Composed config:\n%s", mask_text(OmegaConf.to_yaml(cfg, resolve=True)), extra=FILE_ONLY)
     try:
         # In an Optuna search: the trial's heartbeat while the job runs, and its results (or error) in the study.
         with reporting_trial(Path(cfg.paths.output_dir)) as trial:

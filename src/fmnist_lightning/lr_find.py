@@ -35,6 +35,7 @@ from fmnist_lightning.cli.console import keep_file_only_records_off_console
 from fmnist_lightning.cli.hydra_entry import run_command, run_hydra
 from fmnist_lightning.config.checks import check_config
 from fmnist_lightning.config.files import CONF_DIR, FILE_ONLY, write_text_atomic
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.training.lr_range_test import RangeTest, check_settings, lr_override, run_range_test
@@ -105,7 +106,7 @@ def save_lr_find_figure(test: RangeTest, result: dict[str, Any], path: Path) -> 
 def main(cfg: DictConfig) -> None:
     # The whole config goes to the log file only, as a training run's does (cli.console keeps it off the console).
     keep_file_only_records_off_console()
-    log.info("Composed config:\n%s", OmegaConf.to_yaml(cfg, resolve=True), extra=FILE_ONLY)
+    log.info("Composed config:\n%s", mask_text(OmegaConf.to_yaml(cfg, resolve=True)), extra=FILE_ONLY)
     run_command(find_lr, cfg)
 
 

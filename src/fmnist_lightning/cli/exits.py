@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from fmnist_lightning.cli.console import keep_file_only_records_off_console
 from fmnist_lightning.config.files import FILE_ONLY
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError, typed_line
 
 
@@ -26,7 +27,7 @@ def _log_to_file(message: str, *args: object) -> None:
 def exit_with_error(exc: FmnistError, code: int = 2) -> NoReturn:
     """End a command the way every entry point does on bad input: the log file, one ``error:`` line, exit ``code``."""
     _log_to_file("%s", exc)
-    print(f"error: {exc}", file=sys.stderr)
+    print(mask_text(f"error: {exc}"), file=sys.stderr)
     raise SystemExit(code) from None
 
 
@@ -35,9 +36,9 @@ def exit_with_failure(exc: BaseException, where: Path | None = None, code: int =
     ``error:`` line on the console; the traceback goes to ``<where>/error.log`` for a bug report."""
     where = where if where is not None and where.is_dir() else Path(tempfile.mkdtemp(prefix="fmnist-error-"))
     trace = where / "error.log"
-    trace.write_text("".join(traceback.format_exception(exc)))
+    trace.write_text(mask_text("".join(traceback.format_exception(exc))))
     _log_to_file("%s: %s (traceback in %s)", type(exc).__name__, exc, trace)
-    print(f"error: {typed_line(exc)} (this is a failure, not bad input; traceback in {trace})", file=sys.stderr)
+    print(mask_text(f"error: {typed_line(exc)} (this is a failure, not bad input; traceback in {trace})"), file=sys.stderr)
     raise SystemExit(code) from None
 
 

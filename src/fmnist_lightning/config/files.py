@@ -34,7 +34,14 @@ FILE_ONLY = {"file_only": True}
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` beside ``path`` and rename it over: a reader (or a crash) never sees half a file."""
+    """Write ``text`` beside ``path`` and rename it over: a reader (or a crash) never sees half a file.
+
+    Every text file the project writes goes through here, so a secret (a password in a URL, a value of a
+    key named like a secret: ``config.masking``) is masked in all of them, whatever code produced the text.
+    """
+    from fmnist_lightning.config.masking import mask_text  # here: masking imports Hydra, files.py stays light
+
+    text = mask_text(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Named by the process: two writers of one file (ranks of a job on a shared filesystem) never share a temporary.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

@@ -6,6 +6,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fmnist_lightning.config.masking import mask_values
+
 # The key under which every checkpoint stores the run record (``training.callbacks.run_record``).
 CONFIG_KEY = "fmnist_config"
 
@@ -35,7 +37,8 @@ def run_record(cfg: DictConfig, **extra: Any) -> dict[str, Any]:
     record["choices"] = hydra_choices()
     record["overrides"] = job_overrides()
     record.update(extra)
-    return record
+    # Stored in checkpoints and run.json, logged as tracker params: never a password (the run keeps cfg's values).
+    return mask_values(record)
 
 
 def job_overrides() -> list[str]:

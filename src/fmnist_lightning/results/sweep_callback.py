@@ -9,6 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError
 
 log = logging.getLogger(__name__)
@@ -37,4 +38,4 @@ class SweepSummary(Callback):
             log.warning("No sweep summary: %s", exc)
             return
         log.info("Sweep summary (%s) in %s", summary.counts_text(), sweep_dir)
-        print(f"Sweep summary: {summary.headline()}\n  {sweep_dir / 'summary.md'}")
+        print(mask_text(f"Sweep summary: {summary.headline()}\n  {sweep_dir / 'summary.md'}"))

@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from fmnist_lightning.config.files import HYDRA_OVERRIDES, LAST_CHECKPOINT, METRICS_FILE
+from fmnist_lightning.config.masking import holds_masked_secret
 from fmnist_lightning.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -125,12 +126,19 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
     overrides_file = run / HYDRA_OVERRIDES
     if not overrides_file.is_file():
         raise ConfigError(f"resume={run_dir}: no .hydra/overrides.yaml there; pass the directory of an earlier run")
+    original = [str(arg) for arg in OmegaConf.load(overrides_file)]
+    replaced = {_key(arg) for arg in extra} | {"ckpt_path"}
+    masked = [_key(arg) for arg in original if holds_masked_secret(arg) and _key(arg) not in replaced]
+    if masked:
+        # The run's files keep secrets masked (config.masking): the real value must come from the user again.
+        raise ConfigError(
+            f"resume={run_dir}: {masked[0]} held a secret, which the run's files keep as ***; pass it again: "
+            f"resume={run_dir} {masked[0]}=<value>, or write it as ${{oc.env:VARIABLE}} so that it never needs retyping"
+        )
     checkpoint = _readable_checkpoint(run)
     message = finished_message(run, checkpoint, extra)
     if message:
         raise RunComplete(message)
-    original = [str(arg) for arg in OmegaConf.load(overrides_file)]
-    replaced = {_key(arg) for arg in extra} | {"ckpt_path"}
     kept = [arg for arg in original if _key(arg) not in replaced]
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     return [

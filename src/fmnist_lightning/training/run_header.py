@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from fmnist_lightning.config.files import FILE_ONLY
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.config.record import hydra_choices, job_overrides
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,6 @@ def header_lines(cfg: DictConfig, run: Any) -> list[str]:
 @rank_zero_only
 def print_header(cfg: DictConfig, run: Any) -> None:
     """Print the header (and log it to train.log), once per run however many processes train."""
-    for line in header_lines(cfg, run):
+    for line in map(mask_text, header_lines(cfg, run)):  # the overrides line may hold a URL's password
         print(line, flush=True)
         log.info("%s", line, extra=FILE_ONLY)

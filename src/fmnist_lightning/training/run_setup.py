@@ -14,6 +14,7 @@ from omegaconf import DictConfig, open_dict
 
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.record import hydra_choices, run_record
+from fmnist_lightning.config.run_names import name_tracker_runs
 from fmnist_lightning.errors import ConfigError, FmnistError, typed_line
 from fmnist_lightning.training.builders import build, instantiate_group, model_info
 from fmnist_lightning.training.callbacks.checkpointing import best_checkpoint
@@ -125,7 +126,8 @@ def assemble(cfg: DictConfig, started: float, origin: dict[str, Any] | None = No
             callback.config = record
         elif isinstance(callback, RunClock):
             callback.started = started
-    loggers = instantiate_group(cfg.get("logger"), "logger")
+    # Each tracker run named for its job (a sweep's jobs apart, grouped by their sweep).
+    loggers = instantiate_group(name_tracker_runs(cfg.get("logger"), str(cfg.paths.output_dir)), "logger")
     if not loggers:
         # LearningRateMonitor refuses to run without a logger; with logger=none there is nothing to monitor into.
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]

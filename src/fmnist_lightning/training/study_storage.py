@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError, first_line
 
 if TYPE_CHECKING:
@@ -57,12 +58,8 @@ def _password(url: str) -> str | None:
 
 
 def hide_password(url: str) -> str:
-    """The URL as it may be printed: ``postgresql://user:***@host/db``."""
-    password = _password(url)
-    if not password:
-        return url
-    head, at, tail = url.rpartition("@")
-    return head.replace(f":{password}", ":***") + at + tail if at else url.replace(password, "***")
+    """The URL as it may be printed: ``postgresql://user:***@host/db`` (a password may hold ``/``, ``:`` or ``@``)."""
+    return mask_text(url)
 
 
 def journal_path(url: str) -> Path:

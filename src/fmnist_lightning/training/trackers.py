@@ -8,8 +8,10 @@ process until ``wandb.finish``).
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import logging
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,6 +22,7 @@ from typing import Any
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
+from fmnist_lightning.config.masking import holds_secret, mask_text
 from fmnist_lightning.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,15 +31,6 @@ log = logging.getLogger(__name__)
 TRACKERS = {"MLFlowLogger": ("mlflow", "logger=mlflow"), "WandbLogger": ("wandb", "logger=wandb")}
 EXTRA = "pip install -e '.[tracking]'"
 REACH_TIMEOUT_S = 5
-
-
-def hide_password(uri: str) -> str:
-    """``uri`` with the password of its user info (if any) replaced by ``***``."""
-    parts = urllib.parse.urlsplit(uri)
-    if not parts.password:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_trackers(group: DictConfig | None) -> None:
@@ -61,7 +55,7 @@ def _check_mlflow(key: str, node: DictConfig) -> None:
         return
     if not uri.startswith(("http://", "https://")):
         return
-    shown = hide_password(uri)
+    shown = mask_text(uri)
     location = node.get("artifact_location")
     if location and "://" not in str(location):
         raise ConfigError(
@@ -69,8 +63,15 @@ def _check_mlflow(key: str, node: DictConfig) -> None:
             f"server {shown}: other machines would not find the artifacts. Pass {key}.artifact_location=null "
             "to use the server's artifact store"
         )
+    # urllib takes no user:password@ in a URL (MLflow's client, on requests, does): send it as basic auth.
+    parts = urllib.parse.urlsplit(uri)
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    request = urllib.request.Request(f"{bare.rstrip('/')}/health")
+    if parts.username is not None:
+        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACH_TIMEOUT_S):
+        with urllib.request.urlopen(request, timeout=REACH_TIMEOUT_S):
             pass
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
@@ -78,19 +79,37 @@ def _check_mlflow(key: str, node: DictConfig) -> None:
             f"{key}.tracking_uri={shown} cannot be reached ({reason}); start the server "
             "(mlflow server --host ... --port ...), fix the address, or drop logger=mlflow"
         ) from exc
+    if holds_secret(uri):
+        # MLflow prints a link to each run when it ends, the URI's password in it, on stdout where no logging
+        # filter reaches; close_trackers prints the link with the password masked instead.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def close_trackers(loggers: Sequence[Logger], status: str = "success") -> None:
     """Finish every logger's run with ``status`` (success, failed): flushed, and W&B's global run ended."""
     for logger in loggers:
         try:
+            link = _masked_mlflow_link(logger)
             logger.finalize(status)
+            if link:
+                print(link, flush=True)
             if isinstance(logger, WandbLogger):
                 import wandb
 
                 wandb.finish(exit_code=0 if status == "success" else 1)
         except Exception as exc:  # a tracker that cannot close must not hide the run's own result or error
             log.warning("Could not close the %s logger: %s", type(logger).__name__, exc)
+
+
+def _masked_mlflow_link(logger: Logger) -> str | None:
+    """The link to the run that MLflow would print, the password masked (``_check_mlflow`` turned MLflow's off)."""
+    if type(logger).__name__ != "MLFlowLogger":
+        return None
+    uri = str(logger.experiment.tracking_uri)
+    if not uri.startswith(("http://", "https://")) or not holds_secret(uri):
+        return None
+    run = f"{mask_text(uri).rstrip('/')}/#/experiments/{logger.experiment_id}/runs/{logger.run_id}"
+    return f"MLflow run: {run}"
 
 
 def tracker_loggers(loggers: Sequence[Logger]) -> list[Any]:

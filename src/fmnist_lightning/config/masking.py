@@ -1,0 +1,115 @@
+"""Secrets out of every file, log line and tracker: the password of a URL (``postgresql://user:pw@host/db``)
+and the value of a key named like a secret (``password``, ``token``, ``secret``, ``api_key``), each shown as
+``***``. The run itself keeps the real values: only what is written, printed or uploaded is masked.
+
+Keeping a secret off the command line too: ``${oc.env:VAR}`` in the URL, resolved only inside the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+MASK = "***"
+# The last word of a key (after the last '.', '_' or '-'): MLFLOW_TRACKING_PASSWORD, client_secret, api_key, access_token.
+_SECRET_WORD = r"(?:password|passwd|token|secret|api[_-]?key|credentials?)"
+SECRET_KEY = re.compile(r"(?:^|[._-])" + _SECRET_WORD + r"$", re.IGNORECASE)
+# scheme://user:password@host: the password ends at the last '@' before the host (it may hold '@' itself).
+# Also as Hydra's override grammar escapes it (http\://user\:password@host), as sweepers write overrides.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*\\?://[^\s:/@'\"\\]*\\?:)(?P<password>[^\s'\"]*)(?P<at>@)")
+# key=value (an override), key: value (YAML), "key": "value" (JSON); not null, not an ${interpolation}.
+_KEY_VALUE = re.compile(
+    r"(?<![\w.-])(?P<key>(?:[\w+~-]+\.)*(?:[\w-]*[_-])?" + _SECRET_WORD + r")(?![\w-])(?P<quote>['\"]?)"
+    r"(?P<sep>\s*[:=]\s*)(?P<q2>['\"]?)(?P<value>(?!(?:null|None|\*\*\*)(?![^\s'\",}\]]))(?!\$\{)[^\s'\",}\]]+)",
+    re.IGNORECASE,
+)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every URL password and every ``<secret key>=<value>`` (or ``: value``) masked."""
+    if not text:
+        return text
+    text = _URL_PASSWORD.sub(lambda m: m["head"] + (m["password"] if m["password"] == MASK else MASK) + m["at"], text)
+    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['quote']}{m['sep']}{m['q2']}{MASK}", text)
+
+
+def is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and bool(SECRET_KEY.search(key.rsplit(".", 1)[-1]))
+
+
+def mask_values(node: Any) -> Any:
+    """A copy of a plain container (dicts, lists, strings) with its secrets masked."""
+    if isinstance(node, Mapping):
+        return {k: (MASK if is_secret_key(k) and v not in (None, "") else mask_values(v)) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(mask_values(v) for v in node)
+    if isinstance(node, str):
+        return mask_text(node)
+    return node
+
+
+def holds_secret(text: str) -> bool:
+    return mask_text(text) != text
+
+
+def holds_masked_secret(text: str) -> bool:
+    """Whether ``text`` (an override as a run's files keep it) has a secret that was masked there."""
+    return MASK in text and mask_text(text.replace(MASK, "x")) != text.replace(MASK, "x")
+
+
+class MaskSecretsFilter(logging.Filter):
+    """A logging filter for every handler (console, ``train.log``): the record's message, arguments and
+    traceback with their secrets masked. Hydra's launchers log each job's overrides, URLs included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        return True
+
+
+def mask_file(path: Path) -> bool:
+    """Rewrite a text file with its secrets masked (atomically: a reader sees the old file or the new one);
+    True if it held any."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    masked = mask_text(text)
+    if masked == text:
+        return False
+    tmp = path.with_name(f".{path.name}.masking")
+    tmp.write_text(masked)
+    os.replace(tmp, path)
+    return True
+
+
+class MaskSecretFiles(Callback):
+    """A Hydra callback: the files Hydra writes with the config (``.hydra/config.yaml``, ``hydra.yaml``,
+    ``overrides.yaml``, the sweep's ``multirun.yaml``) rewritten with their secrets masked, as soon as
+    Hydra has written them and before the job's code runs. The job itself gets the real values."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        runtime = config.hydra.runtime
+        if config.hydra.output_subdir is not None:
+            for path in (Path(runtime.output_dir) / str(config.hydra.output_subdir)).glob("*.yaml"):
+                mask_file(path)
+        # The sweep's own file, written before its first job (BasicSweeper); every job checks it, which is idempotent.
+        if config.hydra.mode == RunMode.MULTIRUN:
+            mask_file(Path(config.hydra.sweep.dir) / "multirun.yaml")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        mask_file(Path(config.hydra.sweep.dir) / "multirun.yaml")

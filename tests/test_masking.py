@@ -1,0 +1,83 @@
+"""Secrets masked in what the project writes and prints (config/masking.py), on real files and real loggers.
+
+The end-to-end checks: tests/test_trackers.py (a sweep with ${oc.env:...} and a real mlflow server) and
+tests/test_study_hosts.py (a PostgreSQL role with a password and a tracking URL with another, grepped for)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from fmnist_lightning.config.files import write_json
+from fmnist_lightning.config.masking import MaskSecretsFilter, holds_masked_secret, mask_file, mask_text, mask_values
+from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.training.resume import resume_overrides
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("hydra.sweeper.storage=postgresql+psycopg://fm:s3cr%40t@10.0.0.2:5432/db",
+         "hydra.sweeper.storage=postgresql+psycopg://fm:***@10.0.0.2:5432/db"),
+        ("tracking_uri: http://u:p@ss@127.0.0.1:5000", "tracking_uri: http://u:***@127.0.0.1:5000"),
+        # As sweepers write overrides, in Hydra's escaped grammar.
+        (r"logger.mlflow.tracking_uri=http\://fmnist\:pw@h\:5000", r"logger.mlflow.tracking_uri=http\://fmnist\:***@h\:5000"),
+        ("wandb.api_key=abc123 password: hunter2", "wandb.api_key=*** password: ***"),
+        ('{"MLFLOW_TRACKING_PASSWORD": "zz"}', '{"MLFLOW_TRACKING_PASSWORD": "***"}'),
+        # Left alone: no password, an interpolation that names where it is, a null, a key that only looks alike.
+        ("http://host:5000/path sqlite:///a/b.db", "http://host:5000/path sqlite:///a/b.db"),
+        ("storage: ${oc.env:DB_URL}", "storage: ${oc.env:DB_URL}"),
+        ("password: null", "password: null"),
+        ("tokenizer_lr=0.1", "tokenizer_lr=0.1"),
+    ],
+)
+def test_mask_text(text: str, shown: str) -> None:
+    assert mask_text(text) == shown
+    assert mask_text(shown) == shown  # masking twice changes nothing
+
+
+def test_mask_values_walks_a_config() -> None:
+    record = {"logger": {"url": "redis://:pw@h:1", "client_secret": "s", "tokenizer": "bpe"}, "list": ["mysql://u:p@h/d"]}
+    assert mask_values(record) == {"logger": {"url": "redis://:***@h:1", "client_secret": "***", "tokenizer": "bpe"},
+                                   "list": ["mysql://u:***@h/d"]}
+
+
+def test_the_logging_filter_masks_messages_arguments_and_tracebacks(tmp_path: Path) -> None:
+    logger = logging.getLogger("test_masking")
+    handler = logging.FileHandler(tmp_path / "train.log")
+    handler.addFilter(MaskSecretsFilter())
+    logger.addHandler(handler)
+    try:
+        logger.warning("#0 : %s", "storage=postgresql://u:pw-1@db/x")
+        try:
+            raise RuntimeError("cannot connect to http://u:pw-2@host")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    text = (tmp_path / "train.log").read_text()
+    assert "pw-1" not in text and "pw-2" not in text and text.count("***") == 3  # the traceback shows the message twice
+
+
+def test_files_the_project_writes_are_masked_and_hydras_are_rewritten(tmp_path: Path) -> None:
+    write_json(tmp_path / "run.json", {"storage": "postgresql://u:pw-3@db/x"})
+    assert "pw-3" not in (tmp_path / "run.json").read_text()
+    hydra_file = tmp_path / "overrides.yaml"
+    hydra_file.write_text("- optim.lr=0.1\n- logger.mlflow.tracking_uri=http://u:pw-4@h:5000\n")
+    assert mask_file(hydra_file) and not mask_file(hydra_file)
+    assert OmegaConf.load(hydra_file) == ["optim.lr=0.1", "logger.mlflow.tracking_uri=http://u:***@h:5000"]
+
+
+def test_resume_asks_for_a_masked_secret_again(tmp_path: Path) -> None:
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.create(["optim.lr=0.1", "logger.mlflow.tracking_uri=http://u:***@h:5000"]),
+                   tmp_path / ".hydra" / "overrides.yaml")
+    assert holds_masked_secret("logger.mlflow.tracking_uri=http://u:***@h:5000") and not holds_masked_secret("x=***")
+    with pytest.raises(ConfigError, match=r"logger.mlflow.tracking_uri held a secret, which the run's files keep as \*\*\*; "
+                                          r"pass it again: resume=.* logger.mlflow.tracking_uri=<value>, or write it as "
+                                          r"\$\{oc.env:VARIABLE\}"):
+        resume_overrides(tmp_path)
