@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import cli_overrides, compose_cfg, run_cli
 from fmnist_lightning.errors import CheckpointError, ConfigError, TrainingError
 from fmnist_lightning.train import train
+from fmnist_lightning.training.resume import resume_overrides
 
 # Whole epochs of the 500-image training split (16 batches), so a kill lands inside an epoch.
 RUN = ["trainer.max_epochs=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=2",
@@ -92,6 +94,73 @@ def test_sigkill_mid_run_then_resume_ends_like_an_uninterrupted_run(data_root: P
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) >= 2
     csv_epochs = {line.split(",")[0] for line in (run / "csv" / "metrics.csv").read_text().splitlines()[1:]}
     assert str(killed_at) in csv_epochs or killed_at == 0
+
+
+def _first(pattern: str, folder: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Wait until a file matching ``pattern`` exists under ``folder``: the event a kill is timed on."""
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob(pattern)):
+        assert proc.poll() is None, f"the run ended before {pattern} appeared: {proc.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, f"no {pattern} in {folder}"
+        time.sleep(0.005)
+
+
+@pytest.mark.slow
+def test_resume_auto_makes_one_command_safe_to_run_again_after_a_kill_at_any_point(data_root: Path, tmp_path: Path) -> None:
+    """kill -9 before, during and after the first checkpoint; the identical command (resume=auto, a fixed run
+    directory), run again as a scheduler's requeue would, ends each run complete, with the test metrics of an
+    uninterrupted run to the bit (the CPU path is deterministic)."""
+    expected = train(compose_cfg(data_root, tmp_path / "ref", *RUN))
+    # Hydra has written the run's files; the first checkpoint file appears; last.ckpt is complete.
+    kill_points = {"before": ".hydra/overrides.yaml", "during": "checkpoints/*", "after": "checkpoints/last.ckpt"}
+    for point, pattern in kill_points.items():
+        run = tmp_path / point
+        command = [*cli_overrides(data_root, tmp_path / "logs"), *RUN, f"hydra.run.dir={run}", "resume=auto"]
+        proc = _start(*command)
+        _first(pattern, run, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert not (run / "metrics.json").exists(), f"{point}: the kill came after the run had finished"
+
+        again = run_cli(*command)
+        assert again.returncode == 0, f"{point}: {again.stderr[-3000:]}"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert (metrics["epochs"], metrics["test/acc"], metrics["test/loss"]) == \
+            (expected["epochs"], expected["test/acc"], expected["test/loss"]), point
+        if point == "before":
+            # Nothing to continue from: started over in place, the partial attempt kept, not deleted.
+            assert "stopped before its first checkpoint" in again.stderr
+            assert (run / "attempts" / "1" / ".hydra" / "overrides.yaml").is_file()
+            assert (run / ".hydra" / "overrides.yaml").is_file()
+        if point == "after":
+            assert list((run / ".hydra").glob("resumed_*/overrides.yaml"))  # continued, not started over
+            assert not (run / "attempts").exists()
+            # A third time: the run is complete, and is left as it is.
+            before = _digest(run / "metrics.json")
+            third = run_cli(*command)
+            assert third.returncode == 0 and "is complete" in third.stdout, third.stderr[-2000:]
+            assert _digest(run / "metrics.json") == before
+
+
+def test_resume_of_a_run_without_a_checkpoint_starts_it_over_in_place_and_keeps_each_attempt(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for attempt in (1, 2):
+        (run / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create(["model=lenet", "trainer.max_epochs=3"]), run / ".hydra" / "overrides.yaml")
+        (run / "train.log").write_text(f"attempt {attempt}\n")
+        assert resume_overrides(run, ["trainer.max_epochs=5"]) == ["model=lenet", "trainer.max_epochs=5",
+                                                                    f"hydra.run.dir={run.resolve()}"]
+        assert sorted(p.name for p in run.iterdir()) == ["attempts"]  # the directory is free for the new start
+        assert (run / "attempts" / str(attempt) / "train.log").read_text() == f"attempt {attempt}\n"
+        assert (run / "attempts" / str(attempt) / ".hydra" / "overrides.yaml").is_file()
+
+
+def test_resume_auto_needs_a_fixed_run_directory(tmp_path: Path) -> None:
+    result = run_cli("resume=auto", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: resume=auto needs the run's own directory, the same each time the command runs: add "
+        "hydra.run.dir=<dir>, e.g. hydra.run.dir=outputs/runs/job-$SLURM_JOB_ID")
 
 
 def _exit_or_stacks(proc: subprocess.Popen, guard: float = 600) -> str:

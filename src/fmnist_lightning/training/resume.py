@@ -6,6 +6,12 @@ the same composition, the same directory, the same TensorBoard and CSV logs. Thi
 happens before Hydra starts, because Hydra fixes the run directory and writes its
 config files there before the task function runs. The resumed run's Hydra files
 go to ``.hydra/resumed_<time>`` so the original ones stay as they were.
+
+A run stopped before its first checkpoint has nothing to continue from: it starts over
+in the same directory, its partial files moved to ``attempts/<n>/`` first (nothing is
+deleted). ``resume=auto`` with a fixed ``hydra.run.dir`` makes one command safe to run
+again and again, as a scheduler's requeue runs it: a new run where there is none, the
+run continued where it has a checkpoint, nothing where it is complete.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from fmnist_lightning.errors import CheckpointError, ConfigError
 log = logging.getLogger(__name__)
 
 RESUME = "resume"
+AUTO = "auto"
+ATTEMPTS = "attempts"
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
@@ -37,6 +45,34 @@ def _key(arg: str) -> str:
 
 class RunComplete(Exception):
     """``resume=`` named a run that has nothing left to train; the message says so (exit 0)."""
+
+
+def has_checkpoint(run: Path) -> bool:
+    return any((run / LAST_CHECKPOINT).parent.glob("*.ckpt"))
+
+
+def set_aside(run: Path) -> Path:
+    """Move everything in ``run`` (earlier attempts aside) into ``run/attempts/<n>``, the next free n."""
+    attempts = run / ATTEMPTS
+    taken = [int(p.name) for p in attempts.glob("*") if p.name.isdigit()] if attempts.is_dir() else []
+    target = attempts / str(max(taken, default=0) + 1)
+    target.mkdir(parents=True)
+    for entry in run.iterdir():
+        if entry.name != ATTEMPTS:
+            entry.rename(target / entry.name)
+    return target
+
+
+def _start_over(run: Path, overrides: list[str]) -> list[str]:
+    """The run's own command again, in its own directory, its partial files set aside first."""
+    if (run / METRICS_FILE).is_file():
+        raise RunComplete(f"{run} is complete (it has {METRICS_FILE}, and no checkpoint to train on from); "
+                          "its results are left as they are")
+    moved = set_aside(run)
+    message = f"{run} stopped before its first checkpoint: its files are kept in {moved}; starting it over in place"
+    log.warning("%s", message)
+    print(message, file=sys.stderr)
+    return [*overrides, f"hydra.run.dir={run}"]
 
 
 def _readable_checkpoint(run: Path) -> Path:
@@ -127,7 +163,7 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
     if not overrides_file.is_file():
         raise ConfigError(f"resume={run_dir}: no .hydra/overrides.yaml there; pass the directory of an earlier run")
     original = [str(arg) for arg in OmegaConf.load(overrides_file)]
-    replaced = {_key(arg) for arg in extra} | {"ckpt_path"}
+    replaced = {_key(arg) for arg in extra} | {"ckpt_path", RESUME}
     masked = [_key(arg) for arg in original if holds_masked_secret(arg) and _key(arg) not in replaced]
     if masked:
         # The run's files keep secrets masked (config.masking): the real value must come from the user again.
@@ -135,11 +171,13 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
             f"resume={run_dir}: {masked[0]} held a secret, which the run's files keep as ***; pass it again: "
             f"resume={run_dir} {masked[0]}=<value>, or write it as ${{oc.env:VARIABLE}} so that it never needs retyping"
         )
+    kept = [arg for arg in original if _key(arg) not in replaced]
+    if not has_checkpoint(run):
+        return _start_over(run, [*kept, *extra])
     checkpoint = _readable_checkpoint(run)
     message = finished_message(run, checkpoint, extra)
     if message:
         raise RunComplete(message)
-    kept = [arg for arg in original if _key(arg) not in replaced]
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     return [
         *kept,
@@ -148,6 +186,26 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
         f"hydra.run.dir={run}",
         f"hydra.output_subdir=.hydra/resumed_{stamp}",
     ]
+
+
+def auto_resume(args: Sequence[str]) -> list[str]:
+    """``resume=auto``: ``args`` as a new run in their ``hydra.run.dir`` where no run is yet; else that run
+    continued (``args`` that differ from its own overrides win, e.g. more epochs), or left alone if complete."""
+    run_dirs = [a.partition("=")[2].strip("\"'") for a in args if _key(a) == "hydra.run.dir"]
+    if not run_dirs:
+        raise ConfigError(
+            "resume=auto needs the run's own directory, the same each time the command runs: add "
+            "hydra.run.dir=<dir>, e.g. hydra.run.dir=outputs/runs/job-$SLURM_JOB_ID"
+        )
+    run = Path(run_dirs[-1]).expanduser().resolve()
+    rest = [a for a in args if _key(a) != "hydra.run.dir"]
+    if not (run / ".hydra").exists():
+        return [*rest, f"hydra.run.dir={run}"]
+    if not (run / HYDRA_OVERRIDES).is_file():
+        # Stopped while Hydra wrote its files: nothing of the run's own yet.
+        return _start_over(run, rest)
+    original = {str(arg) for arg in OmegaConf.load(run / HYDRA_OVERRIDES)}
+    return resume_overrides(run, [a for a in rest if a not in original])
 
 
 def prepare_argv(argv: Sequence[str]) -> list[str]:
@@ -160,7 +218,8 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
         run_dir = resume[-1].partition("=")[2]
         if not run_dir:
             raise ConfigError("resume= needs a run directory, e.g. resume=outputs/runs/2026-01-01_12-00-00_000000")
-        return resume_overrides(run_dir, [a for a in args if _key(a) != RESUME])
+        rest = [a for a in args if _key(a) != RESUME]
+        return auto_resume(rest) if run_dir == AUTO else resume_overrides(run_dir, rest)
     if "hydra.output_subdir=null" in args or os.environ.get("LOCAL_RANK") not in (None, "0"):
         # A process joining a run that already started: a DDP rank Lightning launched, or a multirun's
         # DDP job re-run in its own process (distributed.py). Both pass the run's own directory with
