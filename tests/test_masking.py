@@ -6,6 +6,8 @@ tests/test_study_hosts.py (a PostgreSQL role with a password and a tracking URL 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,11 @@ def test_resume_asks_for_a_masked_secret_again(tmp_path: Path) -> None:
                                           r"pass it again: resume=.* logger.mlflow.tracking_uri=<value>, or write it as "
                                           r"\$\{oc.env:VARIABLE\}"):
         resume_overrides(tmp_path)
+
+
+def test_warnings_printed_outside_logging_are_masked(tmp_path: Path) -> None:
+    # The entry points' warning display (cli.hydra_entry.mask_warnings), in a process of its own.
+    code = ("import warnings; from fmnist_lightning.cli.hydra_entry import mask_warnings; mask_warnings(); "
+            "warnings.warn('retrying http://u:pw-warn-9@host:5000/api')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "http://u:***@host:5000/api" in result.stderr and "pw-warn-9" not in result.stderr

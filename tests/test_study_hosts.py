@@ -154,8 +154,8 @@ while True:
 @pytest.mark.skipif(postgres_bin() is None, reason="needs Debian's postgresql package (.ci/run installs it)")
 def test_no_password_of_the_storage_or_tracking_url_reaches_a_file_or_the_console(data_root: Path, tmp_path: Path) -> None:
     """A 2-trial search whose Optuna storage is a PostgreSQL role with a password (scram-sha-256) and whose MLflow
-    tracking URL carries another: both passwords used for real, neither in any file the sweep, its trackers or
-    the tracking server wrote, nor on the console."""
+    tracking URL carries another, logging to TensorBoard, CSV, MLflow and W&B (offline): both passwords used for
+    real, neither in any file the sweep, its trackers or the tracking server wrote, nor on the console."""
     store = tmp_path / "mlflow-server"
     out = tmp_path / "outputs"
     with Hosts(["db", "tracker", "h1"]) as hosts:
@@ -171,7 +171,7 @@ def test_no_password_of_the_storage_or_tracking_url_reaches_a_file_or_the_consol
             sweep = hosts.run("h1", [
                 sys.executable, "-m", "fmnist_lightning", *cli_overrides(data_root, out), *TRIAL[:4],
                 "trainer.max_epochs=1", "hparams_search=lr_wd", "hydra.sweeper.n_trials=2",
-                f"hydra.sweeper.storage='{server.url}'", "hydra.sweeper.study_name=masked", "logger=many",
+                f"hydra.sweeper.storage='{server.url}'", "hydra.sweeper.study_name=masked", "logger=[tensorboard,csv,mlflow,wandb]",
                 f"logger.mlflow.tracking_uri=http://fmnist:{TRACKING_PASSWORD}@{address}:5000",
                 "logger.mlflow.artifact_location=null",
             ], timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
@@ -188,6 +188,7 @@ def test_no_password_of_the_storage_or_tracking_url_reaches_a_file_or_the_consol
         assert password not in sweep.stdout + sweep.stderr
         leaks = [p for folder in (out, store) for p in folder.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
         assert not leaks, f"{password} is in {leaks}"
+    assert len(list(out.rglob("offline-run-*"))) == 2  # the W&B runs, kept offline in the job directories
     files = [p for p in out.rglob("*") if p.is_file()]
     # The places it would have been: Hydra's files, the record in each checkpoint, run.json, the logs.
     assert {p.name for p in files} >= {"hydra.yaml", "overrides.yaml", "config.yaml", "run.json", "hparams.yaml",

@@ -6,9 +6,10 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import hydra
 from omegaconf import DictConfig
@@ -17,6 +18,7 @@ from fmnist_lightning.cli.console import keep_file_only_records_off_console
 from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError, first_line
 
 T = TypeVar("T")
@@ -45,6 +47,21 @@ def _raised_in(exc: BaseException, packages: tuple[str, ...]) -> bool:
     return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith(packages)
 
 
+def mask_warnings() -> None:
+    """Python's warnings, printed to stderr outside logging's handlers (and their filter), with their secrets
+    masked: a library's warning may quote a URL with its password (config.masking)."""
+    if getattr(warnings.showwarning, "masks_secrets", False):
+        return
+    show = warnings.showwarning
+
+    def masked(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+               file: TextIO | None = None, line: str | None = None) -> None:
+        show(mask_text(str(message)), category, filename, lineno, file, line)
+
+    masked.masks_secrets = True  # type: ignore[attr-defined]  # a mark, so a second call wraps nothing twice
+    warnings.showwarning = masked
+
+
 def run_hydra(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function so that Hydra's own errors (an unknown option, a bad override, a
     malformed config file or defaults list) end as one ``error:`` line too, with exit code 2."""
@@ -55,6 +72,7 @@ def run_hydra(main: Callable[[], Any]) -> None:
     # Hydra prints its internal traceback for errors it cannot shorten (a bool in a defaults list, a YAML
     # syntax error) and exits 1. With HYDRA_FULL_ERROR=1 it raises instead, and the message is ours to
     # print; a user who set it wants the traceback, so then Hydra keeps reporting.
+    mask_warnings()
     previous = os.environ.get("HYDRA_FULL_ERROR")
     if previous == "1":
         main()

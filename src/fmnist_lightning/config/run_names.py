@@ -11,12 +11,13 @@ runs it as a single run in the same directory).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fmnist_lightning.config.masking import mask_text
+from fmnist_lightning.config.masking import holds_secret, mask_text
 
 SWEEP_FILE = "multirun.yaml"
 
@@ -109,4 +110,8 @@ def name_tracker_runs(group: DictConfig | None, output_dir: str) -> DictConfig |
                     node.name = run_name(output_dir)
                 if node.get("group") is None:
                     node.group = sweep_name(output_dir)
+                if node.get("settings") is None and any(holds_secret(arg) for arg in sys.argv):
+                    # W&B stores the command line (sys.argv) with the run's system metadata, a password in a
+                    # URL too; that metadata is left out then (sys.argv itself must stay: DDP re-runs it).
+                    node.settings = {"x_disable_meta": True}
     return named
