@@ -16,10 +16,10 @@ from conftest import cli_overrides, run_cli
 
 optuna = pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
 
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.training.study_storage import (  # noqa: E402 - after the skip
     HEARTBEAT_ATTR,
     StorageError,
-    hide_password,
     journal_path,
     open_storage,
 )
@@ -43,10 +43,10 @@ def test_an_unreachable_or_misspelt_storage_is_one_error_line_without_its_passwo
 
 
 def test_passwords_are_hidden_and_file_urls_follow_sqlite() -> None:
-    assert hide_password("postgresql+psycopg://user:p4ss@db:5432/x") == "postgresql+psycopg://user:***@db:5432/x"
-    assert hide_password("sqlite:///outputs/optuna.db") == "sqlite:///outputs/optuna.db"
+    assert mask_text("postgresql+psycopg://user:p4ss@db:5432/x") == "postgresql+psycopg://user:***@db:5432/x"
+    assert mask_text("sqlite:///outputs/optuna.db") == "sqlite:///outputs/optuna.db"
     # A password may hold what a URL also uses as separators; SQLAlchemy reads it whole, and so is it hidden.
-    assert hide_password("postgresql+psycopg://user:a/b:c@db/x") == "postgresql+psycopg://user:***@db/x"
+    assert mask_text("postgresql+psycopg://user:a/b:c@db/x") == "postgresql+psycopg://user:***@db/x"
     assert journal_path("journal:///outputs/study.journal") == Path("outputs/study.journal")
     assert journal_path("journal:////shared/study.journal") == Path("/shared/study.journal")
     with pytest.raises(StorageError, match="journal:////<absolute path>"):

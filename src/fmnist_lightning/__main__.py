@@ -12,8 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import route_lightning_logs, run_hydra
 from fmnist_lightning.config.files import CONF_DIR, FILE_ONLY
-from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.training.resume import MULTIRUN_FLAGS, RunComplete, prepare_argv
 

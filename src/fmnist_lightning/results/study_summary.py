@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.results.summary_files import write_files
 from fmnist_lightning.results.sweep_summary import (
@@ -28,7 +29,7 @@ from fmnist_lightning.results.sweep_summary import (
     rank,
     swept_keys,
 )
-from fmnist_lightning.training.study_storage import hide_password, open_storage
+from fmnist_lightning.training.study_storage import open_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -44,7 +45,7 @@ def load_study(url: str, name: str | None) -> optuna.Study:
         name = names[0]
     if name not in names:
         there = ", ".join(names) if names else "none"
-        raise FmnistError(f"no study named {name!r} in {hide_password(url)} (studies there: {there}); "
+        raise FmnistError(f"no study named {name!r} in {mask_text(url)} (studies there: {there}); "
                           "pass --study <name>")
     return optuna.load_study(study_name=name, storage=storage)
 
@@ -85,7 +86,7 @@ def study_summary(url: str, name: str | None, out_dir: Path | None = None, metri
     study = load_study(url, name)
     trials = study.get_trials(deepcopy=False)
     if not trials:
-        raise FmnistError(f"study {study.study_name!r} in {hide_password(url)} has no trials yet")
+        raise FmnistError(f"study {study.study_name!r} in {mask_text(url)} has no trials yet")
     metric = metric or next((str(t.user_attrs["optimized_metric"]) for t in trials
                              if "optimized_metric" in t.user_attrs), DEFAULT_METRIC)
     if "loss" in metric or metric.startswith(("time_to_acc/", "epoch_to_acc/")):
@@ -101,5 +102,5 @@ def study_summary(url: str, name: str | None, out_dir: Path | None = None, metri
     out_dir = Path(out_dir or Path("outputs") / "studies" / study.study_name)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = Summary(out_dir, metric, maximize, rank(jobs, metric, maximize), swept_keys(jobs), machine=True,
-                      title=f"Study summary: {study.study_name} ({hide_password(url)})")
+                      title=f"Study summary: {study.study_name} ({mask_text(url)})")
     return write_files(summary)

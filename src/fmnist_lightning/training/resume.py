@@ -163,7 +163,7 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
     if not overrides_file.is_file():
         raise ConfigError(f"resume={run_dir}: no .hydra/overrides.yaml there; pass the directory of an earlier run")
     original = [str(arg) for arg in OmegaConf.load(overrides_file)]
-    replaced = {_key(arg) for arg in extra} | {"ckpt_path", RESUME}
+    replaced = {_key(arg) for arg in extra} | {"ckpt_path"}
     masked = [_key(arg) for arg in original if holds_masked_secret(arg) and _key(arg) not in replaced]
     if masked:
         # The run's files keep secrets masked (config.masking): the real value must come from the user again.

@@ -57,11 +57,6 @@ def _password(url: str) -> str | None:
     return str(password) if password else None
 
 
-def hide_password(url: str) -> str:
-    """The URL as it may be printed: ``postgresql://user:***@host/db`` (a password may hold ``/``, ``:`` or ``@``)."""
-    return mask_text(url)
-
-
 def journal_path(url: str) -> Path:
     """The file of a ``journal:///<path>`` URL (relative after three slashes, absolute after four)."""
     path = url[len(JOURNAL_SCHEME):]
@@ -166,7 +161,7 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
         password = _password(url)
         if password:
             reason = reason.replace(password, "***")
-        raise StorageError(f"cannot open the study storage {hide_password(url)}: {reason}") from None
+        raise StorageError(f"cannot open the study storage {mask_text(url)}: {reason}") from None
 
 
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], **kwargs: Any) -> BaseStorage:

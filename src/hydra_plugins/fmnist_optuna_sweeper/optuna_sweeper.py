@@ -35,8 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config.files import METRICS_FILE
 from fmnist_lightning.config.hydra_compat import ALLOWED
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import first_line
-from fmnist_lightning.training.study_storage import Heartbeats, absolute_url, hide_password, local_file, open_storage
+from fmnist_lightning.training.study_storage import Heartbeats, absolute_url, local_file, open_storage
 from fmnist_lightning.training.study_trial import TRIAL_ENV
 from hydra_plugins.fmnist_optuna_sweeper.study_budget import (
     SWEEPER_ATTR,
@@ -195,7 +196,7 @@ class OptunaSweeper(Sweeper):
         where = local_file(self.storage) if self.storage else None
         # The file's absolute path: every worker of one study must name the same file.
         log.info("Study %s in %s: %d trials so far; %s, %s, %s", study.study_name,
-                 where.resolve() if where else hide_password(str(self.storage)), len(study.trials),
+                 where.resolve() if where else mask_text(str(self.storage)), len(study.trials),
                  type(self.sampler).__name__, type(self.pruner).__name__, self.direction)
         asked, waiting = 0, False
         while self.n_trials is None or asked < self.n_trials:
