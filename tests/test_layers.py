@@ -25,6 +25,7 @@ LEVELS = {
     "config": 1,
     "data": 2,
     "models": 2,
+    "sweeps": 2,
     "training": 3,
     "results": 4,
     "deploy": 4,

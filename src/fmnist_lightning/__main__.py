@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> float | None:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from fmnist_lightning.train import train
-    from fmnist_lightning.training.callbacks.checkpointing import interrupted_exit_code
+    from fmnist_lightning.training.callbacks.checkpointing import interrupted_exit_code, requeue_if_asked
     from fmnist_lightning.training.ddp_jobs import in_sweep
     from fmnist_lightning.training.study_trial import reporting_trial
     from fmnist_lightning.training.sweep_jobs import record_failure, sweep_job_failed
@@ -69,6 +69,7 @@ def main(cfg: DictConfig) -> float | None:
         record_failure(Path(cfg.paths.output_dir), exc)
         exit_with_error(exc)
     except SIGTERMException:
+        requeue_if_asked()  # a SLURM job stopped before its time limit: submitit requeues it and exits
         # Lightning's SIGTERMException exits with status 0; a terminated run must not look finished.
         raise SystemExit(interrupted_exit_code()) from None
     except Exception as exc:

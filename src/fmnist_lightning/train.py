@@ -23,7 +23,9 @@ from fmnist_lightning.results.report import write_training_report
 from fmnist_lightning.results.tracker_uploads import upload_run_files
 from fmnist_lightning.training.ddp_jobs import relaunches_command, run_in_own_process
 from fmnist_lightning.training.precision import resolve_precision
+from fmnist_lightning.training.callbacks.checkpointing import stop_signal_name
 from fmnist_lightning.training.provenance import now, provenance
+from fmnist_lightning.training.requeue import attempts, continue_in_place, end_attempt
 from fmnist_lightning.training.run_header import print_header
 from fmnist_lightning.training.run_setup import Run, assemble, best_checkpoint_path, fit, test_best
 from fmnist_lightning.training.trackers import check_trackers, close_trackers, tracker_loggers
@@ -39,7 +41,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resolve_precision(cfg)
     output_dir = Path(cfg.paths.output_dir)
     log.info("Run directory: %s", output_dir, extra=FILE_ONLY)
+    finished = continue_in_place(cfg)
+    if finished is not None:
+        return finished
     origin = provenance(str(cfg.trainer.precision), job_overrides())
+    origin["attempts"] = attempts(output_dir, origin["started"], cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)  # the header shows the seed
 
@@ -55,6 +61,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as exc:
         # Job N+1 of a sweep must not write into this job's tracker run, whatever ended this one.
         close_trackers(run.trainer.loggers, "failed" if isinstance(exc, Exception) else "killed")
+        if not isinstance(exc, Exception):  # stopped by a signal: the next attempt reads when and why
+            record = run.record.get("provenance") or origin
+            end_attempt(record, stopped_by=stop_signal_name())
+            rank_zero_only(write_json)(output_dir / RUN_FILE, record)
         raise
     close_trackers(run.trainer.loggers, "success")
     return metrics
@@ -71,6 +81,7 @@ def fit_test_and_report(cfg: DictConfig, run: Run, started: float, output_dir: P
     origin = run.record.get("provenance")
     if origin is not None:
         origin["ended"] = now()  # the same record the checkpoints and the report hold
+        end_attempt(origin)
         rank_zero_only(write_json)(output_dir / RUN_FILE, origin)
     if "test/acc" in metrics:
         rank_zero_only(print)(

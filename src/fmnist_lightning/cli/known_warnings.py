@@ -8,6 +8,7 @@ the user.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 
@@ -35,6 +36,16 @@ KNOWN_HARMLESS: tuple[tuple[str, type[Warning], str], ...] = (
      "torch.export.load of a .pt2 file; its caveat is for weights not on the CPU, and exported weights are on the CPU"),
 )
 
+# Harmless only outside a SLURM allocation: inside one, a run not started by srun is a real mistake to hear about.
+OUTSIDE_SLURM_JOBS: tuple[tuple[str, type[Warning], str], ...] = (
+    (r"The `srun` command is available on your system but is not used", Warning,
+     "Lightning says so on any machine with SLURM's commands (a login node, a workstation), job or not"),
+)
+
+
+def _harmless_here() -> tuple[tuple[str, type[Warning], str], ...]:
+    return KNOWN_HARMLESS + (OUTSIDE_SLURM_JOBS if "SLURM_JOB_ID" not in os.environ else ())
+
 
 # (logger, message regex, why it is noise here)
 KNOWN_LOG_MESSAGES: tuple[tuple[str, str, str], ...] = (
@@ -58,7 +69,7 @@ class _DropMessages(logging.Filter):
 
 def filter_known_warnings() -> None:
     """Silence exactly the known-harmless warnings and log messages for this process."""
-    for message, category, _ in KNOWN_HARMLESS:
+    for message, category, _ in _harmless_here():
         warnings.filterwarnings("ignore", message=message, category=category)
     # A logger's filters see only what is logged to that logger itself, so each sits on the one that logs it;
     # set before that logger's package is imported, it is in place from the first message.
@@ -70,4 +81,4 @@ def filter_known_warnings() -> None:
 
 def as_pytest_filters() -> list[str]:
     """The same filters in pytest's ``filterwarnings`` syntax."""
-    return [f"ignore:{message}:{category.__name__}" for message, category, _ in KNOWN_HARMLESS]
+    return [f"ignore:{message}:{category.__name__}" for message, category, _ in _harmless_here()]

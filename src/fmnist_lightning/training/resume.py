@@ -39,6 +39,24 @@ ATTEMPTS = "attempts"
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
+# SLURM sets it in a job's environment from its first requeue on (preemption, node failure, scontrol requeue,
+# or a job that requeues itself before its time limit): how many times the job has started over.
+RESTART_COUNT = "SLURM_RESTART_COUNT"
+
+
+def scheduler_restarts() -> int:
+    """How many times the scheduler has started this job again (0 outside SLURM and on its first start)."""
+    try:
+        return int(os.environ.get(RESTART_COUNT) or 0)
+    except ValueError:
+        return 0
+
+
+def is_first_task() -> bool:
+    """Whether this process is the first of its job's tasks (every process outside SLURM is): only it moves files."""
+    return os.environ.get("SLURM_PROCID", "0") == "0"
+
+
 def _key(arg: str) -> str:
     return arg.partition("=")[0].lstrip("+~")
 
@@ -51,14 +69,14 @@ def has_checkpoint(run: Path) -> bool:
     return any((run / LAST_CHECKPOINT).parent.glob("*.ckpt"))
 
 
-def set_aside(run: Path) -> Path:
-    """Move everything in ``run`` (earlier attempts aside) into ``run/attempts/<n>``, the next free n."""
+def set_aside(run: Path, keep: Sequence[str] = ()) -> Path:
+    """Move everything in ``run`` (earlier attempts and ``keep`` aside) into ``run/attempts/<n>``, the next free n."""
     attempts = run / ATTEMPTS
     taken = [int(p.name) for p in attempts.glob("*") if p.name.isdigit()] if attempts.is_dir() else []
     target = attempts / str(max(taken, default=0) + 1)
     target.mkdir(parents=True)
     for entry in run.iterdir():
-        if entry.name != ATTEMPTS:
+        if entry.name != ATTEMPTS and entry.name not in keep:
             entry.rename(target / entry.name)
     return target
 
@@ -68,6 +86,8 @@ def _start_over(run: Path, overrides: list[str]) -> list[str]:
     if (run / METRICS_FILE).is_file():
         raise RunComplete(f"{run} is complete (it has {METRICS_FILE}, and no checkpoint to train on from); "
                           "its results are left as they are")
+    if not is_first_task():
+        return [*overrides, f"hydra.run.dir={run}"]  # the job's first task sets the files aside
     moved = set_aside(run)
     message = f"{run} stopped before its first checkpoint: its files are kept in {moved}; starting it over in place"
     log.warning("%s", message)
@@ -75,7 +95,7 @@ def _start_over(run: Path, overrides: list[str]) -> list[str]:
     return [*overrides, f"hydra.run.dir={run}"]
 
 
-def _readable_checkpoint(run: Path) -> Path:
+def readable_checkpoint(run: Path) -> Path:
     """``last.ckpt``, or, if it cannot be read (a crash mid-write on a filesystem without atomic rename,
     a truncated copy), the newest readable checkpoint of the run, with a warning naming both."""
     # Imported here: prepare_argv runs for every command line, --help included, which must answer
@@ -128,7 +148,7 @@ def finished_message(run: Path, checkpoint: Path, extra: Sequence[str]) -> str |
     Complete means: ``metrics.json`` was written from the state ``checkpoint`` holds (same global
     step), so fitting again would only re-test and overwrite the results with a poorer copy.
     """
-    from fmnist_lightning.training.checkpoints import load_checkpoint, run_config  # as in _readable_checkpoint
+    from fmnist_lightning.training.checkpoints import load_checkpoint, run_config  # as in readable_checkpoint
 
     metrics_file = run / METRICS_FILE
     if not metrics_file.is_file():
@@ -174,7 +194,7 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
     kept = [arg for arg in original if _key(arg) not in replaced]
     if not has_checkpoint(run):
         return _start_over(run, [*kept, *extra])
-    checkpoint = _readable_checkpoint(run)
+    checkpoint = readable_checkpoint(run)
     message = finished_message(run, checkpoint, extra)
     if message:
         raise RunComplete(message)
@@ -205,7 +225,12 @@ def auto_resume(args: Sequence[str]) -> list[str]:
         # Stopped while Hydra wrote its files: nothing of the run's own yet.
         return _start_over(run, rest)
     original = {str(arg) for arg in OmegaConf.load(run / HYDRA_OVERRIDES)}
-    return resume_overrides(run, [a for a in rest if a not in original])
+    overrides = resume_overrides(run, [a for a in rest if a not in original])
+    checkpoint = [a.partition("=")[2] for a in overrides if _key(a) == "ckpt_path"]
+    if checkpoint:
+        restart = f"SLURM job {os.environ.get('SLURM_JOB_ID')}, start {scheduler_restarts() + 1}: " if scheduler_restarts() else ""
+        print(f"{restart}continuing the run in {run} from {checkpoint[-1]}", file=sys.stderr, flush=True)
+    return overrides
 
 
 def prepare_argv(argv: Sequence[str]) -> list[str]:
@@ -220,6 +245,10 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
             raise ConfigError("resume= needs a run directory, e.g. resume=outputs/runs/2026-01-01_12-00-00_000000")
         rest = [a for a in args if _key(a) != RESUME]
         return auto_resume(rest) if run_dir == AUTO else resume_overrides(run_dir, rest)
+    fixed_dir = any(_key(a) == "hydra.run.dir" for a in args)
+    if scheduler_restarts() and fixed_dir and not any(a in MULTIRUN_FLAGS for a in args):
+        # The job's command again, started by SLURM after a requeue: the run in its directory goes on.
+        return auto_resume(args)
     if "hydra.output_subdir=null" in args or os.environ.get("LOCAL_RANK") not in (None, "0"):
         # A process joining a run that already started: a DDP rank Lightning launched, or a multirun's
         # DDP job re-run in its own process (distributed.py). Both pass the run's own directory with

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -46,6 +47,7 @@ class InterruptCheckpoint(L.Callback):
         if threading.current_thread() is not threading.main_thread():
             return
         stop_after_batch = signal.getsignal(signal.SIGTERM)
+        _stop_before_requeue(stop_after_batch)
         if signal.getsignal(signal.SIGINT) is not signal.default_int_handler or not callable(stop_after_batch):
             return
 
@@ -72,8 +74,50 @@ class InterruptCheckpoint(L.Callback):
         )
 
 
+def submitit_requeue_signal() -> int | None:
+    """The signal SLURM sends a job that hydra-submitit-launcher submitted before its time limit (sbatch
+    --signal, USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise), or None outside such a job."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return None
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+
+
+def _stop_before_requeue(stop_after_batch: object) -> None:
+    """In a submitit job, the time-limit signal first stops training after the current batch.
+
+    submitit's own handler requeues the job and exits at once, from whatever line training is on:
+    the epoch under way would be lost, and an exit inside a logger's writer can hang. So during fit
+    the signal asks for Lightning's SIGTERM stop (the checkpoint is saved in ``on_exception``);
+    ``requeue_if_asked`` then hands the signal to submitit's handler, which Lightning has restored.
+    """
+    requeue = submitit_requeue_signal()
+    if requeue is None or not callable(signal.getsignal(requeue)) or not callable(stop_after_batch):
+        return
+
+    def stop_then_requeue(signum: int, frame: FrameType | None) -> None:
+        global _stopped_by
+        _stopped_by = signum
+        rank_zero_only(print)(f"{signal.Signals(signum).name} from SLURM (time limit or preemption): stopping "
+                              "after this batch; the job is requeued and goes on from its last checkpoint",
+                              file=sys.stderr, flush=True)
+        stop_after_batch(signum, frame)
+
+    signal.signal(requeue, stop_then_requeue)
+
+
 # Which signal stopped the run: Ctrl-C reaches the entry point as Lightning's SIGTERMException too.
 _stopped_by: int = signal.SIGTERM
+
+
+def stop_signal_name() -> str:
+    """The name of the signal that stopped the run (SIGTERM, SIGINT, or the scheduler's requeue signal)."""
+    return signal.Signals(_stopped_by).name
+
+
+def requeue_if_asked() -> None:
+    """After a stop asked by submitit's requeue signal: that signal again, now to submitit's handler (requeue, exit)."""
+    if _stopped_by == submitit_requeue_signal():
+        signal.raise_signal(_stopped_by)
 
 
 def interrupted_exit_code() -> int:

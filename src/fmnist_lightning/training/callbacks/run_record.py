@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -33,8 +34,13 @@ class RunRecord(L.Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.config
 
-    @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1 and self.config.get("provenance") is not None:
+            self.config["provenance"]["ranks"] = rank_hosts(trainer)
+        self._log_record(trainer)
+
+    @rank_zero_only
+    def _log_record(self, trainer: L.Trainer) -> None:
         params = hparams_from_record(self.config)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -49,6 +55,18 @@ class RunRecord(L.Callback):
                     logger.experiment.add_text("run/provenance", as_markdown(self.config["provenance"]), global_step=0)
             else:
                 logger.log_hyperparams(params)
+
+
+def rank_hosts(trainer: L.Trainer) -> list[dict[str, Any]]:
+    """Where each process of a distributed run runs: its global rank and host (every rank takes part)."""
+    import torch.distributed as dist
+
+    here = {"rank": trainer.global_rank, "host": socket.gethostname()}
+    if not (dist.is_available() and dist.is_initialized()):
+        return [here]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, here)
+    return gathered
 
 
 def flag_as_differing(experiment: Summary, names: Collection[str]) -> Summary:
