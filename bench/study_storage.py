@@ -36,10 +36,10 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
     import optuna
 
     from fmnist_lightning.training.callbacks.optuna_pruning import OptunaPruning
-    from fmnist_lightning.training.study_storage import Heartbeats, open_storage
-    from fmnist_lightning.training.study_trial import StudyTrial, started_attrs
-    from fmnist_lightning.training.study_trial import TRIAL_ENV
-    from hydra_plugins.fmnist_optuna_sweeper.study_budget import SWEEPER_ATTR, SWEEPER_ID, over_budget, recover, room
+    from fmnist_lightning.sweeps.study_storage import Heartbeats, open_storage
+    from fmnist_lightning.sweeps.study_trial import StudyTrial, started_attrs
+    from fmnist_lightning.sweeps.study_trial import TRIAL_ENV
+    from fmnist_lightning.sweeps.study_budget import SWEEPER_ATTR, SWEEPER_ID, over_budget, recover, room
 
     spent: dict[str, float] = defaultdict(float)
 
@@ -80,7 +80,7 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
         with TimedBeats(storage, [trial._trial_id], 1):  # the sweeper's beats while the job runs
             link = StudyTrial.from_env()
             with timed("job: start, reports, results"):
-                link.set_attrs(started_attrs(run_dir))
+                link.set_attrs(started_attrs(run_dir, 'bench'))
                 pruning = OptunaPruning()
                 pruning.connect()
             with TimedBeats(link.storage, [trial._trial_id], 1):  # the job's own

@@ -173,12 +173,37 @@ def test_concern_of_a_module(module: str, expected: str) -> None:
     assert concern(module) == expected
 
 
-def test_the_package_never_imports_its_hydra_adapter() -> None:
-    # hydra_plugins/fmnist_optuna_sweeper is a thin adapter over the package; the package knows nothing of it.
+def adapter_imports(source: Path) -> list[str]:
+    """``<file>: <module>`` for every import of ``hydra_plugins`` by a module of the package under ``source``."""
     offenders = []
-    for path in sorted(SOURCE.rglob("*.py")):
+    for path in sorted(source.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{path.relative_to(SOURCE)}: {n}" for n in names if n.split(".")[0] == "hydra_plugins"]
+            offenders += [f"{path.relative_to(source)}: {n}" for n in names if n.split(".")[0] == "hydra_plugins"]
+    return offenders
+
+
+def test_the_package_never_imports_its_hydra_adapters() -> None:
+    # hydra_plugins/ holds thin adapters over the package (the Optuna sweeper, the SLURM launcher); the package
+    # knows nothing of them, so that the one-way rule holds across both top-level packages.
+    assert not adapter_imports(SOURCE)
+
+
+def test_the_adapter_check_catches_a_planted_import(tmp_path: Path) -> None:
+    pkg = tmp_path / PACKAGE
+    (pkg / "sweeps").mkdir(parents=True)
+    (pkg / "sweeps" / "trials.py").write_text("def go():\n    from hydra_plugins.fmnist_optuna_sweeper import x\n")
+    (pkg / "train.py").write_text("import hydra_plugins.fmnist_slurm_launcher.slurm_launcher\n")
+    assert adapter_imports(pkg) == ["sweeps/trials.py: hydra_plugins.fmnist_optuna_sweeper",
+                                    "train.py: hydra_plugins.fmnist_slurm_launcher.slurm_launcher"]
+
+
+def test_nothing_in_src_imports_the_benchmarks() -> None:
+    offenders = []
+    for path in sorted((project_root() / "src").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path}: {n}" for n in names if n.split(".")[0] == "bench"]
     assert not offenders

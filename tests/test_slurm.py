@@ -215,7 +215,7 @@ def test_two_node_ddp_through_slurm_matches_ddp_on_one_host(cluster: SlurmCluste
 DUMP_TRIALS = """
 import json, sys
 import optuna
-from fmnist_lightning.training.study_storage import open_storage
+from fmnist_lightning.sweeps.study_storage import open_storage
 study = optuna.load_study(study_name=sys.argv[2], storage=open_storage(sys.argv[1], must_exist=True))
 print(json.dumps([{"number": t.number, "state": t.state.name, "host": t.user_attrs.get("host"),
                    "retry_of": t.system_attrs.get("failed_trial"), "not_run": t.user_attrs.get("not_run")} for t in study.trials]))

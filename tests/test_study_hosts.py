@@ -34,7 +34,7 @@ TRIAL = ["model=linear", "trainer.limit_train_batches=4", "trainer.limit_val_bat
 DUMP_TRIALS = """
 import json, sys
 import optuna
-from fmnist_lightning.training.study_storage import open_storage
+from fmnist_lightning.sweeps.study_storage import open_storage
 study = optuna.load_study(study_name=sys.argv[2], storage=open_storage(sys.argv[1], must_exist=True))
 print(json.dumps([{"number": t.number, "state": t.state.name, "host": t.user_attrs.get("host"),
                    "retry_of": t.system_attrs.get("failed_trial"), "not_run": t.user_attrs.get("not_run")}

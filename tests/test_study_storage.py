@@ -17,13 +17,13 @@ from conftest import cli_overrides, run_cli
 optuna = pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
 
 from fmnist_lightning.config.masking import mask_text
-from fmnist_lightning.training.study_storage import (  # noqa: E402 - after the skip
+from fmnist_lightning.sweeps.study_storage import (  # noqa: E402 - after the skip
     HEARTBEAT_ATTR,
     StorageError,
     journal_path,
     open_storage,
 )
-from hydra_plugins.fmnist_optuna_sweeper.study_budget import over_budget, recover, room  # noqa: E402
+from fmnist_lightning.sweeps.study_budget import over_budget, recover, room  # noqa: E402
 
 SPACE = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
 

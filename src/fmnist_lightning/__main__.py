@@ -49,9 +49,10 @@ def main(cfg: DictConfig) -> float | None:
 
     from fmnist_lightning.train import train
     from fmnist_lightning.training.callbacks.checkpointing import interrupted_exit_code, requeue_if_asked
-    from fmnist_lightning.training.ddp_jobs import in_sweep
-    from fmnist_lightning.training.study_trial import reporting_trial
-    from fmnist_lightning.training.sweep_jobs import record_failure, sweep_job_failed
+    from fmnist_lightning.sweeps.ddp_jobs import in_sweep
+    from fmnist_lightning.sweeps.study_trial import reporting_trial
+    from fmnist_lightning.training.provenance import cpu_model
+    from fmnist_lightning.sweeps.job_failures import record_failure, sweep_job_failed
 
     route_lightning_logs()
 
@@ -59,7 +60,7 @@ def main(cfg: DictConfig) -> float | None:
     log.info("Composed config:\n%s", mask_text(OmegaConf.to_yaml(cfg, resolve=True)), extra=FILE_ONLY)
     try:
         # In an Optuna search: the trial's heartbeat while the job runs, and its results (or error) in the study.
-        with reporting_trial(Path(cfg.paths.output_dir)) as trial:
+        with reporting_trial(Path(cfg.paths.output_dir), cpu_model()) as trial:
             metrics = train(cfg)
             if trial is not None:
                 trial.record_results(metrics, cfg.get("optimized_metric"))

@@ -21,7 +21,7 @@ from fmnist_lightning.config.files import FILE_ONLY, METRICS_FILE, RUN_FILE, wri
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.results.report import write_training_report
 from fmnist_lightning.results.tracker_uploads import upload_run_files
-from fmnist_lightning.training.ddp_jobs import relaunches_command, run_in_own_process
+from fmnist_lightning.sweeps.ddp_jobs import relaunches_command, run_in_own_process
 from fmnist_lightning.training.precision import resolve_precision
 from fmnist_lightning.training.callbacks.checkpointing import stop_signal_name
 from fmnist_lightning.training.provenance import now, provenance

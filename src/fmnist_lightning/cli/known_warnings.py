@@ -31,7 +31,7 @@ KNOWN_HARMLESS: tuple[tuple[str, type[Warning], str], ...] = (
     (r"Argument ``(heartbeat_interval|grace_period|heartbeat_stale_trial_callback)`` is an experimental", Warning,
      "the same heartbeat API, through RDBStorage's arguments"),
     (r"Heartbeat of storage is supposed to be used with Study.optimize", UserWarning,
-     "the sweeper asks and tells, and records the heartbeats that Study.optimize would (training.study_storage)"),
+     "the sweeper asks and tells, and records the heartbeats that Study.optimize would (sweeps.study_storage)"),
     (r"No complete tensor found in the group", UserWarning,
      "torch.export.load of a .pt2 file; its caveat is for weights not on the CPU, and exported weights are on the CPU"),
 )

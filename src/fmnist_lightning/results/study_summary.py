@@ -4,7 +4,7 @@
 
 Every trial's job stores, in the trial's user attributes, where it ran (host, CPU, run
 directory, overrides) when it starts and its results (``val/acc_best``, ``test/acc``, params,
-epochs, wall time, pruned epoch) or its error when it ends (``training.study_trial``). So the
+epochs, wall time, pruned epoch) or its error when it ends (``sweeps.study_trial``). So the
 table needs none of the run directories, which may lie on other machines' disks.
 """
 
@@ -29,7 +29,7 @@ from fmnist_lightning.results.sweep_summary import (
     rank,
     swept_keys,
 )
-from fmnist_lightning.training.study_storage import open_storage
+from fmnist_lightning.sweeps.study_storage import open_storage
 
 if TYPE_CHECKING:
     import optuna

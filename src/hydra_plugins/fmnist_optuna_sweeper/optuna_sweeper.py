@@ -12,7 +12,7 @@ raises is told FAIL and the search goes on, up to ``max_failure_rate``. The stud
 ``storage`` (``sqlite:///``, ``journal:///`` or a database server's SQLAlchemy URL), so running
 again with the same study extends it, and the same command started on several machines makes
 them workers of one study: ``max_trials`` bounds the whole study, heartbeats let any worker fail
-(and, with ``retry_failed``, re-ask) a trial whose worker died (``study_budget``).
+(and, with ``retry_failed``, re-ask) a trial whose worker died (``fmnist_lightning.sweeps.study_budget``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from fmnist_lightning.config.files import METRICS_FILE
 from fmnist_lightning.config.hydra_compat import ALLOWED
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import first_line
-from fmnist_lightning.training.study_storage import Heartbeats, absolute_url, local_file, open_storage
-from fmnist_lightning.training.study_trial import TRIAL_ENV
-from hydra_plugins.fmnist_optuna_sweeper.study_budget import (
+from fmnist_lightning.sweeps.study_storage import Heartbeats, absolute_url, local_file, open_storage
+from fmnist_lightning.sweeps.study_trial import TRIAL_ENV
+from fmnist_lightning.sweeps.study_budget import (
     SWEEPER_ATTR,
     SWEEPER_ID,
     over_budget,

@@ -9,7 +9,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
 from fmnist_lightning.errors import first_line
-from fmnist_lightning.training.study_trial import StudyTrial
+from fmnist_lightning.sweeps.study_trial import StudyTrial
 
 
 log = logging.getLogger(__name__)

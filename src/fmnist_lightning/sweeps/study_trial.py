@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.errors import first_line, one_line
-from fmnist_lightning.training.study_storage import Heartbeats, open_storage
+from fmnist_lightning.sweeps.study_storage import Heartbeats, open_storage
 
 # Where the sweeper (hydra_plugins.fmnist_optuna_sweeper, through hydra.job.env_set) tells a trial's job its storage,
 # study, trial id and heartbeat interval. Defined here, on the job's side: the package never imports its Hydra adapter.
@@ -91,10 +91,9 @@ class StudyTrial:
             log.warning("Could not store trial %d's results: %s", self.trial_id, first_line(exc))
 
 
-def started_attrs(output_dir: Path) -> dict[str, Any]:
-    from fmnist_lightning.training.provenance import cpu_model
-
-    return {"host": socket.gethostname(), "cpu": cpu_model(), "run_dir": str(output_dir.resolve()),
+def started_attrs(output_dir: Path, cpu: str | None = None) -> dict[str, Any]:
+    """Where the trial's job runs: host, CPU (the caller's reading of it), run directory, overrides."""
+    return {"host": socket.gethostname(), "cpu": cpu, "run_dir": str(output_dir.resolve()),
             "overrides": job_overrides()}
 
 
@@ -107,8 +106,13 @@ def result_attrs(metrics: dict[str, Any], optimized_metric: str | None) -> dict[
     return attrs
 
 
+def in_search() -> bool:
+    """Whether this job is a trial of an Optuna search (the sweeper told it its trial through the environment)."""
+    return bool(os.environ.get(TRIAL_ENV["trial"]))
+
+
 @contextmanager
-def reporting_trial(output_dir: Path) -> Iterator[StudyTrial | None]:
+def reporting_trial(output_dir: Path, cpu: str | None = None) -> Iterator[StudyTrial | None]:
     """For the job's lifetime: its trial's heartbeat, and where it ran; on an exception, the error too.
 
     Yields the trial (None outside an Optuna search); the caller stores the results with
@@ -120,7 +124,7 @@ def reporting_trial(output_dir: Path) -> Iterator[StudyTrial | None]:
         yield None
         return
     try:
-        link.set_attrs(started_attrs(output_dir))
+        link.set_attrs(started_attrs(output_dir, cpu))
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("Could not store where trial %d runs: %s", link.trial_id, first_line(exc))
     beats = Heartbeats(link.storage, [link.trial_id], link.heartbeat_interval) if link.heartbeat_interval \

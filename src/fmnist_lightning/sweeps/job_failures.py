@@ -12,18 +12,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from fmnist_lightning.config.files import STATUS_FILE, write_json
 from fmnist_lightning.errors import FmnistError, failure_status
+from fmnist_lightning.sweeps.study_trial import in_search
 
 log = logging.getLogger(__name__)
-
-# Sweepers that catch a job's exception themselves and record the trial as failed.
-SWEEPERS_THAT_RECORD_FAILURES = ("hydra_plugins.fmnist_optuna_sweeper.optuna_sweeper.OptunaSweeper",)
-
 
 def record_failure(output_dir: Path, exc: BaseException) -> str:
     """Write ``status.json`` (failed, the one-line error) into the run's directory; return the line."""
@@ -40,6 +36,6 @@ def sweep_job_failed(cfg: DictConfig, exc: Exception) -> None:
         log.error("Job failed; the sweep goes on: %s", line)
     else:
         log.exception("Job failed; the sweep goes on: %s", line)
-    if HydraConfig.get().sweeper.get("_target_") in SWEEPERS_THAT_RECORD_FAILURES:
+    if in_search():  # the Optuna sweeper stores the trial as failed, with this error
         raise exc
     return None
