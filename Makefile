@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install train test test-fast test-full test-hosts test-hydra-rc tensorboard dashboard bench clean-venv
+.PHONY: install train test test-fast test-full test-hosts test-hydra-rc lint format tensorboard dashboard bench clean-venv
 
 install: $(STAMP)
 
@@ -34,6 +34,18 @@ test: install
 # integration): about a minute on 2 cores. Run it while you work.
 test-fast: install
 	$(PY) -m pytest -n 2 --dist loadfile $(call select,not integration and not slow and not hosts and not cuda) --durations=10 $(ARGS)
+
+# ruff (lint and format) on src/, tests/ and bench/, and mypy on src/ (configs in pyproject.toml); CI runs it
+# first, and .pre-commit-config.yaml on every commit. `make format` rewrites what ruff can fix itself.
+LINTED := src tests bench
+lint: install
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 # Everything, the simulated hosts included (root).
 test-full: test test-hosts

@@ -49,7 +49,7 @@ def screen(output: str) -> list[str]:
             elif token.endswith("K"):  # erase to the end of the line
                 lines[row] = lines[row][:col]
         elif token:
-            lines[row] = lines[row][:col] + token + lines[row][col + len(token):]
+            lines[row] = lines[row][:col] + token + lines[row][col + len(token) :]
             col += len(token)
     while lines and not lines[-1].strip():
         lines.pop()
@@ -73,21 +73,44 @@ def run(checkout: Path, overrides: list[str]) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     output = done.stdout.decode("utf-8", errors="replace")
     lines, bars = counted(output)
-    return {"returncode": done.returncode, "raw_lines": output.count("\n"), "lines": len(lines), "bar_lines": bars,
-            "seconds": round(seconds, 1), "console": lines}
+    return {
+        "returncode": done.returncode,
+        "raw_lines": output.count("\n"),
+        "lines": len(lines),
+        "bar_lines": bars,
+        "seconds": round(seconds, 1),
+        "console": lines,
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
-    rows = [f"| {report['labels'][arm]} | {report[arm]['lines']} | {report[arm]['bar_lines']} | {report[arm]['raw_lines']} | "
-            f"{report[arm]['seconds']:.0f} |"
-            for arm in ("baseline", "new") if arm in report]
+    rows = [
+        f"| {report['labels'][arm]} | {report[arm]['lines']} | {report[arm]['bar_lines']} | "
+        f"{report[arm]['raw_lines']} | "
+        f"{report[arm]['seconds']:.0f} |"
+        for arm in ("baseline", "new")
+        if arm in report
+    ]
     new = "\n".join(report["new"]["console"])
-    return "\n".join([
-        f"# Console lines of `{report['command_line']}` ({report['cpu']}, {report['date']})", "",
-        f"`{report['command']}`. Lines left on a terminal's screen at the end, progress bars aside (see "
-        "bench/console_lines.py); the bars left on screen, and the newlines written in all, beside them.", "",
-        "| checkout | lines | progress bars | newlines written | run (s) |", "|---|---:|---:|---:|---:|", *rows, "",
-        "What this checkout printed, progress-bar refreshes aside:", "", "```text", new, "```", ""])
+    return "\n".join(
+        [
+            f"# Console lines of `{report['command_line']}` ({report['cpu']}, {report['date']})",
+            "",
+            f"`{report['command']}`. Lines left on a terminal's screen at the end, progress bars aside (see "
+            "bench/console_lines.py); the bars left on screen, and the newlines written in all, beside them.",
+            "",
+            "| checkout | lines | progress bars | newlines written | run (s) |",
+            "|---|---:|---:|---:|---:|",
+            *rows,
+            "",
+            "What this checkout printed, progress-bar refreshes aside:",
+            "",
+            "```text",
+            new,
+            "```",
+            "",
+        ]
+    )
 
 
 def main() -> None:
@@ -96,15 +119,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("overrides", nargs="*", help="overrides for both runs (default: none, as make train)")
     args = parser.parse_args()
-    head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    report: dict[str, Any] = {"cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
-                              "command": "python bench/console_lines.py " + " ".join(sys.argv[1:]),
-                              "command_line": " ".join(["python -m fmnist_lightning", *args.overrides]),
-                              "labels": {"new": f"this checkout ({head})"}}
+    head = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    report: dict[str, Any] = {
+        "cpu": cpu_name(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python bench/console_lines.py " + " ".join(sys.argv[1:]),
+        "command_line": " ".join(["python -m fmnist_lightning", *args.overrides]),
+        "labels": {"new": f"this checkout ({head})"},
+    }
     if args.baseline:
         with tempfile.TemporaryDirectory() as tmp:
             baseline = Path(tmp) / "baseline"
-            subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(baseline), args.baseline], cwd=ROOT, check=True)
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", "--quiet", str(baseline), args.baseline], cwd=ROOT, check=True
+            )
             try:
                 # The offline dataset sits beside the checkout, not beside a temporary worktree.
                 report["baseline"] = run(baseline, [f"data.root={ROOT.parent / 'shared' / 'data'}", *args.overrides])

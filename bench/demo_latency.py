@@ -11,7 +11,8 @@ preparation does real work) as a multipart upload, the way the page does:
 
 Every answer must be 200; any other status stops the run with its error line. Bounded in count and time.
 
-Usage: python bench/demo_latency.py --model <file.onnx> [--requests 500] [--clients 4] [--seconds 10] [--per-client 5000]
+Usage: python bench/demo_latency.py --model <file.onnx> [--requests 500] [--clients 4] [--seconds 10]
+                                    [--per-client 5000]
 """
 
 from __future__ import annotations
@@ -58,8 +59,15 @@ def start_server(model: Path, data_root: Path | None) -> tuple[subprocess.Popen,
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "fmnist_lightning.demo", f"model={model}", f"port={port}", "examples=0",
-           f"paths.log_dir={Path('outputs').resolve()}"] + ([f"data_root={data_root}"] if data_root else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmnist_lightning.demo",
+        f"model={model}",
+        f"port={port}",
+        "examples=0",
+        f"paths.log_dir={Path('outputs').resolve()}",
+    ] + ([f"data_root={data_root}"] if data_root else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_S
@@ -134,9 +142,14 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=15)
     print(f"CPU: {cpu_name()}; {len(png):,}-byte PNG upload")
-    print(f"one request ({len(times)} sequential): p50 {np.percentile(times, 50):.2f} ms, "
-          f"p95 {np.percentile(times, 95):.2f} ms")
-    print(f"{args.clients} concurrent clients: {answered} requests in {elapsed:.1f} s = {answered / elapsed:.0f} requests/s")
+    print(
+        f"one request ({len(times)} sequential): p50 {np.percentile(times, 50):.2f} ms, "
+        f"p95 {np.percentile(times, 95):.2f} ms"
+    )
+    print(
+        f"{args.clients} concurrent clients: {answered} requests in {elapsed:.1f} s = "
+        f"{answered / elapsed:.0f} requests/s"
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,8 @@ def build_served(model: str) -> Any:
 
     from fmnist_lightning.config.files import CONF_DIR
     from fmnist_lightning.config.hydra_compat import ALLOWED, INIT_ARGS
-    from fmnist_lightning.deploy.served_model import ServedModel
     from fmnist_lightning.data.fashion_mnist import NORMALIZATION
+    from fmnist_lightning.deploy.served_model import ServedModel
 
     with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
         cfg = compose(config_name="config", overrides=[f"model={model}"])
@@ -60,8 +61,10 @@ def runners(model: str, workdir: Path, calibration: np.ndarray) -> dict[str, Cal
     fp32 = workdir / f"{model}.onnx"
     export_onnx(served, fp32, 18, {"model": model})
     int8 = quantize(fp32, "static", calibration)
-    sessions = {arm: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                for arm, path in (("ort_fp32", fp32), ("ort_int8", int8))}
+    sessions = {
+        arm: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for arm, path in (("ort_fp32", fp32), ("ort_int8", int8))
+    }
 
     def eager(x: np.ndarray) -> Any:
         with torch.inference_mode():
@@ -90,7 +93,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="1 repeat, few calls: checks the script, measures nothing")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--root", default=None, help="folder containing FashionMNIST/raw/ (default: as training finds it)")
+    parser.add_argument(
+        "--root", default=None, help="folder containing FashionMNIST/raw/ (default: as training finds it)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -103,8 +108,10 @@ def main() -> None:
     calibration = (train_images[:1000].float() / 255).numpy()
     inputs_pool = min(len(train_images), max(BATCHES))
     rng = np.random.default_rng(0)
-    inputs = {b: (train_images[rng.choice(len(train_images), b, replace=b > inputs_pool)].float() / 255).numpy()
-              for b in BATCHES}
+    inputs = {
+        b: (train_images[rng.choice(len(train_images), b, replace=b > inputs_pool)].float() / 255).numpy()
+        for b in BATCHES
+    }
 
     samples: dict[tuple[str, str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +119,7 @@ def main() -> None:
         for r in range(repeats):
             for model in args.models:
                 for batch in BATCHES:
-                    order = ARMS[r % len(ARMS):] + ARMS[: r % len(ARMS)]  # rotate which arm goes first
+                    order = ARMS[r % len(ARMS) :] + ARMS[: r % len(ARMS)]  # rotate which arm goes first
                     for arm in order:
                         ms = time_calls(arms[model][arm], inputs[batch], calls[batch], warmup)
                         samples.setdefault((model, arm, batch), []).append(ms)
@@ -120,12 +127,27 @@ def main() -> None:
     rows = []
     for (model, arm, batch), values in samples.items():
         median = statistics.median(values)
-        rows.append({"model": model, "arm": arm, "batch": batch, "median_ms": median, "min_ms": min(values),
-                     "max_ms": max(values), "images_per_s": batch / median * 1000, "repeats": len(values)})
+        rows.append(
+            {
+                "model": model,
+                "arm": arm,
+                "batch": batch,
+                "median_ms": median,
+                "min_ms": min(values),
+                "max_ms": max(values),
+                "images_per_s": batch / median * 1000,
+                "repeats": len(values),
+            }
+        )
     report = {
-        "cpu": cpu_name(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "onnxruntime": __import__("onnxruntime").__version__, "repeats": repeats, "calls": calls,
-        "command": "python bench/export_latency.py" + (" --smoke" if args.smoke else ""), "rows": rows,
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "repeats": repeats,
+        "calls": calls,
+        "command": "python bench/export_latency.py" + (" --smoke" if args.smoke else ""),
+        "rows": rows,
     }
     write_results(args.out, "export_latency", report, markdown(report))
 
@@ -146,9 +168,14 @@ def markdown(report: dict[str, Any]) -> str:
     for model in models:
         for batch in BATCHES:
             e, f, q = (cell[(model, arm, batch)] for arm in ARMS)
-            fmt = lambda c: f"{c['median_ms']:.3f} ({c['min_ms']:.3f}-{c['max_ms']:.3f})"  # noqa: E731
-            lines.append(f"| {model} | {batch} | {fmt(e)} | {fmt(f)} | {fmt(q)} | "
-                         f"{e['median_ms'] / f['median_ms']:.2f}x | {e['median_ms'] / q['median_ms']:.2f}x |")
+
+            def fmt(c: dict) -> str:
+                return f"{c['median_ms']:.3f} ({c['min_ms']:.3f}-{c['max_ms']:.3f})"
+
+            lines.append(
+                f"| {model} | {batch} | {fmt(e)} | {fmt(f)} | {fmt(q)} | "
+                f"{e['median_ms'] / f['median_ms']:.2f}x | {e['median_ms'] / q['median_ms']:.2f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 

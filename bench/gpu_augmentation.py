@@ -34,6 +34,7 @@ def host_draws() -> Iterator[None]:
             if on_host(device):
                 return real[name](*args, device=device, **kwargs)
             return real[name](*args, **kwargs).to(device)
+
         return draw
 
     def like(name: str) -> Callable[..., Any]:
@@ -42,6 +43,7 @@ def host_draws() -> Iterator[None]:
             if on_host(device):
                 return real[name](x, **kwargs)
             return real[name](x.cpu(), **kwargs).to(device)
+
         return draw
 
     def in_place(real_fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,10 +51,16 @@ def host_draws() -> Iterator[None]:
             if on_host(self.device):
                 return real_fn(self, *args, **kwargs)
             return self.copy_(real_fn(torch.empty(self.shape, dtype=self.dtype), *args, **kwargs))
+
         return draw
 
-    patched = {"rand": sized("rand"), "randn": sized("randn"), "randint": sized("randint"),
-               "rand_like": like("rand_like"), "randn_like": like("randn_like")}
+    patched = {
+        "rand": sized("rand"),
+        "randn": sized("randn"),
+        "randint": sized("randint"),
+        "rand_like": like("rand_like"),
+        "randn_like": like("randn_like"),
+    }
     try:
         for name, fn in patched.items():
             setattr(torch, name, fn)
@@ -127,8 +135,12 @@ def compare_op(op: Any, x: Any, device: str, seed: int) -> dict[str, Any]:
     gap = float(dev_change.mean() - cpu_change.mean())
     z = 0.0 if gap == 0 else (gap / se if se > 0 else math.inf)
     return {
-        "max_abs_diff": float(diff.max()), "share_px_over_1_255": share, "host_draws_only": host_only,
-        "mean_change_cpu": float(cpu_change.mean()), "mean_change_device": float(dev_change.mean()), "z": z,
+        "max_abs_diff": float(diff.max()),
+        "share_px_over_1_255": share,
+        "host_draws_only": host_only,
+        "mean_change_cpu": float(cpu_change.mean()),
+        "mean_change_device": float(dev_change.mean()),
+        "z": z,
         "ok": host_only and share <= SAME_PARAMS_MAX_SHARE and abs(z) <= NATIVE_MAX_Z,
     }
 
@@ -140,6 +152,9 @@ def stage_augmentation(root: Path, device: str, n: int, seed: int = 0) -> list[d
         start = time.perf_counter()
         result = compare_op(op, x, device, seed)
         rows.append({"op": name, **result, "seconds": round(time.perf_counter() - start, 2)})
-        print(f"  {name}: {'ok' if result['ok'] else 'FAILED'} (share>1/255 {result['share_px_over_1_255']:.2e}, "
-              f"z {result['z']:+.2f})", flush=True)
+        print(
+            f"  {name}: {'ok' if result['ok'] else 'FAILED'} (share>1/255 {result['share_px_over_1_255']:.2e}, "
+            f"z {result['z']:+.2f})",
+            flush=True,
+        )
     return rows

@@ -33,7 +33,8 @@ this script cannot rot. Its figures measure nothing.
 
 ``--wheels DIR`` (first, before anything else is imported): the wheels in DIR of packages this Python
 lacks, or has at a version that pyproject.toml or another wheel in DIR does not accept, are installed
-with ``pip install --no-index --no-deps --target <--site>``, and that folder is put on PYTHONPATH, ahead of site-packages, for this
+with ``pip install --no-index --no-deps --target <--site>``, and that folder is put on PYTHONPATH, ahead of
+site-packages, for this
 script and every process it starts. Every other package is left as it is; a requirement of
 pyproject.toml that is still not met is named in the table.
 
@@ -61,11 +62,17 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.append(str(HERE))
 
-from gpu_augmentation import (  # noqa: E402
-    NATIVE_MAX_Z, SAME_PARAMS_MAX_SHARE, augmentation_ops, compare_op, load_images, stage_augmentation)
-from gpu_cli_stages import stage_cuda_tests, stage_speedrun, throughput_grid  # noqa: E402
-from gpu_table import markdown  # noqa: E402
-from gpu_wheels import install_missing, unmet_requirements  # noqa: E402
+from gpu_augmentation import (  # noqa: E402 - after bench/ is on sys.path
+    NATIVE_MAX_Z,
+    SAME_PARAMS_MAX_SHARE,
+    augmentation_ops,
+    compare_op,
+    load_images,
+    stage_augmentation,
+)
+from gpu_cli_stages import stage_cuda_tests, stage_speedrun, throughput_grid  # noqa: E402 - after bench/ is on sys.path
+from gpu_table import markdown  # noqa: E402 - after bench/ is on sys.path
+from gpu_wheels import install_missing, unmet_requirements  # noqa: E402 - after bench/ is on sys.path
 
 # tests/test_cuda.py runs stage b's comparison op by op, reading it (and its thresholds) as gpu_check.<name>.
 __all__ = ["NATIVE_MAX_Z", "SAME_PARAMS_MAX_SHARE", "augmentation_ops", "compare_op", "load_images", "main"]
@@ -77,6 +84,7 @@ __all__ = ["NATIVE_MAX_Z", "SAME_PARAMS_MAX_SHARE", "augmentation_ops", "compare
 
 def _synced_step_timer() -> type:
     import torch
+
     from step_timer import StepTimer
 
     class SyncedStepTimer(StepTimer):
@@ -108,12 +116,20 @@ def _device_probe() -> type:
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
             if batch_idx:
                 return
-            dataset = getattr(trainer.datamodule, "train_set", None) or getattr(trainer.train_dataloader, "dataset", None)
+            dataset = getattr(trainer.datamodule, "train_set", None) or getattr(
+                trainer.train_dataloader, "dataset", None
+            )
             images = getattr(dataset, "images", None)
-            self.out.write_text(json.dumps({
-                "batch": str(batch[0].device), "model": str(pl_module.device), "precision": str(trainer.precision),
-                "train_images": str(images.device) if images is not None else "unknown",
-            }))
+            self.out.write_text(
+                json.dumps(
+                    {
+                        "batch": str(batch[0].device),
+                        "model": str(pl_module.device),
+                        "precision": str(trainer.precision),
+                        "train_images": str(images.device) if images is not None else "unknown",
+                    }
+                )
+            )
 
     return DeviceProbe
 
@@ -132,19 +148,30 @@ def __getattr__(name: str) -> Any:
 def machine(smoke: bool) -> dict[str, Any]:
     import torch
 
-    facts: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                             "cuda": torch.version.cuda or "none", "cudnn": torch.backends.cudnn.version() if
-                             torch.backends.cudnn.is_available() else None}
+    facts: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    }
     from results_files import cpu_name
 
     facts["cpu"] = cpu_name()
     if torch.cuda.is_available() and not smoke:
         props = torch.cuda.get_device_properties(0)
-        facts.update(gpu=props.name, capability=f"{props.major}.{props.minor}", gpu_memory_gib=round(props.total_memory / 2**30, 1))
+        facts.update(
+            gpu=props.name,
+            capability=f"{props.major}.{props.minor}",
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+        )
         smi = shutil.which("nvidia-smi")
         if smi:
-            out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True)
-            facts["driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+            out = subprocess.run(
+                [smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
+            )
+            facts["driver"] = (
+                out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+            )
         else:
             facts["driver"] = "unknown (no nvidia-smi)"
     else:
@@ -165,18 +192,36 @@ def default_root() -> Path:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wheels", type=Path, help="folder of wheels for packages this Python lacks")
-    parser.add_argument("--site", type=Path, default=Path(tempfile.gettempdir()) / "fmnist-gpu-check-site",
-                        help="where --wheels installs them (default: %(default)s)")
-    parser.add_argument("--root", type=Path, default=None, help="folder containing FashionMNIST/raw/ "
-                        "(default: data/ in the checkout, else ../shared/data)")
-    parser.add_argument("--out", type=Path, default=None, help="where the table goes (default: bench/results/gpu; "
-                        "with --cpu-smoke a new temporary folder)")
-    parser.add_argument("--work", type=Path, default=None, help="folder for the runs and logs (default: a new "
-                        "temporary folder, kept)")
-    parser.add_argument("--cpu-smoke", action="store_true", help="every stage on the CPU, smallest sizes: checks the "
-                        "script, measures nothing")
+    parser.add_argument(
+        "--site",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "fmnist-gpu-check-site",
+        help="where --wheels installs them (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="folder containing FashionMNIST/raw/ (default: data/ in the checkout, else ../shared/data)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the table goes (default: bench/results/gpu; with --cpu-smoke a new temporary folder)",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for the runs and logs (default: a new temporary folder, kept)"
+    )
+    parser.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="every stage on the CPU, smallest sizes: checks the script, measures nothing",
+    )
     parser.add_argument("--stages", default="abcd", help="which stages to run (default abcd)")
-    parser.add_argument("--models", nargs="+", default=None, help="stage d's models (default compact tinyvgg; smoke: linear)")
+    parser.add_argument(
+        "--models", nargs="+", default=None, help="stage d's models (default compact tinyvgg; smoke: linear)"
+    )
     parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"], help="stage d's precisions")
     parser.add_argument("--images", type=int, default=None, help="stage b's images per op (default 4096; smoke 256)")
     parser.add_argument("--budget-s", type=float, default=570.0, help="stop starting work after this many seconds")
@@ -189,20 +234,23 @@ def set_up_imports(args: argparse.Namespace) -> list[str]:
     bench/ and --site on sys.path and on PYTHONPATH for every process started later; the wheels installed."""
     installed = install_missing(args.wheels, args.site) if args.wheels else []
     if args.wheels:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(HERE), str(args.site),
-                                                    os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT / "src"), str(HERE), str(args.site), os.environ.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
     for path in (str(HERE), str(ROOT / "src")):
         if path not in sys.path:
             sys.path.insert(0, path)
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
-        [str(ROOT / "src"), str(HERE), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        dict.fromkeys([str(ROOT / "src"), str(HERE), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+    )
     # The CLI runs build this file's callbacks (gpu_check.DeviceProbe, SyncedStepTimer): trusted by the caller.
     os.environ["FMNIST_TRUSTED_TARGETS"] = "gpu_check.*,step_timer.*"
     return installed
 
 
-def run_stages(args: argparse.Namespace, report: dict[str, Any], root: Path, work: Path, deadline: float,
-               models: list[str]) -> None:
+def run_stages(
+    args: argparse.Namespace, report: dict[str, Any], root: Path, work: Path, deadline: float, models: list[str]
+) -> None:
     """The stages asked for by --stages, in order, each one's rows into ``report``."""
     smoke = args.cpu_smoke
     device = "cpu" if smoke else "cuda"
@@ -216,7 +264,9 @@ def run_stages(args: argparse.Namespace, report: dict[str, Any], root: Path, wor
     if "c" in args.stages:
         print("c. experiment=speedrun", flush=True)
         report["speedrun"] = stage_speedrun(root, work, smoke, deadline - time.perf_counter(), args.cli_override)
-        print(f"  test accuracy {report['speedrun'].get('test_acc')}, wall {report['speedrun']['wall_s']} s", flush=True)
+        print(
+            f"  test accuracy {report['speedrun'].get('test_acc')}, wall {report['speedrun']['wall_s']} s", flush=True
+        )
     if "d" in args.stages:
         print("d. throughput", flush=True)
         report["throughput"] = throughput_grid(root, work, smoke, deadline, args.cli_override, models, args.precisions)
@@ -224,9 +274,12 @@ def run_stages(args: argparse.Namespace, report: dict[str, Any], root: Path, wor
 
 def passed(report: dict[str, Any]) -> bool:
     """Whether every stage that ran passed (a stage that did not run does not fail the check)."""
-    return (report.get("cuda_tests", {}).get("ok", True) and all(r["ok"] for r in report.get("augmentation", []))
-            and report.get("speedrun", {}).get("ok", True)
-            and all("img_per_s" in r for r in report.get("throughput", [])))
+    return (
+        report.get("cuda_tests", {}).get("ok", True)
+        and all(r["ok"] for r in report.get("augmentation", []))
+        and report.get("speedrun", {}).get("ok", True)
+        and all("img_per_s" in r for r in report.get("throughput", []))
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,22 +292,30 @@ def main(argv: list[str] | None = None) -> int:
 
     smoke = args.cpu_smoke
     if not smoke and not torch.cuda.is_available():
-        print("error: no CUDA device is visible to torch; run with --cpu-smoke to check the script on a CPU",
-              file=sys.stderr)
+        print(
+            "error: no CUDA device is visible to torch; run with --cpu-smoke to check the script on a CPU",
+            file=sys.stderr,
+        )
         return 2
     root = (args.root or default_root()).resolve()
     if not (root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        print(f"error: no Fashion-MNIST in {root}/FashionMNIST/raw; give --root (docs/gpu.md says how to carry it)",
-              file=sys.stderr)
+        print(
+            f"error: no Fashion-MNIST in {root}/FashionMNIST/raw; give --root (docs/gpu.md says how to carry it)",
+            file=sys.stderr,
+        )
         return 2
     out = args.out or (Path(tempfile.mkdtemp(prefix="gpu_check_smoke_")) if smoke else HERE / "results" / "gpu")
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu_check_runs_"))
     work.mkdir(parents=True, exist_ok=True)
     models = args.models or (["linear"] if smoke else ["compact", "tinyvgg"])
     report: dict[str, Any] = {
-        "smoke": smoke, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(smoke), "work": str(work),
+        "smoke": smoke,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(smoke),
+        "work": str(work),
         "command": "bench/gpu_check.sh " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "installed_from_wheels": installed, "unmet_requirements": unmet_requirements(),
+        "installed_from_wheels": installed,
+        "unmet_requirements": unmet_requirements(),
     }
     print(f"GPU check on {report['machine']['gpu']}; work folder {work}", flush=True)
     run_stages(args, report, root, work, deadline, models)

@@ -20,8 +20,9 @@ def run(cmd: list[str], log: Path, timeout: float) -> tuple[int | None, float, s
     start = time.perf_counter()
     with log.open("w") as out:
         try:
-            status: int | None = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                                timeout=max(timeout, 1)).returncode
+            status: int | None = subprocess.run(
+                cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=max(timeout, 1)
+            ).returncode
         except subprocess.TimeoutExpired:
             status = None
     text = log.read_text(errors="replace")
@@ -29,16 +30,27 @@ def run(cmd: list[str], log: Path, timeout: float) -> tuple[int | None, float, s
 
 
 def stage_cuda_tests(work: Path, timeout: float) -> dict[str, Any]:
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                   if re.search(r"mark\.cuda\b", p.read_text()))
+    files = sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests").glob("test_*.py")
+        if re.search(r"mark\.cuda\b", p.read_text())
+    )
     if not files:
         return {"files": [], "summary": "no test is marked cuda", "ok": False, "seconds": 0.0}
     cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", "-q", *files]
     status, seconds, tail = run(cmd, work / "pytest_cuda.log", timeout)
-    summary = next((ln.strip("= ") for ln in reversed(tail.splitlines()) if re.search(r"\d+ (passed|failed|skipped|error)", ln)),
-                   "timed out" if status is None else "no summary line")
-    return {"files": files, "summary": summary, "exit": status, "ok": status == 0, "seconds": round(seconds, 1),
-            "log": str(work / "pytest_cuda.log")}
+    summary = next(
+        (ln.strip("= ") for ln in reversed(tail.splitlines()) if re.search(r"\d+ (passed|failed|skipped|error)", ln)),
+        "timed out" if status is None else "no summary line",
+    )
+    return {
+        "files": files,
+        "summary": summary,
+        "exit": status,
+        "ok": status == 0,
+        "seconds": round(seconds, 1),
+        "log": str(work / "pytest_cuda.log"),
+    }
 
 
 def base_overrides(root: Path, log_dir: Path) -> list[str]:
@@ -47,19 +59,47 @@ def base_overrides(root: Path, log_dir: Path) -> list[str]:
 
 def stage_speedrun(root: Path, work: Path, smoke: bool, timeout: float, extra: list[str]) -> dict[str, Any]:
     log_dir = work / "speedrun"
-    device = (["trainer.accelerator=cpu", "trainer.devices=1", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-               "trainer.limit_test_batches=1", "report=false"] if smoke else ["trainer=gpu"])
-    cmd = [sys.executable, "-m", "fmnist_lightning", "experiment=speedrun", *device, "trainer.precision=auto",
-           *base_overrides(root, log_dir), *extra]
+    device = (
+        [
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_test_batches=1",
+            "report=false",
+        ]
+        if smoke
+        else ["trainer=gpu"]
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmnist_lightning",
+        "experiment=speedrun",
+        *device,
+        "trainer.precision=auto",
+        *base_overrides(root, log_dir),
+        *extra,
+    ]
     status, seconds, tail = run(cmd, work / "speedrun.log", timeout)
-    row: dict[str, Any] = {"command": " ".join(["python -m fmnist_lightning", *cmd[3:]]), "exit": status,
-                           "wall_s": round(seconds, 1)}
+    row: dict[str, Any] = {
+        "command": " ".join(["python -m fmnist_lightning", *cmd[3:]]),
+        "exit": status,
+        "wall_s": round(seconds, 1),
+    }
     metrics = sorted(log_dir.glob("runs/*/metrics.json"))
     if status == 0 and metrics:
         m = json.loads(metrics[-1].read_text())
-        row.update(test_acc=m.get("test/acc"), run_wall_time_s=m.get("wall_time_s"), epochs=m.get("epochs"),
-                   test_tta=m.get("test_tta"), run_dir=str(metrics[-1].parent))
-        found = re.search(r"trainer\.precision=auto: (\S+)", (metrics[-1].parent / "train.log").read_text(errors="replace"))
+        row.update(
+            test_acc=m.get("test/acc"),
+            run_wall_time_s=m.get("wall_time_s"),
+            epochs=m.get("epochs"),
+            test_tta=m.get("test_tta"),
+            run_dir=str(metrics[-1].parent),
+        )
+        found = re.search(
+            r"trainer\.precision=auto: (\S+)", (metrics[-1].parent / "train.log").read_text(errors="replace")
+        )
         row["precision"] = found.group(1) if found else "not logged"
     row["ok"] = status == 0 and row.get("test_acc") is not None
     row["reached_target"] = bool(row.get("test_acc") is not None and row["test_acc"] >= SPEEDRUN_TARGET)
@@ -68,8 +108,9 @@ def stage_speedrun(root: Path, work: Path, smoke: bool, timeout: float, extra: l
     return row
 
 
-def throughput_grid(root: Path, work: Path, smoke: bool, timeout_at: float, extra: list[str],
-                    models: list[str], precisions: list[str]) -> list[dict[str, Any]]:
+def throughput_grid(
+    root: Path, work: Path, smoke: bool, timeout_at: float, extra: list[str], models: list[str], precisions: list[str]
+) -> list[dict[str, Any]]:
     """One Hydra multirun per model.compile value; every cell's images/s (or why there is none)."""
     warmup, steps, batch = (1, 2, 64) if smoke else (10, 100, 256)
     accelerator = ["trainer.accelerator=cpu", "trainer.devices=1"] if smoke else ["trainer=gpu"]
@@ -79,14 +120,34 @@ def throughput_grid(root: Path, work: Path, smoke: bool, timeout_at: float, extr
         # The smoke run compiles one cell only (a CPU compile takes ~10 s): enough to keep the path working.
         layouts = "false" if smoke and compiled == "true" else "false,true"
         precs = precisions[0] if smoke and compiled == "true" else ",".join(precisions)
-        cmd = [sys.executable, "-m", "fmnist_lightning", "-m", f"model={','.join(models)}", *accelerator,
-               f"trainer.precision={precs}", f"model.channels_last={layouts}", f"model.compile={compiled}",
-               "aug=shift_flip", "optim=sgd", "optim.momentum=0.9", "sched=none", f"data.batch_size={batch}",
-               "data.val_size=0", "trainer.max_epochs=1", f"trainer.limit_train_batches={warmup + steps}",
-               "trainer.limit_val_batches=0", "test=false", "report=false",
-               "+callbacks.bench_timer._target_=gpu_check.SyncedStepTimer", f"+callbacks.bench_timer.warmup={warmup}",
-               f"+callbacks.bench_timer.steps={steps}", "+callbacks.bench_timer.out=${paths.output_dir}/timing.json",
-               *base_overrides(root, log_dir), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fmnist_lightning",
+            "-m",
+            f"model={','.join(models)}",
+            *accelerator,
+            f"trainer.precision={precs}",
+            f"model.channels_last={layouts}",
+            f"model.compile={compiled}",
+            "aug=shift_flip",
+            "optim=sgd",
+            "optim.momentum=0.9",
+            "sched=none",
+            f"data.batch_size={batch}",
+            "data.val_size=0",
+            "trainer.max_epochs=1",
+            f"trainer.limit_train_batches={warmup + steps}",
+            "trainer.limit_val_batches=0",
+            "test=false",
+            "report=false",
+            "+callbacks.bench_timer._target_=gpu_check.SyncedStepTimer",
+            f"+callbacks.bench_timer.warmup={warmup}",
+            f"+callbacks.bench_timer.steps={steps}",
+            "+callbacks.bench_timer.out=${paths.output_dir}/timing.json",
+            *base_overrides(root, log_dir),
+            *extra,
+        ]
         left = timeout_at - time.perf_counter()
         if left < 20:
             rows.append({"cells": f"model.compile={compiled}", "error": "not run: the time budget was spent"})
@@ -95,13 +156,21 @@ def throughput_grid(root: Path, work: Path, smoke: bool, timeout_at: float, extr
         jobs = sorted(log_dir.glob("multirun/*/*/.hydra/overrides.yaml"))
         for overrides_file in jobs:
             job = overrides_file.parent.parent
-            chosen = dict(line.strip().lstrip("- ").split("=", 1) for line in overrides_file.read_text().splitlines()
-                          if line.strip().startswith("- ") and "=" in line)
-            row = {"model": chosen.get("model"), "precision": chosen.get("trainer.precision"),
-                   # Hydra records a swept bool as Python writes it (False); the table uses YAML's spelling.
-                   "channels_last": chosen.get("model.channels_last", "").lower(),
-                   "compile": chosen.get("model.compile", "").lower(),
-                   "batch": batch, "steps": steps, "warmup": warmup}
+            chosen = dict(
+                line.strip().lstrip("- ").split("=", 1)
+                for line in overrides_file.read_text().splitlines()
+                if line.strip().startswith("- ") and "=" in line
+            )
+            row = {
+                "model": chosen.get("model"),
+                "precision": chosen.get("trainer.precision"),
+                # Hydra records a swept bool as Python writes it (False); the table uses YAML's spelling.
+                "channels_last": chosen.get("model.channels_last", "").lower(),
+                "compile": chosen.get("model.compile", "").lower(),
+                "batch": batch,
+                "steps": steps,
+                "warmup": warmup,
+            }
             if (job / "timing.json").is_file():
                 row.update(json.loads((job / "timing.json").read_text()))
             elif (job / "status.json").is_file():
@@ -110,7 +179,11 @@ def throughput_grid(root: Path, work: Path, smoke: bool, timeout_at: float, extr
                 row["error"] = "timed out" if status is None else "no timing written"
             rows.append(row)
         if not jobs:
-            rows.append({"cells": f"model.compile={compiled}", "error": ("timed out" if status is None else
-                                                                         f"exit {status}: {tail.strip()[-300:]}")})
+            rows.append(
+                {
+                    "cells": f"model.compile={compiled}",
+                    "error": ("timed out" if status is None else f"exit {status}: {tail.strip()[-300:]}"),
+                }
+            )
         print(f"  throughput, model.compile={compiled}: {len(jobs)} cells in {seconds:.0f} s", flush=True)
     return rows

@@ -21,8 +21,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# {title}",
         "",
-        f"GPU: {m['gpu']}" + (f" (compute capability {m['capability']}, {m['gpu_memory_gib']} GiB)" if "capability" in m else "")
-        + f"; driver {m['driver']}; torch {m['torch']}, CUDA {m['cuda']}, cuDNN {m['cudnn']}; Lightning {m['lightning']}; "
+        f"GPU: {m['gpu']}"
+        + (f" (compute capability {m['capability']}, {m['gpu_memory_gib']} GiB)" if "capability" in m else "")
+        + f"; driver {m['driver']}; torch {m['torch']}, CUDA {m['cuda']}, cuDNN {m['cudnn']}; "
+        f"Lightning {m['lightning']}; "
         f"Python {m['python']}; CPU {m['cpu']}. {report['date']}, {report['seconds']:.0f} s in all. "
         f"Command: `{report['command']}`.",
     ]
@@ -33,23 +35,32 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "| stage | what | result | figures |", "|---|---|---|---|"]
     a = report.get("cuda_tests")
     if a:
-        lines.append(f"| a | `pytest -m cuda` ({', '.join(a['files']) or 'no file'}) | {'ok' if a['ok'] else 'FAILED'} | "
-                     f"{cell(a['summary'])}; {a['seconds']} s |")
+        lines.append(
+            f"| a | `pytest -m cuda` ({', '.join(a['files']) or 'no file'}) | {'ok' if a['ok'] else 'FAILED'} | "
+            f"{cell(a['summary'])}; {a['seconds']} s |"
+        )
     for r in report.get("augmentation", []):
-        lines.append(f"| b | {r['op']}, device vs CPU | {'ok' if r['ok'] else 'FAILED'} | same parameters: max abs diff "
-                     f"{r['max_abs_diff']:.1e}, pixels off by > 1/255: {r['share_px_over_1_255']:.1e}"
-                     f"{'' if r['host_draws_only'] else ' (a draw escaped to the device generator)'}; native draws: mean "
-                     f"change {r['mean_change_cpu']:.4f} CPU, {r['mean_change_device']:.4f} device (z {r['z']:+.1f}) |")
+        lines.append(
+            f"| b | {r['op']}, device vs CPU | {'ok' if r['ok'] else 'FAILED'} | same parameters: max abs diff "
+            f"{r['max_abs_diff']:.1e}, pixels off by > 1/255: {r['share_px_over_1_255']:.1e}"
+            f"{'' if r['host_draws_only'] else ' (a draw escaped to the device generator)'}; native draws: mean "
+            f"change {r['mean_change_cpu']:.4f} CPU, {r['mean_change_device']:.4f} device (z {r['z']:+.1f}) |"
+        )
     c = report.get("speedrun")
     if c:
-        what = ("experiment=speedrun trainer.accelerator=cpu trainer.precision=auto, 1 epoch of 2 batches" if report["smoke"]
-                else "experiment=speedrun trainer=gpu trainer.precision=auto")
+        what = (
+            "experiment=speedrun trainer.accelerator=cpu trainer.precision=auto, 1 epoch of 2 batches"
+            if report["smoke"]
+            else "experiment=speedrun trainer=gpu trainer.precision=auto"
+        )
         if c["ok"]:
-            lines.append(f"| c | {what} | "
-                         f"{'ok' if c['ok'] else 'FAILED'}, test accuracy {c['test_acc']:.2%} "
-                         f"({'reaches' if c['reached_target'] else 'below'} 93.0%) | wall {c['wall_s']} s (the run's own "
-                         f"wall_time_s {c['run_wall_time_s']}), {c['epochs']} epochs, precision auto -> {c['precision']}, "
-                         f"test_tta {c['test_tta']} |")
+            lines.append(
+                f"| c | {what} | "
+                f"{'ok' if c['ok'] else 'FAILED'}, test accuracy {c['test_acc']:.2%} "
+                f"({'reaches' if c['reached_target'] else 'below'} 93.0%) | wall {c['wall_s']} s (the run's own "
+                f"wall_time_s {c['run_wall_time_s']}), {c['epochs']} epochs, precision auto -> {c['precision']}, "
+                f"test_tta {c['test_tta']} |"
+            )
         else:
             status = "timed out" if c["exit"] is None else f"exit {c['exit']}"
             lines.append(f"| c | {what} | FAILED ({status}) | see {report['work']}/speedrun.log |")
@@ -60,8 +71,10 @@ def markdown(report: dict[str, Any]) -> str:
         what = f"{r['model']}, {r['precision']}, channels_last={r['channels_last']}, compile={r['compile']}"
         if "img_per_s" in r:
             peak = f"; peak GPU memory {fmt(r['peak_gpu_mb'])} MiB" if r.get("peak_gpu_mb") is not None else ""
-            lines.append(f"| d | {what} | {fmt(r['img_per_s'])} img/s | batch {r['batch']}, {r['steps']} timed steps after "
-                         f"{r['warmup']}{peak} |")
+            lines.append(
+                f"| d | {what} | {fmt(r['img_per_s'])} img/s | batch {r['batch']}, {r['steps']} timed steps after "
+                f"{r['warmup']}{peak} |"
+            )
         else:
             lines.append(f"| d | {what} | FAILED | {cell(r['error'])} |")
     return "\n".join(lines) + "\n"

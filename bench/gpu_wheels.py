@@ -60,12 +60,26 @@ def install_missing(wheels: Path, site: Path) -> list[str]:
             chosen.append(wheel)
             continue
         specs = asked.get(canonicalize_name(name), [])
-        if (not all(s.contains(have, prereleases=True) for s in specs)
-                and all(s.contains(wheel_version, prereleases=True) for s in specs)):
+        if not all(s.contains(have, prereleases=True) for s in specs) and all(
+            s.contains(wheel_version, prereleases=True) for s in specs
+        ):
             chosen.append(wheel)
     if chosen:
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
-               "--disable-pip-version-check", "--upgrade", "--target", str(site), *map(str, chosen)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--disable-pip-version-check",
+            "--upgrade",
+            "--target",
+            str(site),
+            *map(str, chosen),
+        ]
         subprocess.run(cmd, check=True)
     import importlib
 

@@ -35,9 +35,20 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         training = subprocess.Popen(
-            [sys.executable, "-m", "fmnist_lightning", f"paths.log_dir={tmp}", "trainer.max_epochs=1000",
-             "report=false", "trainer.enable_progress_bar=false"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "fmnist_lightning",
+                f"paths.log_dir={tmp}",
+                "trainer.max_epochs=1000",
+                "report=false",
+                "trainer.enable_progress_bar=false",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             # Beside a training that is really training, not one still loading.
             while not list(Path(tmp).glob("runs/*/tensorboard/events.*")):
@@ -46,12 +57,22 @@ def main() -> None:
                 time.sleep(1)
             for i in range(args.times):
                 started = time.monotonic()
-                test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TEST],
-                                      cwd=ROOT, capture_output=True, text=True)
+                test = subprocess.run(
+                    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TEST],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                )
                 seconds = time.monotonic() - started
                 passed = test.returncode == 0
-                runs.append({"pass": i + 1, "passed": passed, "seconds": round(seconds, 1),
-                             "summary": test.stdout.strip().splitlines()[-1] if test.stdout.strip() else ""})
+                runs.append(
+                    {
+                        "pass": i + 1,
+                        "passed": passed,
+                        "seconds": round(seconds, 1),
+                        "summary": test.stdout.strip().splitlines()[-1] if test.stdout.strip() else "",
+                    }
+                )
                 print(f"{i + 1}: {'passed' if passed else 'FAILED'} in {seconds:.1f} s", flush=True)
                 if not passed:
                     print(test.stdout[-4000:], file=sys.stderr)
@@ -60,15 +81,22 @@ def main() -> None:
         finally:
             os.killpg(training.pid, signal.SIGTERM)
             training.wait()
-    report = {"cpu": cpu_name(), "test": TEST, "training_beside_throughout": beside, "runs": runs,
-              "passed_in_a_row": next((i for i, r in enumerate(runs) if not r["passed"]), len(runs))}
+    report = {
+        "cpu": cpu_name(),
+        "test": TEST,
+        "training_beside_throughout": beside,
+        "runs": runs,
+        "passed_in_a_row": next((i for i, r in enumerate(runs) if not r["passed"]), len(runs)),
+    }
     rows = "\n".join(f"| {r['pass']} | {'passed' if r['passed'] else 'failed'} | {r['seconds']} |" for r in runs)
-    markdown = (f"# The interrupt test beside a training\n\nCPU: {report['cpu']}. Command: "
-                f"`python bench/interrupt_beside_training.py --times {args.times}`.\n\n"
-                f"The default training (whole dataset, `trainer.max_epochs=1000`) ran beside every pass: "
-                f"{'yes' if beside else 'no'}. Each pass runs both cases (SIGTERM and Ctrl-C).\n\n"
-                f"| pass | result | seconds (both cases) |\n|---|---|---|\n{rows}\n\n"
-                f"{report['passed_in_a_row']} of {args.times} passed in a row.\n")
+    markdown = (
+        f"# The interrupt test beside a training\n\nCPU: {report['cpu']}. Command: "
+        f"`python bench/interrupt_beside_training.py --times {args.times}`.\n\n"
+        f"The default training (whole dataset, `trainer.max_epochs=1000`) ran beside every pass: "
+        f"{'yes' if beside else 'no'}. Each pass runs both cases (SIGTERM and Ctrl-C).\n\n"
+        f"| pass | result | seconds (both cases) |\n|---|---|---|\n{rows}\n\n"
+        f"{report['passed_in_a_row']} of {args.times} passed in a row.\n"
+    )
     write_results(HERE / "results", "interrupt_beside_training", report, markdown)
 
 

@@ -33,21 +33,42 @@ PRECISIONS = ("32-true", "bf16-mixed")
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
-def run_cell(model: str, precision: str, root: str, batch: int, warmup: int, steps: int,
-             extra: list[str]) -> dict[str, Any]:
+def run_cell(
+    model: str, precision: str, root: str, batch: int, warmup: int, steps: int, extra: list[str]
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "timing.json"
         cmd = [
-            sys.executable, "-m", "fmnist_lightning", f"model={model}", f"trainer.precision={precision}",
-            "aug=shift_flip", "optim=sgd", "optim.momentum=0.9", "sched=none", f"data.batch_size={batch}",
-            f"data.root={root}", "data.download=false", "trainer.max_epochs=1",
-            f"trainer.limit_train_batches={warmup + steps}", "trainer.limit_val_batches=0", "test=false",
-            "report=false", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp}/outputs",
-            "+callbacks.bench_timer._target_=step_timer.StepTimer", f"+callbacks.bench_timer.warmup={warmup}",
-            f"+callbacks.bench_timer.steps={steps}", f"+callbacks.bench_timer.out={out}", *extra,
+            sys.executable,
+            "-m",
+            "fmnist_lightning",
+            f"model={model}",
+            f"trainer.precision={precision}",
+            "aug=shift_flip",
+            "optim=sgd",
+            "optim.momentum=0.9",
+            "sched=none",
+            f"data.batch_size={batch}",
+            f"data.root={root}",
+            "data.download=false",
+            "trainer.max_epochs=1",
+            f"trainer.limit_train_batches={warmup + steps}",
+            "trainer.limit_val_batches=0",
+            "test=false",
+            "report=false",
+            "trainer.enable_progress_bar=false",
+            f"paths.log_dir={tmp}/outputs",
+            "+callbacks.bench_timer._target_=step_timer.StepTimer",
+            f"+callbacks.bench_timer.warmup={warmup}",
+            f"+callbacks.bench_timer.steps={steps}",
+            f"+callbacks.bench_timer.out={out}",
+            *extra,
         ]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-               "FMNIST_TRUSTED_TARGETS": "step_timer.*"}  # the CLI builds this callback of ours
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "FMNIST_TRUSTED_TARGETS": "step_timer.*",
+        }  # the CLI builds this callback of ours
         result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if result.returncode != 0 or not out.is_file():
             sys.exit(f"error: {' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
@@ -62,8 +83,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"CPU: {report['cpu']} (bfloat16 flags: {', '.join(report['bf16_flags']) or 'none'}; "
         f"`trainer.precision=auto` picks {report['auto']}). torch {report['torch']}. "
         f"Command: `{(limits + ' ') if limits else ''}{report['command']}`.",
-        *([f"Kernels limited by {limits}: the CPU's bf16 units are not used, so this measures an AVX2-only CPU's "
-           "emulated bf16 (`auto` reads the CPU flags and would still pick bf16-mixed here)."] if limits else []),
+        *(
+            [
+                f"Kernels limited by {limits}: the CPU's bf16 units are not used, so this measures an AVX2-only CPU's "
+                "emulated bf16 (`auto` reads the CPU flags and would still pick bf16-mixed here)."
+            ]
+            if limits
+            else []
+        ),
         f"Batch {report['batch']}, {report['steps']} timed steps after {report['warmup']} warm-up steps, "
         f"{report['repeats']} interleaved repeats: median images/s (min-max).",
         "",
@@ -82,9 +109,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--models", nargs="+", default=["compact", "tinyvgg"])
-    parser.add_argument("--root", default=None, help="folder containing FashionMNIST/raw/ (default: as training finds it)")
+    parser.add_argument(
+        "--root", default=None, help="folder containing FashionMNIST/raw/ (default: as training finds it)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--smoke", action="store_true", help="1 repeat of a few steps: checks the script, measures nothing")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 repeat of a few steps: checks the script, measures nothing"
+    )
     parser.add_argument("--cli-override", action="append", default=[], help="one more override for every cell")
     args = parser.parse_args()
 
@@ -102,7 +133,7 @@ def main() -> None:
     cells = [(m, p) for m in args.models for p in PRECISIONS]
     runs: dict[tuple[str, str], list[float]] = {}
     for r in range(repeats):
-        for model, precision in cells[r % len(cells):] + cells[: r % len(cells)]:
+        for model, precision in cells[r % len(cells) :] + cells[: r % len(cells)]:
             speed = run_cell(model, precision, root, args.batch, warmup, steps, args.cli_override)["img_per_s"]
             runs.setdefault((model, precision), []).append(speed)
             print(f"repeat {r + 1}: {model:>10s} {precision:>10s} {speed:>9,.0f} img/s", flush=True)
@@ -113,10 +144,17 @@ def main() -> None:
         row["speedup"] = row["bf16-mixed"]["median"] / row["32-true"]["median"]
         models[model] = row
     report = {
-        "cpu": cpu_name(), "bf16_flags": sorted(BF16_CPU_FLAGS & cpu_flags()), "auto": fast_precision("cpu"),
-        "torch": torch.__version__, "isa_limits": {k: os.environ[k] for k in ISA_LIMITS if k in os.environ},
-        "batch": args.batch, "warmup": warmup, "steps": steps, "repeats": repeats,
-        "command": " ".join(["python bench/precision.py", *sys.argv[1:]]), "models": models,
+        "cpu": cpu_name(),
+        "bf16_flags": sorted(BF16_CPU_FLAGS & cpu_flags()),
+        "auto": fast_precision("cpu"),
+        "torch": torch.__version__,
+        "isa_limits": {k: os.environ[k] for k in ISA_LIMITS if k in os.environ},
+        "batch": args.batch,
+        "warmup": warmup,
+        "steps": steps,
+        "repeats": repeats,
+        "command": " ".join(["python bench/precision.py", *sys.argv[1:]]),
+        "models": models,
     }
     write_results(args.out, "precision", report, markdown(report))
 

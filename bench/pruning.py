@@ -26,7 +26,15 @@ ARMS = {"median pruner (preset default)": [], "no pruning": ["hydra/sweeper/prun
 def run_arm(extra: list[str], common: list[str], log_dir: Path) -> dict:
     import optuna
 
-    cmd = [sys.executable, "-m", "fmnist_lightning", "hparams_search=lr_wd", f"paths.log_dir={log_dir}", *common, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmnist_lightning",
+        "hparams_search=lr_wd",
+        f"paths.log_dir={log_dir}",
+        *common,
+        *extra,
+    ]
     started = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -37,9 +45,14 @@ def run_arm(extra: list[str], common: list[str], log_dir: Path) -> dict:
     states = Counter(t.state.name.lower() for t in study.trials)
     # The best val/acc_best any trial reached, pruned ones included (their last report is their best so far).
     reached = [max(t.intermediate_values.values()) for t in study.trials if t.intermediate_values]
-    return {"command": " ".join(["python -m fmnist_lightning", *cmd[3:4], *common, *extra]), "wall_time_s": wall,
-            "trials": dict(states), "best_val_acc_best": max(reached), "best_params": study.best_trial.params,
-            "epochs_trained": sum(len(t.intermediate_values) for t in study.trials)}
+    return {
+        "command": " ".join(["python -m fmnist_lightning", *cmd[3:4], *common, *extra]),
+        "wall_time_s": wall,
+        "trials": dict(states),
+        "best_val_acc_best": max(reached),
+        "best_params": study.best_trial.params,
+        "epochs_trained": sum(len(t.intermediate_values) for t in study.trials),
+    }
 
 
 def main() -> None:
@@ -49,8 +62,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("overrides", nargs="*", help="more overrides for both arms")
     args = parser.parse_args()
-    common = [f"hydra.sweeper.n_trials={args.trials}", f"trainer.max_epochs={args.epochs}",
-              "trainer.enable_progress_bar=false", *args.overrides]
+    common = [
+        f"hydra.sweeper.n_trials={args.trials}",
+        f"trainer.max_epochs={args.epochs}",
+        "trainer.enable_progress_bar=false",
+        *args.overrides,
+    ]
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from results_files import cpu_name, write_results
 
@@ -60,18 +77,33 @@ def main() -> None:
             arms[name] = run_arm(extra, common, Path(tmp) / str(i))
             print(name, json.dumps(arms[name]), flush=True)
     pruned, full = arms["median pruner (preset default)"], arms["no pruning"]
-    report = {"cpu": cpu_name(), "trials": args.trials, "epochs": args.epochs, "arms": arms,
-              "wall_time_ratio": pruned["wall_time_s"] / full["wall_time_s"],
-              "best_difference_points": 100 * (pruned["best_val_acc_best"] - full["best_val_acc_best"])}
-    lines = [f"# Pruning: hparams_search=lr_wd, {args.trials} trials x {args.epochs} epochs, same seed",
-             "", f"CPU: {report['cpu']}. Command: `python bench/pruning.py --trials {args.trials} --epochs {args.epochs}`.",
-             "", "| arm | wall time | trials (state: count) | epochs trained | best val/acc_best |", "|---|---:|---|---:|---:|"]
+    report = {
+        "cpu": cpu_name(),
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "arms": arms,
+        "wall_time_ratio": pruned["wall_time_s"] / full["wall_time_s"],
+        "best_difference_points": 100 * (pruned["best_val_acc_best"] - full["best_val_acc_best"]),
+    }
+    lines = [
+        f"# Pruning: hparams_search=lr_wd, {args.trials} trials x {args.epochs} epochs, same seed",
+        "",
+        f"CPU: {report['cpu']}. Command: `python bench/pruning.py --trials {args.trials} --epochs {args.epochs}`.",
+        "",
+        "| arm | wall time | trials (state: count) | epochs trained | best val/acc_best |",
+        "|---|---:|---|---:|---:|",
+    ]
     for name, arm in arms.items():
         states = ", ".join(f"{k}: {v}" for k, v in sorted(arm["trials"].items()))
-        lines.append(f"| {name} | {arm['wall_time_s']:.0f} s | {states} | {arm['epochs_trained']} | "
-                     f"{arm['best_val_acc_best']:.4f} |")
-    lines += ["", f"Pruned / unpruned wall time: {report['wall_time_ratio']:.2f}x; best val/acc_best differs by "
-              f"{report['best_difference_points']:+.2f} points."]
+        lines.append(
+            f"| {name} | {arm['wall_time_s']:.0f} s | {states} | {arm['epochs_trained']} | "
+            f"{arm['best_val_acc_best']:.4f} |"
+        )
+    lines += [
+        "",
+        f"Pruned / unpruned wall time: {report['wall_time_ratio']:.2f}x; best val/acc_best differs by "
+        f"{report['best_difference_points']:+.2f} points.",
+    ]
     write_results(args.out, "pruning", report, "\n".join(lines) + "\n")
 
 

@@ -1,6 +1,7 @@
 """What each speedrun trick buys on this machine: today's ``speedrun`` and the same with one knob added per row.
 
-Every row is the real CLI, ``experiment=speedrun`` as it was on 2026-12-01 (``bench/conf/experiment/speedrun_2026_12_01.yaml``) plus the row's overrides, tuned on the validation
+Every row is the real CLI, ``experiment=speedrun`` as it was on 2026-12-01
+(``bench/conf/experiment/speedrun_2026_12_01.yaml``) plus the row's overrides, tuned on the validation
 split only: ``data.val_size=5000`` (speedrun itself trains on all 60,000) and ``test=false``, so
 no row ever sees the test set. Each row reports its best validation accuracy, the wall time to 93%
 validation accuracy (``time_to_acc/0.93`` of ``metrics.json``; also to 92%, which a speedrun-length run
@@ -26,8 +27,13 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-VALIDATION = ["data.val_size=5000", "test=false", "report=false", "++callbacks.evaluation_figures=null",
-              "trainer.enable_progress_bar=false"]
+VALIDATION = [
+    "data.val_size=5000",
+    "test=false",
+    "report=false",
+    "++callbacks.evaluation_figures=null",
+    "trainer.enable_progress_bar=false",
+]
 # Each row: today's speedrun plus one knob (docs/configuration.md#speedrun-knobs).
 # Every row starts from `speedrun` as it was before this tuning (bench/conf/experiment/), so the tables
 # keep their meaning now that the preset itself has moved on.
@@ -58,8 +64,13 @@ CUMULATIVE: dict[str, list[str]] = {
     "+8_epochs": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=8"],
     "+7_epochs": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=7"],
     "+6_epochs": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=6"],
-    "+rest_lr_0.2": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=6",
-                     "optim.rest.lr=0.2"],
+    "+rest_lr_0.2": [
+        "model.pool_first=true",
+        "init=whiten",
+        "optim=muon_recipe",
+        "trainer.max_epochs=6",
+        "optim.rest.lr=0.2",
+    ],
 }
 # Tuning pilots for the presets: several knobs at once, each row with its own schedule length.
 # Same rules: validation split only (bench/results/recipes/pilots.md).
@@ -97,15 +108,26 @@ ALL_ROWS = ROWS | PILOTS | CUMULATIVE
 
 def merged(base: list[str], row: list[str]) -> list[str]:
     """``base`` with the row's overrides in place of those of the same key (Hydra refuses a key twice)."""
-    key = lambda override: override.split("=", 1)[0]  # noqa: E731
+
+    def key(override: str) -> str:
+        return override.split("=", 1)[0]
+
     ours = {key(o) for o in row}
     return [o for o in base if key(o) not in ours] + row
 
 
 def run_row(overrides: list[str], seed: int, epochs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "fmnist_lightning", *BASE, f"seed={seed}",
-               *merged([f"trainer.max_epochs={epochs}"], overrides), *VALIDATION, f"hydra.run.dir={tmp}/run"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fmnist_lightning",
+            *BASE,
+            f"seed={seed}",
+            *merged([f"trainer.max_epochs={epochs}"], overrides),
+            *VALIDATION,
+            f"hydra.run.dir={tmp}/run",
+        ]
         started = time.perf_counter()
         with open(Path(tmp) / "stderr", "w+") as stderr:
             child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT)
@@ -118,20 +140,34 @@ def run_row(overrides: list[str], seed: int, epochs: int) -> dict[str, Any]:
         metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
         # What test-time augmentation would add, measured on the same validation images (never on test).
         last = Path(tmp) / "run" / "checkpoints" / "last.ckpt"
-        tta = {name: evaluate_val(last if last.is_file() else Path(metrics["best_model_path"]), views, Path(tmp) / name)
-               for name, views in TTA_VIEWS.items()}
-    return {"val_acc_best": metrics.get("val/acc_best"), "time_to_92_s": metrics.get("time_to_acc/0.92"),
-            "time_to_93_s": metrics.get("time_to_acc/0.93"),
-            "wall_time_s": metrics.get("wall_time_s"), "command_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024,
-            **tta}
+        tta = {
+            name: evaluate_val(last if last.is_file() else Path(metrics["best_model_path"]), views, Path(tmp) / name)
+            for name, views in TTA_VIEWS.items()
+        }
+    return {
+        "val_acc_best": metrics.get("val/acc_best"),
+        "time_to_92_s": metrics.get("time_to_acc/0.92"),
+        "time_to_93_s": metrics.get("time_to_acc/0.93"),
+        "wall_time_s": metrics.get("wall_time_s"),
+        "command_s": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        **tta,
+    }
 
 
 TTA_VIEWS = {"val_acc_mirror": ["tta=true", "tta_shift=0"], "val_acc_mirror_shift1": ["tta=true", "tta_shift=1"]}
 
 
 def evaluate_val(ckpt: Path, views: list[str], out: Path) -> float | None:
-    cmd = [sys.executable, "-m", "fmnist_lightning.evaluate", f"ckpt_path={ckpt}", "split=val", *views,
-           f"hydra.run.dir={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmnist_lightning.evaluate",
+        f"ckpt_path={ckpt}",
+        "split=val",
+        *views,
+        f"hydra.run.dir={out}",
+    ]
     if subprocess.run(cmd, capture_output=True, cwd=ROOT).returncode != 0:
         return None
     return json.loads((out / "metrics.json").read_text())["val/acc"]
@@ -160,29 +196,38 @@ def markdown(report: dict[str, Any]) -> str:
         kind = "Tuning pilots"
     else:
         kind = "Speedrun knobs, one per row,"
-    lines = [f"# {kind} on the validation split ({report['cpu']}, 2 cores)", "",
-             f"`{report['command']}`; each row is `speedrun` as of 2026-12-01 plus its overrides, "
-             f"`{' '.join(VALIDATION[:2])}`, {report['epochs']} epochs unless the row sets `trainer.max_epochs`, "
-             f"seeds {report['seeds']}, interleaved. No row is tested. Validation accuracy with test-time "
-             "augmentation: `python -m fmnist_lightning.evaluate split=val` on the last checkpoint.", "",
-             *([f"Cells added or rerun later: {'; '.join(f'`{c}`' for c in report['reruns'])}.", ""]
-               if report.get("reruns") else []),
-             "| row | overrides | val/acc_best per seed | mean | time to 92% val (s) | time to 93% val (s) | "
-             "train wall time (s) | peak RSS (MB) | val, mirror TTA | val, mirror + 1 px shifts TTA |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {kind} on the validation split ({report['cpu']}, 2 cores)",
+        "",
+        f"`{report['command']}`; each row is `speedrun` as of 2026-12-01 plus its overrides, "
+        f"`{' '.join(VALIDATION[:2])}`, {report['epochs']} epochs unless the row sets `trainer.max_epochs`, "
+        f"seeds {report['seeds']}, interleaved. No row is tested. Validation accuracy with test-time "
+        "augmentation: `python -m fmnist_lightning.evaluate split=val` on the last checkpoint.",
+        "",
+        *(
+            [f"Cells added or rerun later: {'; '.join(f'`{c}`' for c in report['reruns'])}.", ""]
+            if report.get("reruns")
+            else []
+        ),
+        "| row | overrides | val/acc_best per seed | mean | time to 92% val (s) | time to 93% val (s) | "
+        "train wall time (s) | peak RSS (MB) | val, mirror TTA | val, mirror + 1 px shifts TTA |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, runs in report["rows"].items():
         if all("error" in r for r in runs):
             lines.append(f"| {name} | `{' '.join(ALL_ROWS[name])}` | error: {runs[0].get('error', '')} | | | | | | | |")
             continue
         runs = [r for r in runs if "error" not in r]
         accs = [r["val_acc_best"] for r in runs]
-        lines.append(f"| {name} | `{' '.join(ALL_ROWS[name]) or '(speedrun as of 2026-12-01)'}` | "
-                     f"{cell([100 * a for a in accs], '{:.2f}%')} | {100 * statistics.fmean(accs):.2f}% | "
-                     f"{cell([r['time_to_92_s'] for r in runs], '{:.0f}')} | "
-                     f"{cell([r['time_to_93_s'] for r in runs], '{:.0f}')} | "
-                     f"{cell([r['wall_time_s'] for r in runs], '{:.0f}')} | "
-                     f"{measured(runs, 'peak_rss_mb', '{:,.0f}')} | {measured(runs, 'val_acc_mirror', '{:.2%}')} | "
-                     f"{measured(runs, 'val_acc_mirror_shift1', '{:.2%}')} |")
+        lines.append(
+            f"| {name} | `{' '.join(ALL_ROWS[name]) or '(speedrun as of 2026-12-01)'}` | "
+            f"{cell([100 * a for a in accs], '{:.2f}%')} | {100 * statistics.fmean(accs):.2f}% | "
+            f"{cell([r['time_to_92_s'] for r in runs], '{:.0f}')} | "
+            f"{cell([r['time_to_93_s'] for r in runs], '{:.0f}')} | "
+            f"{cell([r['wall_time_s'] for r in runs], '{:.0f}')} | "
+            f"{measured(runs, 'peak_rss_mb', '{:,.0f}')} | {measured(runs, 'val_acc_mirror', '{:.2%}')} | "
+            f"{measured(runs, 'val_acc_mirror_shift1', '{:.2%}')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -202,16 +247,29 @@ def reused(reports: list[dict[str, Any]], overrides: list[str], epochs: int, see
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--rows", nargs="+", choices=list(ALL_ROWS), default=list(ROWS),
-                        help="rows to run; default: the one-knob rows (the pilots are named explicitly)")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=list(ALL_ROWS),
+        default=list(ROWS),
+        help="rows to run; default: the one-knob rows (the pilots are named explicitly)",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "recipes")
-    parser.add_argument("--reuse", type=Path, nargs="+", default=[],
-                        help="recipes.json files whose cells with the same overrides, epochs and seed are taken "
-                             "instead of run again (measured on this CPU)")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="recipes.json files whose cells with the same overrides, epochs and seed are taken "
+        "instead of run again (measured on this CPU)",
+    )
     parser.add_argument("--render", action="store_true", help="only rewrite <out>/recipes.md from its recipes.json")
-    parser.add_argument("--replace", action="store_true",
-                        help="rerun the given rows and seeds into the existing <out>/recipes.json (a failed cell)")
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="rerun the given rows and seeds into the existing <out>/recipes.json (a failed cell)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from fmnist_lightning.training.provenance import cpu_model
@@ -227,10 +285,12 @@ def main() -> None:
             for name in args.rows:
                 runs = report["rows"].setdefault(name, [])
                 report["overrides"][name] = ALL_ROWS[name]
-                runs[:] = [r for r in runs if r["seed"] != seed] + [run_row(ALL_ROWS[name], seed, report["epochs"]) | {"seed": seed}]
+                runs[:] = [r for r in runs if r["seed"] != seed] + [
+                    run_row(ALL_ROWS[name], seed, report["epochs"]) | {"seed": seed}
+                ]
                 runs.sort(key=lambda r: r["seed"])
                 print(name, seed, runs, flush=True)
-        report["reruns"] = report.get("reruns", []) + ["python bench/recipes.py " + " ".join(sys.argv[1:])]
+        report["reruns"] = [*report.get("reruns", []), "python bench/recipes.py " + " ".join(sys.argv[1:])]
     else:
         rows: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
         earlier = [json.loads(path.read_text()) for path in args.reuse]
@@ -241,9 +301,15 @@ def main() -> None:
                 done = reused(earlier, ALL_ROWS[name], args.epochs, seed)
                 rows[name].append(done or run_row(ALL_ROWS[name], seed, args.epochs) | {"seed": seed})
                 print(name, seed, rows[name][-1], flush=True)
-        report = {"cpu": cpu_model(), "date": time.strftime("%Y-%m-%d"), "epochs": args.epochs, "seeds": args.seeds,
-                  "command": "python bench/recipes.py " + " ".join(sys.argv[1:]), "rows": rows,
-                  "overrides": {name: ALL_ROWS[name] for name in args.rows}}
+        report = {
+            "cpu": cpu_model(),
+            "date": time.strftime("%Y-%m-%d"),
+            "epochs": args.epochs,
+            "seeds": args.seeds,
+            "command": "python bench/recipes.py " + " ".join(sys.argv[1:]),
+            "rows": rows,
+            "overrides": {name: ALL_ROWS[name] for name in args.rows},
+        }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recipes.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "recipes.md").write_text(markdown(report))

@@ -38,15 +38,44 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = 77
 # Packages whose chosen versions the table shows (the rest are in the JSON report).
-SHOWN = ("torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "onnx", "onnxscript",
-         "onnxruntime", "numpy", "optuna")
+SHOWN = (
+    "torch",
+    "torchvision",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "torchmetrics",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "numpy",
+    "optuna",
+)
 # This machine's pip settings that are not the index: its config files, local wheel folders, its constraints.
-LOCAL_PIP_VARIABLES = ("PIP_FIND_LINKS", "PIP_CONSTRAINT", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX", "PIP_REQUIRE_VIRTUALENV",
-                       "PIP_TARGET", "PIP_PREFIX", "PIP_USER")
-NETWORK_ERRORS = ("Failed to establish a new connection", "Temporary failure in name resolution", "Network is unreachable",
-                  "No route to host", "Connection refused", "Could not fetch URL", "Read timed out",
-                  "ConnectTimeoutError", "NewConnectionError", "ProxyError", "SSLError",
-                  "Max retries exceeded")
+LOCAL_PIP_VARIABLES = (
+    "PIP_FIND_LINKS",
+    "PIP_CONSTRAINT",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_NO_INDEX",
+    "PIP_REQUIRE_VIRTUALENV",
+    "PIP_TARGET",
+    "PIP_PREFIX",
+    "PIP_USER",
+)
+NETWORK_ERRORS = (
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "Network is unreachable",
+    "No route to host",
+    "Connection refused",
+    "Could not fetch URL",
+    "Read timed out",
+    "ConnectTimeoutError",
+    "NewConnectionError",
+    "ProxyError",
+    "SSLError",
+    "Max retries exceeded",
+)
 
 
 def canonical(name: str) -> str:
@@ -71,8 +100,9 @@ def platforms(glibc: str) -> list[str]:
 
 
 def pip(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=pip_env(),
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=pip_env(), timeout=timeout, cwd=ROOT
+    )
 
 
 def index_unreachable() -> str | None:
@@ -96,9 +126,9 @@ def missing_wheels(output: str) -> dict[str, str]:
     lines = output.splitlines()
     for i, line in enumerate(lines):
         if "no matching distributions available for your environment" in line:
-            names += [ln.strip() for ln in lines[i + 1:] if ln.startswith("    ") and ln.strip()]
+            names += [ln.strip() for ln in lines[i + 1 :] if ln.startswith("    ") and ln.strip()]
     found = set(re.findall(r"No matching distribution found for ([A-Za-z0-9_.\-\[\]]+)([^\s]*)", output))
-    specs = {name: spec for name, spec in found}
+    specs = dict(found)
     for name in names:
         match = re.search(rf"depends on {re.escape(name)}([^\s]*)", output, re.IGNORECASE)
         specs.setdefault(name, match.group(1) if match else "")
@@ -121,15 +151,36 @@ def build_pure_wheel(name: str, spec: str, wheel_dir: Path) -> str | None:
 def resolve(python: str, glibc: str, extras: str, wheel_dir: Path, report: Path) -> subprocess.CompletedProcess:
     plat = [arg for tag in platforms(glibc) for arg in ("--platform", tag)]
     target = f".[{extras}]" if extras else "."
-    return pip("install", "--dry-run", "--ignore-installed", "--use-feature=fast-deps",
-               "--only-binary=:all:", "--python-version", python, "--implementation", "cp", *plat,
-               "--find-links", str(wheel_dir), "--no-cache-dir", "--report", str(report), target)
+    return pip(
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--use-feature=fast-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        *plat,
+        "--find-links",
+        str(wheel_dir),
+        "--no-cache-dir",
+        "--report",
+        str(report),
+        target,
+    )
 
 
 def check(python: str, glibc: str, extras: str, wheel_dir: Path, built: dict[str, str]) -> dict[str, Any]:
     """Resolve for one Python, building pure-Python wheels the index lacks (at most a few rounds)."""
     start = time.perf_counter()
-    row: dict[str, Any] = {"python": python, "resolved": False, "versions": {}, "no_wheel_on_index": [], "blocked_by": []}
+    row: dict[str, Any] = {
+        "python": python,
+        "resolved": False,
+        "versions": {},
+        "no_wheel_on_index": [],
+        "blocked_by": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         for _ in range(4):
@@ -156,9 +207,7 @@ def check(python: str, glibc: str, extras: str, wheel_dir: Path, built: dict[str
                 row["error"] = "\n".join(output.strip().splitlines()[-25:])
                 break
     # Which of the resolved set the index has no wheel of (so this check built one).
-    row["no_wheel_on_index"] = sorted(
-        f"{n} {row['versions'][n]}" for n in built if n in row["versions"]
-    )
+    row["no_wheel_on_index"] = sorted(f"{n} {row['versions'][n]}" for n in built if n in row["versions"])
     row["seconds"] = round(time.perf_counter() - start, 1)
     return row
 
@@ -178,8 +227,12 @@ def markdown(result: dict[str, Any]) -> str:
         built = "; ".join(row["no_wheel_on_index"]) or "none"
         lines.append(f"| {row['python']} | {status} | " + " | ".join(cells) + f" | {built} |")
     if result["built"]:
-        lines += ["", "Built here from a pure-Python sdist (the index has no wheel): "
-                  + ", ".join(result["built"].values()) + "."]
+        lines += [
+            "",
+            "Built here from a pure-Python sdist (the index has no wheel): "
+            + ", ".join(result["built"].values())
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -204,14 +257,22 @@ def main(argv: list[str] | None = None) -> int:
             row = check(python, args.glibc, args.extras, Path(wheels), built)
             rows.append(row)
             chosen = ", ".join(f"{n} {row['versions'][n]}" for n in SHOWN[:3] if n in row["versions"])
-            state = f"resolves ({chosen})" if row["resolved"] else f"does NOT resolve: blocked by {', '.join(row['blocked_by'])}"
+            state = (
+                f"resolves ({chosen})"
+                if row["resolved"]
+                else f"does NOT resolve: blocked by {', '.join(row['blocked_by'])}"
+            )
             print(f"Python {python}: {state} [{row['seconds']} s]", flush=True)
             if not row["resolved"]:
                 print(row.get("error", ""), file=sys.stderr)
     result = {
-        "extras": args.extras, "glibc": args.glibc, "date": time.strftime("%Y-%m-%d"),
-        "seconds": round(time.perf_counter() - start, 1), "built": built,
-        "command": "python bench/resolve_check.py" + (f" {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()),
+        "extras": args.extras,
+        "glibc": args.glibc,
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds": round(time.perf_counter() - start, 1),
+        "built": built,
+        "command": "python bench/resolve_check.py"
+        + (f" {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip()),
         "rows": rows,
     }
     table = markdown(result)

@@ -20,8 +20,9 @@ class StepTimer(L.Callback):
         self.warmup, self.steps, self.out = warmup, steps, Path(out)
         self.start = 0.0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if batch_idx + 1 == self.warmup:
             self.start = time.perf_counter()
         elif batch_idx + 1 == self.warmup + self.steps:

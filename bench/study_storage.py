@@ -35,11 +35,10 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
     """One worker's loop: the storage calls of each trial, timed by kind."""
     import optuna
 
-    from fmnist_lightning.training.callbacks.optuna_pruning import OptunaPruning
-    from fmnist_lightning.sweeps.study_storage import Heartbeats, open_storage
-    from fmnist_lightning.sweeps.study_trial import StudyTrial, started_attrs
-    from fmnist_lightning.sweeps.study_trial import TRIAL_ENV
     from fmnist_lightning.sweeps.study_budget import SWEEPER_ATTR, SWEEPER_ID, over_budget, recover, room
+    from fmnist_lightning.sweeps.study_storage import Heartbeats, open_storage
+    from fmnist_lightning.sweeps.study_trial import TRIAL_ENV, StudyTrial, started_attrs
+    from fmnist_lightning.training.callbacks.optuna_pruning import OptunaPruning
 
     spent: dict[str, float] = defaultdict(float)
 
@@ -75,12 +74,18 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             trial.set_user_attr(SWEEPER_ATTR, SWEEPER_ID)
-        os.environ.update({TRIAL_ENV["storage"]: url, TRIAL_ENV["study"]: "bench", TRIAL_ENV["trial"]: str(trial._trial_id),
-                           TRIAL_ENV["heartbeat"]: "1"})
+        os.environ.update(
+            {
+                TRIAL_ENV["storage"]: url,
+                TRIAL_ENV["study"]: "bench",
+                TRIAL_ENV["trial"]: str(trial._trial_id),
+                TRIAL_ENV["heartbeat"]: "1",
+            }
+        )
         with TimedBeats(storage, [trial._trial_id], 1):  # the sweeper's beats while the job runs
             link = StudyTrial.from_env()
             with timed("job: start, reports, results"):
-                link.set_attrs(started_attrs(run_dir, 'bench'))
+                link.set_attrs(started_attrs(run_dir, "bench"))
                 pruning = OptunaPruning()
                 pruning.connect()
             with TimedBeats(link.storage, [trial._trial_id], 1):  # the job's own
@@ -90,7 +95,9 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
                         pruning.trial.report(0.5 + 0.01 * epoch, step=epoch)
                         pruning.trial.should_prune()
             with timed("job: start, reports, results"):
-                link.record_results({"val/acc_best": 0.55, "test/acc": 0.55, "params": 7850, "epochs": epochs}, "val/acc_best")
+                link.record_results(
+                    {"val/acc_best": 0.55, "test/acc": 0.55, "params": 7850, "epochs": epochs}, "val/acc_best"
+                )
         with timed("sweeper: recover, budget, ask, tell"):
             study.tell(trial, 0.55)
         ran += 1
@@ -105,13 +112,31 @@ def run_storage(kind: str, args: argparse.Namespace, work: Path) -> dict:
     with Hosts(names) as hosts:
         server = Postgres(hosts, "db") if kind == "postgresql" else None
         try:
-            url = {"sqlite": f"sqlite:///{work}/{kind}.db", "journal": f"journal:///{work}/{kind}.journal"}.get(kind) \
-                or server.url
+            url = {"sqlite": f"sqlite:///{work}/{kind}.db", "journal": f"journal:///{work}/{kind}.journal"}.get(
+                kind
+            ) or server.url
             outs = [work / f"{kind}_{host}.json" for host in WORKERS]
             started = time.perf_counter()
-            procs = [hosts.popen(host, [sys.executable, __file__, "--worker", url, "--trials", str(args.trials),
-                                        "--epochs", str(args.epochs), "--train-s", str(args.train_s), "--out", str(out)])
-                     for host, out in zip(WORKERS, outs)]
+            procs = [
+                hosts.popen(
+                    host,
+                    [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        url,
+                        "--trials",
+                        str(args.trials),
+                        "--epochs",
+                        str(args.epochs),
+                        "--train-s",
+                        str(args.train_s),
+                        "--out",
+                        str(out),
+                    ],
+                )
+                for host, out in zip(WORKERS, outs, strict=True)
+            ]
             if any(proc.wait(timeout=900) != 0 for proc in procs):
                 raise SystemExit(f"error: a {kind} worker failed")
             wall = time.perf_counter() - started
@@ -123,9 +148,14 @@ def run_storage(kind: str, args: argparse.Namespace, work: Path) -> dict:
     kinds = {k for r in results for k in r["spent"]}
     totals = {k: sum(r["spent"].get(k, 0.0) for r in results) for k in kinds}
     per_trial = {k: v / trials for k, v in totals.items() if not k.startswith("open")}
-    return {"storage": kind, "trials": trials, "wall_s": wall, "per_trial_s": per_trial,
-            "storage_s_per_trial": sum(per_trial.values()),
-            "open_s_per_worker": totals["open (once per worker)"] / len(results)}
+    return {
+        "storage": kind,
+        "trials": trials,
+        "wall_s": wall,
+        "per_trial_s": per_trial,
+        "storage_s_per_trial": sum(per_trial.values()),
+        "open_s_per_worker": totals["open (once per worker)"] / len(results),
+    }
 
 
 def table(rounds: list[list[dict]], cpu: str, args: argparse.Namespace) -> str:
@@ -133,21 +163,31 @@ def table(rounds: list[list[dict]], cpu: str, args: argparse.Namespace) -> str:
     for round_ in rounds:
         for row in round_:
             by_kind[row["storage"]].append(row)
-    lines = [f"# Storage cost per trial, 3 workers on 3 simulated hosts ({cpu}, 2 cores)", "",
-             f"`python bench/study_storage.py --trials {args.trials} --epochs {args.epochs} --train-s {args.train_s} "
-             f"--rounds {args.rounds}`: the seconds spent inside storage calls per trial (mean over "
-             f"{args.rounds} interleaved rounds; the range in brackets), by whom.", "",
-             "| storage | trials per round | storage s per trial | sweeper (recover, budget, ask, tell) | "
-             "job (start, per-epoch report and pruning check, results) | heartbeats (2 threads, 1 s) | "
-             "opening it, once per worker |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Storage cost per trial, 3 workers on 3 simulated hosts ({cpu}, 2 cores)",
+        "",
+        f"`python bench/study_storage.py --trials {args.trials} --epochs {args.epochs} --train-s {args.train_s} "
+        f"--rounds {args.rounds}`: the seconds spent inside storage calls per trial (mean over "
+        f"{args.rounds} interleaved rounds; the range in brackets), by whom.",
+        "",
+        "| storage | trials per round | storage s per trial | sweeper (recover, budget, ask, tell) | "
+        "job (start, per-epoch report and pruning check, results) | heartbeats (2 threads, 1 s) | "
+        "opening it, once per worker |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for kind, rows in by_kind.items():
+
         def cell(values: list[float]) -> str:
             return f"{statistics.fmean(values):.3f} [{min(values):.3f}-{max(values):.3f}]"
-        part = lambda key: cell([r["per_trial_s"].get(key, 0.0) for r in rows])  # noqa: E731
-        lines.append(f"| {kind} | {rows[0]['trials']} | {cell([r['storage_s_per_trial'] for r in rows])} | "
-                     f"{part('sweeper: recover, budget, ask, tell')} | {part('job: start, reports, results')} | "
-                     f"{part('heartbeats')} | {cell([r['open_s_per_worker'] for r in rows])} |")
+
+        def part(key: str, rows: list[dict] = rows) -> str:
+            return cell([r["per_trial_s"].get(key, 0.0) for r in rows])
+
+        lines.append(
+            f"| {kind} | {rows[0]['trials']} | {cell([r['storage_s_per_trial'] for r in rows])} | "
+            f"{part('sweeper: recover, budget, ask, tell')} | {part('job: start, reports, results')} | "
+            f"{part('heartbeats')} | {cell([r['open_s_per_worker'] for r in rows])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -172,8 +212,9 @@ def main() -> None:
             rounds.append([run_storage(kind, args, Path(work)) for kind in ("sqlite", "journal", "postgresql")])
     RESULTS.mkdir(exist_ok=True)
     cpu = cpu_model()
-    (RESULTS / "study_storage.json").write_text(json.dumps({"cpu": cpu, "args": vars(args) | {"out": None},
-                                                            "rounds": rounds}, indent=2) + "\n")
+    (RESULTS / "study_storage.json").write_text(
+        json.dumps({"cpu": cpu, "args": vars(args) | {"out": None}, "rounds": rounds}, indent=2) + "\n"
+    )
     (RESULTS / "study_storage.md").write_text(table(rounds, cpu, args))
     print((RESULTS / "study_storage.md").read_text())
 

@@ -51,7 +51,7 @@ def _peak_rss_mb() -> float:
 # --- arm 1: the notebook, as written there --------------------------------------------------------------------
 
 
-def _notebook_model():  # noqa: ANN202 - the notebook's class, kept as it is written there
+def _notebook_model():
     from torch import nn
 
     class FashionMNISTModelV2(nn.Module):
@@ -75,7 +75,7 @@ def _notebook_model():  # noqa: ANN202 - the notebook's class, kept as it is wri
             )
             self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(hidden_units * 7 * 7, output_shape))
 
-        def forward(self, x):  # noqa: ANN001, ANN201
+        def forward(self, x):
             return self.classifier(self.block_2(self.block_1(x)))
 
     return FashionMNISTModelV2(input_shape=1, hidden_units=10, output_shape=10)
@@ -87,16 +87,20 @@ def run_notebook(root: str, aug: str, warmup: int, steps: int) -> dict[str, Any]
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    augment = {"none": [], "light": [transforms.RandomRotation(10), transforms.RandomHorizontalFlip()],
-               "randaugment": [transforms.RandAugment()]}[aug]
-    train_data = datasets.FashionMNIST(root=root, train=True, download=False,
-                                       transform=transforms.Compose([*augment, transforms.ToTensor()]))
+    augment = {
+        "none": [],
+        "light": [transforms.RandomRotation(10), transforms.RandomHorizontalFlip()],
+        "randaugment": [transforms.RandAugment()],
+    }[aug]
+    train_data = datasets.FashionMNIST(
+        root=root, train=True, download=False, transform=transforms.Compose([*augment, transforms.ToTensor()])
+    )
     train_dataloader = DataLoader(train_data, batch_size=BATCH, shuffle=True)
     model_2 = _notebook_model()
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(params=model_2.parameters(), lr=LR)
 
-    def accuracy_fn(y_true, y_pred):  # noqa: ANN001, ANN202
+    def accuracy_fn(y_true, y_pred):
         correct = torch.eq(y_true, y_pred).sum().item()
         return (correct / len(y_pred)) * 100
 
@@ -151,16 +155,36 @@ def run_cli(root: str, aug: str, pipeline: str, warmup: int, steps: int, extra: 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "timing.json"
         cmd = [
-            sys.executable, "-m", "fmnist_lightning", "model=tinyvgg", f"aug={aug}", f"data.pipeline={pipeline}",
-            "optim=sgd", f"optim.lr={LR}", "optim.momentum=0", "optim.weight_decay=0", "sched=none",
-            f"data.batch_size={BATCH}", f"data.root={root}", "data.download=false", "trainer.max_epochs=1",
-            f"trainer.limit_train_batches={warmup + steps}", "trainer.limit_val_batches=0", "test=false",
-            f"paths.log_dir={tmp}/outputs", "+callbacks.bench_timer._target_=step_timer.StepTimer",
-            f"+callbacks.bench_timer.warmup={warmup}", f"+callbacks.bench_timer.steps={steps}",
-            f"+callbacks.bench_timer.out={out}", *extra,
+            sys.executable,
+            "-m",
+            "fmnist_lightning",
+            "model=tinyvgg",
+            f"aug={aug}",
+            f"data.pipeline={pipeline}",
+            "optim=sgd",
+            f"optim.lr={LR}",
+            "optim.momentum=0",
+            "optim.weight_decay=0",
+            "sched=none",
+            f"data.batch_size={BATCH}",
+            f"data.root={root}",
+            "data.download=false",
+            "trainer.max_epochs=1",
+            f"trainer.limit_train_batches={warmup + steps}",
+            "trainer.limit_val_batches=0",
+            "test=false",
+            f"paths.log_dir={tmp}/outputs",
+            "+callbacks.bench_timer._target_=step_timer.StepTimer",
+            f"+callbacks.bench_timer.warmup={warmup}",
+            f"+callbacks.bench_timer.steps={steps}",
+            f"+callbacks.bench_timer.out={out}",
+            *extra,
         ]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-               "FMNIST_TRUSTED_TARGETS": "step_timer.*"}  # the CLI builds this callback of ours
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            "FMNIST_TRUSTED_TARGETS": "step_timer.*",
+        }  # the CLI builds this callback of ours
         result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if result.returncode != 0 or not out.is_file():
             sys.exit(f"error: {' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
@@ -182,8 +206,17 @@ def summarize(samples: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict
     rows = []
     for (arm, aug), runs in samples.items():
         rates = [r["img_per_s"] for r in runs]
-        rows.append({"arm": arm, "aug": aug, "median_img_per_s": statistics.median(rates), "min_img_per_s": min(rates),
-                     "max_img_per_s": max(rates), "runs": rates, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)})
+        rows.append(
+            {
+                "arm": arm,
+                "aug": aug,
+                "median_img_per_s": statistics.median(rates),
+                "min_img_per_s": min(rates),
+                "max_img_per_s": max(rates),
+                "runs": rates,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            }
+        )
     return rows
 
 
@@ -201,22 +234,28 @@ def markdown(report: dict[str, Any]) -> str:
         f"steps after {report['warmup']} warm-up steps per cell, {report['repeats']} interleaved repeats; images/s, "
         f"median (min-max). Command: `{report['command']}`.",
         "",
-        "| aug | notebook loop | fmnist CLI, batched | fmnist CLI, per_sample | batched / notebook (median; range over repeats) | peak RSS MB (max) |",
+        "| aug | notebook loop | fmnist CLI, batched | fmnist CLI, per_sample "
+        "| batched / notebook (median; range over repeats) | peak RSS MB (max) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for aug in report["augs"]:
         nb, bt = by[("notebook", aug)], by[("batched", aug)]
-        paired = [b / n for b, n in zip(bt["runs"], nb["runs"])]
+        paired = [b / n for b, n in zip(bt["runs"], nb["runs"], strict=True)]
         rss = max(by[(arm, aug)]["peak_rss_mb"] for arm in ARMS)
-        lines.append(f"| {aug} | {cell('notebook', aug)} | {cell('batched', aug)} | {cell('per_sample', aug)} | "
-                     f"{bt['median_img_per_s'] / nb['median_img_per_s']:.2f}x ({min(paired):.2f}-{max(paired):.2f}) | "
-                     f"{rss:,.0f} |")
+        lines.append(
+            f"| {aug} | {cell('notebook', aug)} | {cell('batched', aug)} | {cell('per_sample', aug)} | "
+            f"{bt['median_img_per_s'] / nb['median_img_per_s']:.2f}x ({min(paired):.2f}-{max(paired):.2f}) | "
+            f"{rss:,.0f} |"
+        )
     floor = by.get(("floor", "none"))
     if floor:
         batched = by[("batched", "none")]
-        lines += ["", f"Floor (plain loop over in-memory tensors, the framework's TinyVGG and SGD, no augmentation): "
-                      f"{cell('floor', 'none')} img/s; the CLI with aug=none runs at "
-                      f"{batched['median_img_per_s'] / floor['median_img_per_s']:.2f}x of it."]
+        lines += [
+            "",
+            f"Floor (plain loop over in-memory tensors, the framework's TinyVGG and SGD, no augmentation): "
+            f"{cell('floor', 'none')} img/s; the CLI with aug=none runs at "
+            f"{batched['median_img_per_s'] / floor['median_img_per_s']:.2f}x of it.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -225,9 +264,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=6400, help="timed training images per cell")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--augs", nargs="+", default=["none", "light", "randaugment"])
-    parser.add_argument("--root", default=None, help="folder containing FashionMNIST/raw/ (default: as training finds it)")
+    parser.add_argument(
+        "--root", default=None, help="folder containing FashionMNIST/raw/ (default: as training finds it)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--smoke", action="store_true", help="1 repeat of a few steps: checks the script, measures nothing")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 repeat of a few steps: checks the script, measures nothing"
+    )
     parser.add_argument("--cli-override", action="append", default=[], help="one more override for the CLI arms")
     parser.add_argument("--one", nargs=2, metavar=("ARM", "AUG"), help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=20, help=argparse.SUPPRESS)
@@ -239,7 +282,11 @@ def main() -> None:
     root = str(resolve_data_root(args.root))
     if args.one:
         arm, aug = args.one
-        row = run_floor(root, args.warmup, args.steps) if arm == "floor" else run_notebook(root, aug, args.warmup, args.steps)
+        row = (
+            run_floor(root, args.warmup, args.steps)
+            if arm == "floor"
+            else run_notebook(root, aug, args.warmup, args.steps)
+        )
         print(json.dumps(row))
         return
     warmup, steps = (1, 3) if args.smoke else (args.warmup, max(1, args.images // BATCH))
@@ -247,9 +294,11 @@ def main() -> None:
     cells = [(arm, aug) for aug in args.augs for arm in ARMS] + [("floor", "none")]
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in range(repeats):
-        for arm, aug in cells[r % len(cells):] + cells[: r % len(cells)]:
+        for arm, aug in cells[r % len(cells) :] + cells[: r % len(cells)]:
             samples.setdefault((arm, aug), []).append(measure(arm, aug, root, warmup, steps, args.cli_override))
-            print(f"repeat {r + 1}: {arm:>10s} {aug:>12s} {samples[(arm, aug)][-1]['img_per_s']:>9,.0f} img/s", flush=True)
+            print(
+                f"repeat {r + 1}: {arm:>10s} {aug:>12s} {samples[(arm, aug)][-1]['img_per_s']:>9,.0f} img/s", flush=True
+            )
 
     import torch
 
@@ -257,9 +306,15 @@ def main() -> None:
     from results_files import cpu_name, write_results
 
     report = {
-        "cpu": cpu_name(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "warmup": warmup, "steps": steps, "repeats": repeats, "augs": args.augs,
-        "command": "python bench/throughput.py" + (" --smoke" if args.smoke else ""), "rows": summarize(samples),
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "warmup": warmup,
+        "steps": steps,
+        "repeats": repeats,
+        "augs": args.augs,
+        "command": "python bench/throughput.py" + (" --smoke" if args.smoke else ""),
+        "rows": summarize(samples),
     }
     write_results(args.out, "throughput", report, markdown(report))
 

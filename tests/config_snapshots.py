@@ -45,8 +45,7 @@ def cases() -> dict[str, list[str]]:
     found = {f"experiment-{name}": [f"experiment={name}"] for name in experiments()}
     # bench/recipes.py's rows: its base, the row merged over its default length, its validation overrides.
     for name, row in recipes.ALL_ROWS.items():
-        found[f"recipes-{name}"] = [*recipes.BASE, *recipes.merged(["trainer.max_epochs=10"], row),
-                                           *recipes.VALIDATION]
+        found[f"recipes-{name}"] = [*recipes.BASE, *recipes.merged(["trainer.max_epochs=10"], row), *recipes.VALIDATION]
     return found
 
 
@@ -74,8 +73,13 @@ def write_all() -> None:
     for old in SNAPSHOTS.glob("*.yaml"):
         old.unlink()
     for name, overrides in cases().items():
-        text = yaml.safe_dump({"overrides": [o for o in overrides if not o.startswith("hydra.searchpath")],
-                               "config": resolved(overrides)}, sort_keys=False)
+        text = yaml.safe_dump(
+            {
+                "overrides": [o for o in overrides if not o.startswith("hydra.searchpath")],
+                "config": resolved(overrides),
+            },
+            sort_keys=False,
+        )
         snapshot_path(name).write_text(text)
         print(snapshot_path(name).relative_to(ROOT))
 

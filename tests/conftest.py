@@ -22,7 +22,7 @@ from omegaconf import DictConfig, open_dict
 # configs may build (config/hydra_compat.py): set before the package reads it, inherited by every CLI a test starts.
 os.environ["FMNIST_TRUSTED_TARGETS"] = "test_resume.*,test_ema.*,gpu_check.*,step_timer.*"
 
-from fmnist_lightning.cli.known_warnings import as_pytest_filters  # noqa: E402  (after the environment above)
+from fmnist_lightning.cli.known_warnings import as_pytest_filters
 from fmnist_lightning.config.files import CONF_DIR, project_root
 from fmnist_lightning.config.hydra_compat import HAS_WHITELIST, INIT_ARGS, TARGETS
 from fmnist_lightning.data.idx_files import RAW_FILES, load_split, resolve_data_root
@@ -43,11 +43,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # Session fixtures that train a run, start a server or a sweep: a test that takes one is an integration test.
-INTEGRATION_FIXTURES = {"trained", "trained_run", "checkpoint", "checkpoint_path", "recorded_run", "finished_run",
-                        "uninterrupted", "lr_sweep", "mlflow_server", "server", "onnx_server", "checkout"}
+INTEGRATION_FIXTURES = {
+    "trained",
+    "trained_run",
+    "checkpoint",
+    "checkpoint_path",
+    "recorded_run",
+    "finished_run",
+    "uninterrupted",
+    "lr_sweep",
+    "mlflow_server",
+    "server",
+    "onnx_server",
+    "checkout",
+}
 # ... and so is one that runs the CLI, trains in-process or starts a process of its own.
 INTEGRATION_CALLS = re.compile(
-    r"\b(run_cli|cli_overrides|train|find_lr|multirun|search|subprocess\.(run|Popen|check_output)|[.]fit)\(")
+    r"\b(run_cli|cli_overrides|train|find_lr|multirun|search|subprocess\.(run|Popen|check_output)|[.]fit)\("
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,8 +68,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         function = getattr(item, "function", None)
         source = inspect.getsource(function) if function is not None else ""
-        if (INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())) or INTEGRATION_CALLS.search(source)
-                or item.get_closest_marker("slow") or item.get_closest_marker("hosts")):
+        if (
+            INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or INTEGRATION_CALLS.search(source)
+            or item.get_closest_marker("slow")
+            or item.get_closest_marker("hosts")
+        ):
             item.add_marker(pytest.mark.integration)
 
 
@@ -82,7 +99,9 @@ def write_idx(path: Path, tensor: torch.Tensor) -> None:
     path.write_bytes(header + tensor.to(torch.uint8).contiguous().numpy().tobytes())
 
 
-def write_dataset(root: Path, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> Path:
+def write_dataset(
+    root: Path, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]
+) -> Path:
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for split, (images, labels) in (("train", train), ("test", test)):
@@ -162,9 +181,11 @@ def make_cfg(data_root: Path, tmp_path: Path) -> Callable[..., DictConfig]:
     GlobalHydra.instance().clear()
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 240,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m fmnist_lightning`` (or another module given as -m ...) as a user would; ``env`` adds variables."""
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: int = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m fmnist_lightning`` (or another module given as -m ...) as a user would; ``env`` adds
+    variables."""
     cmd = [sys.executable, *args] if args and args[0] == "-m" else [sys.executable, "-m", "fmnist_lightning", *args]
     # Warnings are not silenced: the entry points filter the known-harmless ones themselves.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"} | {"HYDRA_FULL_ERROR": "0"} | (env or {})
@@ -175,4 +196,4 @@ def cli_overrides(data_root: Path, log_dir: Path, figures: bool = False) -> list
     return [*BASE_OVERRIDES, *([] if figures else NO_FIGURES), f"data.root={data_root}", f"paths.log_dir={log_dir}"]
 
 
-__all__ = ["cli_overrides", "compose_cfg", "run_cli", "resolve_data_root", "write_dataset", "write_idx"]
+__all__ = ["cli_overrides", "compose_cfg", "resolve_data_root", "run_cli", "write_dataset", "write_idx"]

@@ -28,23 +28,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ("dev", "sweeps", "tracking", "demo")  # as make install
 FAST_TIER = "not integration and not slow and not hosts and not cuda"
-SEARCH = ["hparams_search=lr_wd", "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-          "trainer.limit_val_batches=1", "test=false", "report=false", "trainer.enable_progress_bar=false"]
+SEARCH = [
+    "hparams_search=lr_wd",
+    "hydra.sweeper.n_trials=2",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "test=false",
+    "report=false",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def requirements(hydra_core: str, omegaconf: str) -> list[str]:
     """pyproject.toml's dependencies and extras, with the Hydra release candidates in place of their lines."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = [*project["dependencies"], *(r for extra in EXTRAS for r in project["optional-dependencies"][extra])]
-    name = lambda requirement: re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()  # noqa: E731
+
+    def name(requirement: str) -> str:
+        return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
+
     return [r for r in wanted if name(r) not in ("hydra-core", "omegaconf")] + [
-        f"hydra-core=={hydra_core}", f"omegaconf=={omegaconf}"]
+        f"hydra-core=={hydra_core}",
+        f"omegaconf=={omegaconf}",
+    ]
 
 
 def build_venv(venv: Path, hydra_core: str, omegaconf: str) -> Path:
     python = venv / "bin" / "python"
     stamp = venv / ".installed"
-    wanted = json.dumps(requirements(hydra_core, omegaconf) + [(ROOT / "constraints.txt").read_text()])
+    wanted = json.dumps([*requirements(hydra_core, omegaconf), (ROOT / "constraints.txt").read_text()])
     if stamp.is_file() and stamp.read_text() == wanted:
         return python
     if not python.exists():
@@ -64,12 +77,19 @@ def main() -> int:
     parser.add_argument("--venv", type=Path, default=ROOT / ".venv-hydra-rc")
     args = parser.parse_args()
     python = build_venv(args.venv, args.hydra_core, args.omegaconf)
-    versions = subprocess.run([str(python), "-c", "import hydra, omegaconf; print(hydra.__version__, omegaconf.__version__)"],
-                              capture_output=True, text=True, check=True).stdout.split()
+    versions = subprocess.run(
+        [str(python), "-c", "import hydra, omegaconf; print(hydra.__version__, omegaconf.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     print(f"hydra-core {versions[0]}, omegaconf {versions[1]} in {args.venv}", flush=True)
     env = os.environ | {"HYDRA_DEPRECATION_WARNINGS_AS_ERRORS": "1"}
-    tests = subprocess.run([str(python), "-m", "pytest", "-n", "2", "--dist", "loadfile", "-m", FAST_TIER, "-q",
-                            "-p", "no:cacheprovider"], cwd=ROOT, env=env)
+    tests = subprocess.run(
+        [str(python), "-m", "pytest", "-n", "2", "--dist", "loadfile", "-m", FAST_TIER, "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=env,
+    )
     if tests.returncode != 0:
         return tests.returncode
     return search(python, env)
@@ -81,9 +101,13 @@ def search(python: Path, env: dict[str, str]) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="hydra-rc-search-"))
     try:
-        done = subprocess.run([str(python), "-m", "fmnist_lightning", *SEARCH, f"hydra.sweep.dir={tmp}/sweep",
-                               f"paths.log_dir={tmp}"], cwd=ROOT, env=env | {"PYTHONWARNINGS": "default"},
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [str(python), "-m", "fmnist_lightning", *SEARCH, f"hydra.sweep.dir={tmp}/sweep", f"paths.log_dir={tmp}"],
+            cwd=ROOT,
+            env=env | {"PYTHONWARNINGS": "default"},
+            capture_output=True,
+            text=True,
+        )
         output = done.stdout + done.stderr
         warnings = [line for line in output.splitlines() if re.search(r"\bWarning\b|warn", line)]
         states = []

@@ -10,6 +10,7 @@ Needs root, ``ip`` and ``unshare``; ``unavailable()`` says why not, for a skip.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -85,8 +86,19 @@ class Hosts:
 
     def command(self, name: str, argv: list[str]) -> list[str]:
         """``argv`` run on host ``name``: in its namespace, under its own hostname."""
-        return ["ip", "netns", "exec", self.namespace(name), "unshare", "--uts",
-                "sh", "-c", 'hostname "$0" && exec "$@"', name, *argv]
+        return [
+            "ip",
+            "netns",
+            "exec",
+            self.namespace(name),
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            'hostname "$0" && exec "$@"',
+            name,
+            *argv,
+        ]
 
     def popen(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
         proc = subprocess.Popen(self.command(name, argv), start_new_session=True, **kwargs)
@@ -98,10 +110,8 @@ class Hosts:
 
     def kill(self, proc: subprocess.Popen) -> None:
         """``kill -9`` the process and everything it started."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()
 
     def close(self) -> None:
@@ -112,10 +122,8 @@ class Hosts:
             # Whatever still runs in a namespace (a child that left its process group) would keep it alive.
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
             shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
         self.made.clear()
@@ -158,20 +166,59 @@ class Postgres:
         pwfile = self.dir / "pw"
         pwfile.write_text(self.PASSWORD + "\n")
         shutil.chown(pwfile, "postgres")
-        subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "initdb"), "-D", str(self.dir / "data"),
-                        "-U", self.USER, f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8"],
-                       check=True, capture_output=True, text=True)
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(bindir / "initdb"),
+                "-D",
+                str(self.dir / "data"),
+                "-U",
+                self.USER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         with (self.dir / "data" / "pg_hba.conf").open("a") as hba:
             hba.write(f"host all all {SUBNET}.0/24 scram-sha-256\n")
-        self.server = hosts.popen(host, [
-            "runuser", "-u", "postgres", "--", str(bindir / "postgres"), "-D", str(self.dir / "data"),
-            "-c", f"listen_addresses={hosts.address(host)}", "-c", f"unix_socket_directories={self.dir}",
-            "-p", str(self.PORT), "-c", "fsync=off", "-c", "max_connections=100",
-        ], stdout=subprocess.DEVNULL, stderr=self._open_log())
+        self.server = hosts.popen(
+            host,
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(bindir / "postgres"),
+                "-D",
+                str(self.dir / "data"),
+                "-c",
+                f"listen_addresses={hosts.address(host)}",
+                "-c",
+                f"unix_socket_directories={self.dir}",
+                "-p",
+                str(self.PORT),
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=100",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._open_log(),
+        )
         self._wait_ready()
-        subprocess.run(hosts.command(host, [str(bindir / "createdb"), "-h", hosts.address(host), "-U", self.USER,
-                                            self.DATABASE]), check=True, capture_output=True,
-                       env={**os.environ, "PGPASSWORD": self.PASSWORD})
+        subprocess.run(
+            hosts.command(host, [str(bindir / "createdb"), "-h", hosts.address(host), "-U", self.USER, self.DATABASE]),
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PGPASSWORD": self.PASSWORD},
+        )
 
     def _open_log(self):
         self.log = (self.dir / "server.log").open("w")
@@ -180,8 +227,11 @@ class Postgres:
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            ready = self.hosts.run(self.host, [str(self.bindir / "pg_isready"), "-h", self.hosts.address(self.host),
-                                               "-p", str(self.PORT)], timeout=30)
+            ready = self.hosts.run(
+                self.host,
+                [str(self.bindir / "pg_isready"), "-h", self.hosts.address(self.host), "-p", str(self.PORT)],
+                timeout=30,
+            )
             if ready.returncode == 0:
                 return
             if self.server.poll() is not None or time.monotonic() > deadline:
@@ -190,8 +240,10 @@ class Postgres:
 
     @property
     def url(self) -> str:
-        return (f"postgresql+psycopg://{self.USER}:{self.PASSWORD}@{self.hosts.address(self.host)}:{self.PORT}/"
-                f"{self.DATABASE}")
+        return (
+            f"postgresql+psycopg://{self.USER}:{self.PASSWORD}@{self.hosts.address(self.host)}:{self.PORT}/"
+            f"{self.DATABASE}"
+        )
 
     def stop(self) -> None:
         server = getattr(self, "server", None)

@@ -24,7 +24,8 @@ from simulated_hosts import Hosts
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch")
 CONTROLLERS = ("freezer", "cpuset", "memory", "devices", "cpu", "cpuacct")
 MOUNT_CGROUPS = "mount -t tmpfs cgroup /sys/fs/cgroup && " + " && ".join(
-    f"mkdir /sys/fs/cgroup/{c} && mount -t cgroup -o {c} cgroup /sys/fs/cgroup/{c}" for c in CONTROLLERS)
+    f"mkdir /sys/fs/cgroup/{c} && mount -t cgroup -o {c} cgroup /sys/fs/cgroup/{c}" for c in CONTROLLERS
+)
 
 
 def slurm_unavailable() -> str | None:
@@ -72,18 +73,31 @@ class SlurmCluster:
         key.chmod(0o400)
         self.socket = munge / "munge.sock"
         # --force: munged refuses to run as root otherwise; the key and socket are this cluster's alone.
-        self.daemons.append(subprocess.Popen(
-            [_tool("munged"), "--foreground", "--force", f"--key-file={key}", f"--socket={self.socket}",
-             f"--pid-file={munge / 'munged.pid'}", f"--log-file={munge / 'munged.log'}",
-             f"--seed-file={munge / 'munged.seed'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True))
+        self.daemons.append(
+            subprocess.Popen(
+                [
+                    _tool("munged"),
+                    "--foreground",
+                    "--force",
+                    f"--key-file={key}",
+                    f"--socket={self.socket}",
+                    f"--pid-file={munge / 'munged.pid'}",
+                    f"--log-file={munge / 'munged.log'}",
+                    f"--seed-file={munge / 'munged.seed'}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         self._wait(lambda: self.socket.exists(), "munged")
 
     def _write_conf(self) -> None:
         d, hosts = self.dir, self.hosts
         node_lines = "".join(
             f"NodeName={n} NodeAddr={hosts.address(n)} CPUs={self.CPUS} RealMemory={self.MEMORY_MB} State=UNKNOWN\n"
-            for n in self.nodes)
+            for n in self.nodes
+        )
         self.conf.write_text(f"""\
 ClusterName=fmnist
 SlurmctldHost={self.controller}({hosts.address(self.controller)})
@@ -115,7 +129,7 @@ MinJobAge=600
 SlurmctldTimeout=30
 SlurmdTimeout=30
 SchedulerParameters=sched_interval=2
-{node_lines}PartitionName={self.PARTITION} Nodes={','.join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
+{node_lines}PartitionName={self.PARTITION} Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
 """)
         (d / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\n")
         (d / "state").mkdir()
@@ -123,17 +137,38 @@ SchedulerParameters=sched_interval=2
             (d / "spool" / n).mkdir(parents=True)
 
     def _start_slurm(self) -> None:
-        ctld = self.hosts.popen(self.controller, [_tool("slurmctld"), "-D", "-i", "-f", str(self.conf)],
-                                stdout=subprocess.DEVNULL, stderr=(self.dir / "slurmctld.out").open("w"), env=self.env)
+        ctld = self.hosts.popen(
+            self.controller,
+            [_tool("slurmctld"), "-D", "-i", "-f", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.dir / "slurmctld.out").open("w"),
+            env=self.env,
+        )
         self.daemons.append(ctld)
         for n in self.nodes:
             # `ip netns exec` mounts a sysfs of its own, without the cgroup filesystems slurmd's cgroup
             # plugin looks for (22.05 cannot turn it off): mount the machine's cgroup v1 hierarchies again there,
             # in the host's own mount namespace. (cgroup/v2 refuses a machine with v1 and v2 mounted side by side.)
-            self.daemons.append(self.hosts.popen(
-                n, ["sh", "-c", MOUNT_CGROUPS + ' && exec "$@"', "slurmd",
-                    _tool("slurmd"), "-D", "-N", n, "-f", str(self.conf)],
-                stdout=subprocess.DEVNULL, stderr=(self.dir / f"slurmd-{n}.out").open("w"), env=self.env))
+            self.daemons.append(
+                self.hosts.popen(
+                    n,
+                    [
+                        "sh",
+                        "-c",
+                        MOUNT_CGROUPS + ' && exec "$@"',
+                        "slurmd",
+                        _tool("slurmd"),
+                        "-D",
+                        "-N",
+                        n,
+                        "-f",
+                        str(self.conf),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=(self.dir / f"slurmd-{n}.out").open("w"),
+                    env=self.env,
+                )
+            )
 
     def _wait(self, ready, what: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -150,8 +185,9 @@ SchedulerParameters=sched_interval=2
 
     def wait_idle(self, timeout: float = 90) -> None:
         """Until every node is ``idle`` (registered with the controller and free)."""
-        self._wait(lambda: all(self.node_states().get(n) == "idle" for n in self.nodes),
-                   f"the nodes {self.nodes}", timeout)
+        self._wait(
+            lambda: all(self.node_states().get(n) == "idle" for n in self.nodes), f"the nodes {self.nodes}", timeout
+        )
 
     def run(self, host: str, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
         """``argv`` (e.g. ``squeue``) on ``host``, with this cluster's ``SLURM_CONF``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from fmnist_lightning.config.files import project_root
 
@@ -36,18 +35,27 @@ def modules() -> dict[str, set[str]]:
         for path in root.rglob("*.py"):
             if path.name == "__init__.py":
                 continue
-            package = path.parent.relative_to(SRC / "fmnist_lightning").as_posix() + "/" \
-                if path.is_relative_to(SRC / "fmnist_lightning") else path.parent.relative_to(SRC).as_posix() + "/"
+            package = (
+                path.parent.relative_to(SRC / "fmnist_lightning").as_posix() + "/"
+                if path.is_relative_to(SRC / "fmnist_lightning")
+                else path.parent.relative_to(SRC).as_posix() + "/"
+            )
             found.setdefault("" if package == "./" else package, set()).add(path.stem)
     return found
 
 
 def drift(rows: dict[str, dict[str, bool]], actual: dict[str, set[str]]) -> list[str]:
-    problems = [f"{package}{name}.py is not on the page"
-                for package, names in sorted(actual.items()) for name in sorted(names - set(rows.get(package, {})))]
-    problems += [f"{package}{name}.py is on the page but not in src/"
-                 for package, named in sorted(rows.items()) for name, as_file in sorted(named.items())
-                 if as_file and name not in actual.get(package, set())]
+    problems = [
+        f"{package}{name}.py is not on the page"
+        for package, names in sorted(actual.items())
+        for name in sorted(names - set(rows.get(package, {})))
+    ]
+    problems += [
+        f"{package}{name}.py is on the page but not in src/"
+        for package, named in sorted(rows.items())
+        for name, as_file in sorted(named.items())
+        if as_file and name not in actual.get(package, set())
+    ]
     return problems
 
 
@@ -60,4 +68,6 @@ def test_the_check_catches_a_missing_and_a_removed_module() -> None:
     rows = package_rows(page)
     assert rows == {"training/": {"resume": True, "old_thing": True}, "": {"train": True}}
     assert drift(rows, {"training/": {"resume", "requeue"}, "": {"train"}}) == [
-        "training/requeue.py is not on the page", "training/old_thing.py is on the page but not in src/"]
+        "training/requeue.py is not on the page",
+        "training/old_thing.py is on the page but not in src/",
+    ]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fmnist_lightning.data.transforms import Augmentation, RandomHorizontalFlip, RandomRotation, RandomVerticalFlip
 from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.data.transforms import Augmentation, RandomHorizontalFlip, RandomRotation, RandomVerticalFlip
 from fmnist_lightning.errors import ConfigError
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "aug").glob("*.yaml"))
@@ -57,7 +57,7 @@ def test_both_pipelines_give_same_dtype_shape_and_range(preset: str) -> None:
     b = b.float() / 255
     b = batched(b) if batched is not None else b
     assert a.dtype == torch.uint8 and a.shape == images.shape
-    assert b.shape == images.shape and 0 <= b.min() and b.max() <= 1
+    assert b.shape == images.shape and b.min() >= 0 and b.max() <= 1
 
 
 def _load(preset: str) -> dict:
@@ -130,7 +130,7 @@ def test_policies_draw_ops_independently_per_image(policy: str) -> None:
     assert len(names) >= 8  # the policy's op space is explored
     x = _batch(64)
     out = op(x)
-    assert out.shape == x.shape and out.dtype == x.dtype and 0 <= out.min() and out.max() <= 1
+    assert out.shape == x.shape and out.dtype == x.dtype and out.min() >= 0 and out.max() <= 1
 
 
 def test_batched_policy_matches_torchvision_op_frequencies() -> None:
@@ -153,8 +153,16 @@ def test_preview_cli_writes_png(data_root, tmp_path) -> None:
     from conftest import run_cli
 
     out = tmp_path / "grid.png"
-    result = run_cli("-m", "fmnist_lightning.augment", "aug=strong", f"data.root={data_root}", "data.val_size=100",
-                     "data.download=false", f"out={out}", "draws=3")
+    result = run_cli(
+        "-m",
+        "fmnist_lightning.augment",
+        "aug=strong",
+        f"data.root={data_root}",
+        "data.val_size=100",
+        "data.download=false",
+        f"out={out}",
+        "draws=3",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     from PIL import Image
 

@@ -14,40 +14,78 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.config.files import project_root
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 
 
 @pytest.mark.slow
 def test_benchmark_smoke(data_root: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, str(project_root() / "bench" / "throughput.py"), "--smoke", "--augs", "none",
-           "--root", str(data_root), "--out", str(tmp_path), "--cli-override", "data.val_size=100"]
+    cmd = [
+        sys.executable,
+        str(project_root() / "bench" / "throughput.py"),
+        "--smoke",
+        "--augs",
+        "none",
+        "--root",
+        str(data_root),
+        "--out",
+        str(tmp_path),
+        "--cli-override",
+        "data.val_size=100",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "throughput.json").read_text())
-    assert {(r["arm"], r["aug"]) for r in report["rows"]} == {("notebook", "none"), ("batched", "none"),
-                                                             ("per_sample", "none"), ("floor", "none")}
+    assert {(r["arm"], r["aug"]) for r in report["rows"]} == {
+        ("notebook", "none"),
+        ("batched", "none"),
+        ("per_sample", "none"),
+        ("floor", "none"),
+    }
     assert all(r["median_img_per_s"] > 0 and r["peak_rss_mb"] > 0 and len(r["runs"]) == 1 for r in report["rows"])
     assert report["cpu"] and "| none |" in (tmp_path / "throughput.md").read_text()
 
 
 @pytest.mark.slow
 def test_export_latency_smoke(data_root: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, str(project_root() / "bench" / "export_latency.py"), "--smoke", "--models", "tinyvgg",
-           "--root", str(data_root), "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        str(project_root() / "bench" / "export_latency.py"),
+        "--smoke",
+        "--models",
+        "tinyvgg",
+        "--root",
+        str(data_root),
+        "--out",
+        str(tmp_path),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "export_latency.json").read_text())
-    assert {(r["arm"], r["batch"]) for r in report["rows"]} == {(a, b) for a in ("eager", "ort_fp32", "ort_int8")
-                                                               for b in (1, 256)}
+    assert {(r["arm"], r["batch"]) for r in report["rows"]} == {
+        (a, b) for a in ("eager", "ort_fp32", "ort_int8") for b in (1, 256)
+    }
     assert all(r["median_ms"] > 0 and r["images_per_s"] > 0 for r in report["rows"]) and report["cpu"]
     assert "| tinyvgg | 256 |" in (tmp_path / "export_latency.md").read_text()
 
 
 @pytest.mark.slow
 def test_precision_bench_smoke(data_root: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, str(project_root() / "bench" / "precision.py"), "--smoke", "--models", "linear", "--batch", "32",
-           "--root", str(data_root), "--out", str(tmp_path), "--cli-override", "data.val_size=100"]
+    cmd = [
+        sys.executable,
+        str(project_root() / "bench" / "precision.py"),
+        "--smoke",
+        "--models",
+        "linear",
+        "--batch",
+        "32",
+        "--root",
+        str(data_root),
+        "--out",
+        str(tmp_path),
+        "--cli-override",
+        "data.val_size=100",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "precision.json").read_text())
@@ -61,12 +99,27 @@ def test_precision_bench_smoke(data_root: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_presets_bench_runs_the_baseline_from_a_worktree_of_its_commit(data_root: Path, tmp_path: Path) -> None:
     def worktrees() -> list[str]:
-        return subprocess.run(["git", "worktree", "list"], cwd=project_root(), capture_output=True, text=True).stdout.splitlines()
+        return subprocess.run(
+            ["git", "worktree", "list"], cwd=project_root(), capture_output=True, text=True
+        ).stdout.splitlines()
 
     before = worktrees()
     tiny = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_test_batches=2"]
-    cmd = [sys.executable, str(project_root() / "bench" / "presets.py"), "--preset", "speedrun", "--seeds", "0",
-           "--baseline", "HEAD", "--root", str(data_root), "--out", str(tmp_path), *tiny]
+    cmd = [
+        sys.executable,
+        str(project_root() / "bench" / "presets.py"),
+        "--preset",
+        "speedrun",
+        "--seeds",
+        "0",
+        "--baseline",
+        "HEAD",
+        "--root",
+        str(data_root),
+        "--out",
+        str(tmp_path),
+        *tiny,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "speedrun.json").read_text())
@@ -87,7 +140,9 @@ def test_every_recipes_row_composes_with_its_overrides() -> None:
         overrides = recipes.merged(["trainer.max_epochs=10"], row)
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(project_root() / "conf"), **INIT_ARGS):
-            cfg = compose("config", overrides=[*recipes.BASE, *overrides, *recipes.VALIDATION], return_hydra_config=True)
+            cfg = compose(
+                "config", overrides=[*recipes.BASE, *overrides, *recipes.VALIDATION], return_hydra_config=True
+            )
         assert cfg.hydra.runtime.choices["experiment"] == "speedrun_2026_12_01", name
         assert cfg.data.val_size == 5000 and cfg.test is False, name
         for override in overrides:

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import torch
 
+from conftest import cli_overrides, run_cli
 from fmnist_lightning.config.files import project_root
 
-from conftest import cli_overrides, run_cli
-
-TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.limit_test_batches=2"]
+TINY = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=2",
+]
 
 
 def _runs(log_dir: Path) -> list[Path]:
@@ -56,10 +60,16 @@ def assert_short_console(result: subprocess.CompletedProcess, run: Path) -> None
     """A short header, Lightning's banner once, the summary without metric objects; the config in train.log only."""
     shown = console_lines(result.stdout) + console_lines(result.stderr)
     assert len(shown) <= 60, "\n".join(shown)
-    header = [line for line in result.stdout.splitlines() if line.split(":")[0] in
-              ("Run directory", "Overrides", "Model", "Data", "Training")] + \
-             [line for line in result.stdout.splitlines() if line.startswith("Precision ")]
-    assert header[0] == f"Run directory: {run}" and header[1].startswith("Overrides: trainer.accelerator=cpu ") and header[1].endswith(" model=tinyvgg aug=light"), header
+    header = [
+        line
+        for line in result.stdout.splitlines()
+        if line.split(":")[0] in ("Run directory", "Overrides", "Model", "Data", "Training")
+    ] + [line for line in result.stdout.splitlines() if line.startswith("Precision ")]
+    assert (
+        header[0] == f"Run directory: {run}"
+        and header[1].startswith("Overrides: trainer.accelerator=cpu ")
+        and header[1].endswith(" model=tinyvgg aug=light")
+    ), header
     assert header[2].startswith("Model: tinyvgg (model=tinyvgg), 7,740 parameters, 2.3 MFLOPs"), header
     assert header[3].startswith("Data: 500 train / 100 val / 200 test images, batch 32 (aug=light)"), header
     assert header[4].startswith("Training: AdamW at lr 0.001 (optim=adamw), sched=cosine, 2 epochs"), header
@@ -90,9 +100,17 @@ def test_tensorboard_has_scalars_and_hparams(data_root: Path, tmp_path: Path) ->
 
 def test_multirun_gives_each_job_its_own_directory(data_root: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
-    result = run_cli("-m", "fmnist_lightning", "--multirun", *cli_overrides(data_root, log_dir),
-                     "optim.lr=1e-4,1e-3,1e-2", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                     "trainer.limit_val_batches=1", "trainer.limit_test_batches=1")
+    result = run_cli(
+        "-m",
+        "fmnist_lightning",
+        "--multirun",
+        *cli_overrides(data_root, log_dir),
+        "optim.lr=1e-4,1e-3,1e-2",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (log_dir / "multirun").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
@@ -105,7 +123,8 @@ def test_multirun_gives_each_job_its_own_directory(data_root: Path, tmp_path: Pa
     assert len(lrs) == 3
     # every job prints the same header as a single run
     assert [line for line in result.stdout.splitlines() if line.startswith("Run directory:")] == [
-        f"Run directory: {job}" for job in jobs]
+        f"Run directory: {job}" for job in jobs
+    ]
 
 
 def test_resume_from_checkpoint_continues_training(data_root: Path, tmp_path: Path) -> None:
@@ -126,7 +145,11 @@ def test_resume_from_checkpoint_continues_training(data_root: Path, tmp_path: Pa
 
 def test_console_script_is_the_same_command(data_root: Path, tmp_path: Path) -> None:
     fmnist = Path(sys.executable).parent / "fmnist"
-    result = subprocess.run([str(fmnist), *cli_overrides(data_root, tmp_path / "outputs"), "debug=fast_dev_run"],
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [str(fmnist), *cli_overrides(data_root, tmp_path / "outputs"), "debug=fast_dev_run"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Test accuracy:" in result.stdout

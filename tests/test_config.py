@@ -12,15 +12,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
-from fmnist_lightning.training.callbacks.run_record import RunRecord
+from conftest import run_cli
 from fmnist_lightning.config.files import CONF_DIR
-from fmnist_lightning.training.precision import resolve_precision
 from fmnist_lightning.models.registry import count_parameters
-from fmnist_lightning.training.classifier import ImageClassifier
 from fmnist_lightning.train import train
 from fmnist_lightning.training.builders import instantiate_group
-
-from conftest import run_cli
+from fmnist_lightning.training.callbacks.run_record import RunRecord
+from fmnist_lightning.training.classifier import ImageClassifier
+from fmnist_lightning.training.precision import resolve_precision
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
@@ -118,8 +117,9 @@ def test_every_experiment_runs_one_batch(make_cfg, experiment: str) -> None:
 
 
 @pytest.mark.parametrize(("aug", "warned"), [("none", True), ("randaugment", True), ("shift_flip", False)])
-def test_tta_without_flipped_training_images_is_warned(make_cfg, caplog: pytest.LogCaptureFixture, aug: str,
-                                                         warned: bool) -> None:
+def test_tta_without_flipped_training_images_is_warned(
+    make_cfg, caplog: pytest.LogCaptureFixture, aug: str, warned: bool
+) -> None:
     # e.g. experiment=best_small aug=none: the preset's TTA would then lower its accuracy.
     train(make_cfg("module.tta=true", f"aug={aug}", "debug=fast_dev_run"))
     assert ("never flips images horizontally" in caplog.text) is warned

@@ -15,13 +15,12 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from conftest import compose_cfg, run_cli
 from fmnist_lightning.config.checks import check_config, target_nodes
 from fmnist_lightning.config.files import CONF_DIR, project_root
 from fmnist_lightning.config.signatures import locate, lookup, source_signature
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.models.registry import _registered, config_signature, list_models
-
-from conftest import compose_cfg, run_cli
 
 
 def shape(signature: inspect.Signature) -> list[tuple[str, inspect._ParameterKind]]:
@@ -68,20 +67,35 @@ def test_model_nodes_take_the_backbones_own_arguments(name: str) -> None:
     assert {"name", "max_params", "channels_last", "compile", "bn_momentum"} <= set(signature.parameters)
 
 
-@pytest.mark.parametrize(("overrides", "line"), [
-    (["optim=sgd", "+optim.weight_decy=0.1"],
-     "optim.weight_decy: torch.optim.SGD (optim=sgd) takes no argument `weight_decy`. Did you mean `weight_decay`?"),
-    (["model=compact", "+model.widht=[8,8,8]"], "model.widht: fmnist_lightning.models.registry.create_model "
-     "(model=compact) takes no argument `widht`. Did you mean `widths`?"),
-    (["aug=strong", "+aug.ops.0.paddin=3"], "aug.ops.0.paddin: fmnist_lightning.data.transforms.RandomCrop "
-     "(aug=strong) takes no argument `paddin`. Did you mean `padding`? It takes padding."),
-    (["ema=default", "+callbacks.ema.decy=0.9"], "(ema=default) takes no argument `decy`. Did you mean `decay`?"),
-    (["+callbacks.model_checkpoint.montor=x"], "ModelCheckpoint (callbacks=default) takes no argument `montor`"),
-    (["+trainer.max_epoch=3"], "Did you mean `max_epochs`?"),
-    (["+logger.tensorboard.nme=x"], None),  # TensorBoardLogger takes **kwargs: any key
-    (["sched=step", "+sched.scheduler.gama=0.5"], "Did you mean `gamma`?"),
-    (["experiment=speedrun", "sched=plateau", "data.val_size=0"], "sched=plateau needs validation metrics but data.val_size=0"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (
+            ["optim=sgd", "+optim.weight_decy=0.1"],
+            "optim.weight_decy: torch.optim.SGD (optim=sgd) takes no argument `weight_decy`. "
+            "Did you mean `weight_decay`?",
+        ),
+        (
+            ["model=compact", "+model.widht=[8,8,8]"],
+            "model.widht: fmnist_lightning.models.registry.create_model "
+            "(model=compact) takes no argument `widht`. Did you mean `widths`?",
+        ),
+        (
+            ["aug=strong", "+aug.ops.0.paddin=3"],
+            "aug.ops.0.paddin: fmnist_lightning.data.transforms.RandomCrop "
+            "(aug=strong) takes no argument `paddin`. Did you mean `padding`? It takes padding.",
+        ),
+        (["ema=default", "+callbacks.ema.decy=0.9"], "(ema=default) takes no argument `decy`. Did you mean `decay`?"),
+        (["+callbacks.model_checkpoint.montor=x"], "ModelCheckpoint (callbacks=default) takes no argument `montor`"),
+        (["+trainer.max_epoch=3"], "Did you mean `max_epochs`?"),
+        (["+logger.tensorboard.nme=x"], None),  # TensorBoardLogger takes **kwargs: any key
+        (["sched=step", "+sched.scheduler.gama=0.5"], "Did you mean `gamma`?"),
+        (
+            ["experiment=speedrun", "sched=plateau", "data.val_size=0"],
+            "sched=plateau needs validation metrics but data.val_size=0",
+        ),
+    ],
+)
 def test_a_key_the_target_does_not_take_is_one_line(tmp_path: Path, overrides: list[str], line: str | None) -> None:
     cfg = compose_cfg(tmp_path, tmp_path / "run", *overrides)
     if line is None:
@@ -117,8 +131,13 @@ def test_typo_added_with_plus_stops_before_the_data(tmp_path: Path) -> None:
     # The case: Hydra's struct check lets a key added with + through. data.root points nowhere, so a
     # run that reached its data would fail on it instead: the config line proves nothing was read.
     run_dir = tmp_path / "run"
-    result = run_cli("optim=sgd", "+optim.weight_decy=0.1", f"data.root={tmp_path / 'nowhere'}", "data.download=false",
-                     f"hydra.run.dir={run_dir}")
+    result = run_cli(
+        "optim=sgd",
+        "+optim.weight_decy=0.1",
+        f"data.root={tmp_path / 'nowhere'}",
+        "data.download=false",
+        f"hydra.run.dir={run_dir}",
+    )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: optim.weight_decy: torch.optim.SGD"), result.stderr
@@ -127,14 +146,20 @@ def test_typo_added_with_plus_stops_before_the_data(tmp_path: Path) -> None:
     assert not (run_dir / "checkpoints").exists()
 
 
-@pytest.mark.parametrize(("overrides", "line"), [
-    (["experiment=best_small", "optim=adamw", "+optim.momentum=0.9"], "torch.optim.AdamW (optim=adamw) takes no "
-     "argument `momentum`"),
-    (["experiment=linear_baseline", "optim=muon"], "the model has no convolution filters"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (
+            ["experiment=best_small", "optim=adamw", "+optim.momentum=0.9"],
+            "torch.optim.AdamW (optim=adamw) takes no argument `momentum`",
+        ),
+        (["experiment=linear_baseline", "optim=muon"], "the model has no convolution filters"),
+    ],
+)
 def test_impossible_combinations_stop_before_the_data(tmp_path: Path, overrides: list[str], line: str) -> None:
-    result = run_cli(*overrides, f"data.root={tmp_path / 'nowhere'}", "data.download=false",
-                     f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(
+        *overrides, f"data.root={tmp_path / 'nowhere'}", "data.download=false", f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert result.returncode == 2, result.stderr
     errors = [text for text in result.stderr.splitlines() if text.strip()]
     assert len(errors) == 1 and line in errors[0], result.stderr
@@ -162,8 +187,9 @@ def test_checking_a_config_imports_neither_torch_nor_lightning() -> None:
 
 def test_a_target_that_leads_out_of_the_allowed_packages_is_refused(tmp_path: Path) -> None:
     # os is imported by an allowed module: its name starts well, but the callable is posix.system.
-    cfg = compose_cfg(tmp_path, tmp_path / "run",
-                      "+callbacks.x={_target_: fmnist_lightning.cli.exits.os.system, _args_: [echo]}")
+    cfg = compose_cfg(
+        tmp_path, tmp_path / "run", "+callbacks.x={_target_: fmnist_lightning.cli.exits.os.system, _args_: [echo]}"
+    )
     with pytest.raises(ConfigError, match=r"\(it is posix\.system\) is not among the callables a config may build"):
         check_config(cfg)
 
@@ -172,8 +198,10 @@ def test_a_misspelled_target_is_one_line_with_the_nearest_name(tmp_path: Path) -
     result = run_cli("optim._target_=torch.optim.Adamx", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-    assert lines == ["error: optim._target_=torch.optim.Adamx cannot be found: torch.optim has no Adamx; did you mean "
-                     "torch.optim.Adamax? Check the name, and that the package that provides it is installed"], lines
+    assert lines == [
+        "error: optim._target_=torch.optim.Adamx cannot be found: torch.optim has no Adamx; did you mean "
+        "torch.optim.Adamax? Check the name, and that the package that provides it is installed"
+    ], lines
 
 
 def test_a_search_is_a_sweep_without_m_and_removing_one_is_not() -> None:

@@ -37,11 +37,26 @@ def test_batched_op_on_gpu_matches_cpu(data_root: Path, index: int) -> None:
 
 def test_fast_dev_run_on_gpu_keeps_the_data_on_the_device(data_root: Path, tmp_path: Path) -> None:
     probe = tmp_path / "probe.json"
-    cmd = [sys.executable, "-m", "fmnist_lightning", "trainer=gpu", "debug=fast_dev_run", "trainer.accelerator=gpu",
-           "data.on_device=true", f"data.root={data_root}", "data.download=false", "data.val_size=100",
-           f"paths.log_dir={tmp_path}", "trainer.enable_progress_bar=false",
-           "+callbacks.device_probe._target_=gpu_check.DeviceProbe", f"+callbacks.device_probe.out={probe}"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH")]))}
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmnist_lightning",
+        "trainer=gpu",
+        "debug=fast_dev_run",
+        "trainer.accelerator=gpu",
+        "data.on_device=true",
+        f"data.root={data_root}",
+        "data.download=false",
+        "data.val_size=100",
+        f"paths.log_dir={tmp_path}",
+        "trainer.enable_progress_bar=false",
+        "+callbacks.device_probe._target_=gpu_check.DeviceProbe",
+        f"+callbacks.device_probe.out={probe}",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "bench"), os.environ.get("PYTHONPATH")])),
+    }
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     where = json.loads(probe.read_text())

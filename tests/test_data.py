@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import N_TEST, N_TRAIN, SHARED_DATA, cli_overrides, run_cli
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.data.fashion_mnist import NORMALIZATION
 from fmnist_lightning.data.idx_files import load_split, resolve_data_root
 from fmnist_lightning.data.splits import split_indices
 from fmnist_lightning.errors import ConfigError, DataError
-
-from conftest import N_TEST, N_TRAIN, SHARED_DATA, cli_overrides, run_cli
 
 
 def make_dm(root: Path, **kwargs) -> FashionMNISTDataModule:
@@ -63,7 +62,7 @@ def test_batches_are_normalised_on_transfer(data_root: Path, normalize: str) -> 
     dm = make_dm(data_root, normalize=normalize, batch_size=50)
     images, labels = next(iter(dm.train_dataloader()))
     assert images.dtype == torch.uint8 and images.shape == (50, 1, 28, 28) and labels.shape == (50,)
-    x, y = dm.on_after_batch_transfer((images, labels), 0)
+    x, _y = dm.on_after_batch_transfer((images, labels), 0)
     mean, std = NORMALIZATION[normalize]
     assert x.dtype == torch.float32
     assert torch.allclose(x, (images.float() / 255 - mean) / std)

@@ -53,8 +53,16 @@ def test_ddp_run_has_one_directory_and_tests_like_one_process(data_root: Path, t
 @pytest.mark.slow
 def test_ddp_job_of_a_multirun_trains_in_its_own_processes(data_root: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
-    result = run_cli("-m", "fmnist_lightning", "--multirun", *cli_overrides(data_root, log_dir), *TINY, *DDP,
-                     "optim.lr=1e-3", timeout=300)
+    result = run_cli(
+        "-m",
+        "fmnist_lightning",
+        "--multirun",
+        *cli_overrides(data_root, log_dir),
+        *TINY,
+        *DDP,
+        "optim.lr=1e-3",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # Without the relaunch, each extra rank re-runs the whole sweep: more sweep or run directories appear.
     assert [p.name for p in _dirs(log_dir)] == ["multirun"]

@@ -34,12 +34,21 @@ CHROMIUM = Path("/usr/bin/chromium")
 def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny TinyVGG whose run tests with mirror TTA (8 steps), and its ONNX export: (checkpoint, model.onnx)."""
     from fmnist_lightning.export import export
-    from test_export import export_cfg
     from fmnist_lightning.train import train
+    from test_export import export_cfg
 
     out = tmp_path_factory.mktemp("demo_run")
-    train(compose_cfg(data_root, out, "trainer.max_epochs=1", "trainer.limit_train_batches=8",
-                      "trainer.limit_val_batches=1", "test=false", "module.tta=true"))
+    train(
+        compose_cfg(
+            data_root,
+            out,
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=8",
+            "trainer.limit_val_batches=1",
+            "test=false",
+            "module.tta=true",
+        )
+    )
     GlobalHydra.instance().clear()
     checkpoint = out / "checkpoints" / "last.ckpt"
     export(export_cfg(f"ckpt_path={checkpoint}", f"data_root={data_root}", f"out={out / 'export'}"))
@@ -58,12 +67,21 @@ def images(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def predicted(model_arg: str, folder: Path, tmp: Path) -> dict[str, list[tuple[str, float]]]:
     """fmnist-predict's top classes and probabilities per file name, read from its CSV."""
     out = tmp / f"predict-{abs(hash(model_arg))}.csv"
-    result = run_cli("-m", "fmnist_lightning.predict", model_arg, f"inputs={folder}", f"csv={out}",
-                     f"top_k={TOP_K}", f"paths.log_dir={tmp / 'logs'}")
+    result = run_cli(
+        "-m",
+        "fmnist_lightning.predict",
+        model_arg,
+        f"inputs={folder}",
+        f"csv={out}",
+        f"top_k={TOP_K}",
+        f"paths.log_dir={tmp / 'logs'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     with out.open() as f:
-        return {Path(r["file"]).name: [(r[f"class_{k}"], float(r[f"prob_{k}"])) for k in range(1, TOP_K + 1)]
-                for r in csv.DictReader(f)}
+        return {
+            Path(r["file"]).name: [(r[f"class_{k}"], float(r[f"prob_{k}"])) for k in range(1, TOP_K + 1)]
+            for r in csv.DictReader(f)
+        }
 
 
 def free_port() -> int:
@@ -113,8 +131,9 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(trained: tuple[Path, Path], data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(f"model={trained[1]}", f"data_root={data_root}", "max_upload_mb=1",
-                     log_dir=tmp_path_factory.mktemp("demo_logs"))
+    running = Server(
+        f"model={trained[1]}", f"data_root={data_root}", "max_upload_mb=1", log_dir=tmp_path_factory.mktemp("demo_logs")
+    )
     yield running
     output = running.stop()
     assert "Traceback" not in output, output[-3000:]
@@ -163,11 +182,20 @@ def bad_uploads(tmp_path: Path, good: Path) -> list[tuple[str, dict, int, str]]:
         ("a text file", {"files": {"file": ("notes.txt", b"not an image\n", "text/plain")}}, 415, "not an image"),
         ("an empty upload", {"files": {"file": ("empty.png", b"", "image/png")}}, 400, "empty upload"),
         ("a 52-megapixel image", {"files": {"file": ("huge.png", huge.read_bytes(), "image/png")}}, 413, "megapixels"),
-        ("a truncated PNG", {"files": {"file": ("cut.png", good.read_bytes()[:200], "image/png")}}, 415, "cannot read image"),
+        (
+            "a truncated PNG",
+            {"files": {"file": ("cut.png", good.read_bytes()[:200], "image/png")}},
+            415,
+            "cannot read image",
+        ),
         ("2 MB over a 1 MiB limit", {"content": os.urandom(2_000_000)}, 413, "larger than this server takes"),
         ("a form without the file", {"data": {"other": "1"}}, 400, "no file in the form"),
-        ("broken multipart", {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=x"}},
-         400, ""),
+        (
+            "broken multipart",
+            {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+            400,
+            "",
+        ),
     ]
 
 
@@ -220,13 +248,25 @@ def test_a_model_file_that_is_not_ours_is_one_error_line(tmp_path: Path) -> None
 
 
 # Debian's chromium, quiet and local: no GPU, no QUIC, no background or update traffic.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)")
-def test_the_page_in_headless_chromium(onnx_server: str, trained: tuple[Path, Path], images: Path, tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium; .ci/run installs it)"
+)
+def test_the_page_in_headless_chromium(
+    onnx_server: str, trained: tuple[Path, Path], images: Path, tmp_path: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     image = images / "00.png"
@@ -235,8 +275,9 @@ def test_the_page_in_headless_chromium(onnx_server: str, trained: tuple[Path, Pa
     notes.write_text("not an image\n")
     with sync_playwright() as p, tempfile.TemporaryDirectory(dir=tmp_path) as profile:
         # A persistent context is how Playwright takes a user-data-dir of ours: a fresh one, in the test's temp dir.
-        browser = p.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), headless=True,
-                                                       args=CHROMIUM_ARGS)
+        browser = p.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         try:
             page = browser.new_page()
             page.goto(onnx_server)

@@ -44,8 +44,12 @@ def prose_lines(text: str) -> list[tuple[int, str]]:
         if fence is None and match:
             fence = match.group(1)
         elif fence is not None:
-            if match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence) \
-                    and not line.strip()[len(match.group(1)):].strip():
+            if (
+                match
+                and match.group(1)[0] == fence[0]
+                and len(match.group(1)) >= len(fence)
+                and not line.strip()[len(match.group(1)) :].strip()
+            ):
                 fence = None
         else:
             lines.append((number, line))
@@ -145,7 +149,9 @@ def test_repeated_headings_are_numbered(tmp_path: Path) -> None:
 
 def test_checker_reports_every_broken_link(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "page.md").write_text("# Page\n\n## Real heading\n\nBack to [the README](../README.md#intro).\n")
+    (tmp_path / "docs" / "page.md").write_text(
+        "# Page\n\n## Real heading\n\nBack to [the README](../README.md#intro).\n"
+    )
     readme = tmp_path / "README.md"
     readme.write_text(
         "# Intro\n\n"
@@ -158,8 +164,9 @@ def test_checker_reports_every_broken_link(tmp_path: Path) -> None:
     )
     problems = broken_links(readme)
     reported = sorted(p.split(": ")[1] for p in problems)
-    assert reported == sorted(["docs/missing.md", "docs/page.md#no-such-heading", "#nowhere",
-                               "img/missing.png", "docs/#x"]), problems
+    assert reported == sorted(
+        ["docs/missing.md", "docs/page.md#no-such-heading", "#nowhere", "img/missing.png", "docs/#x"]
+    ), problems
     assert broken_links(tmp_path / "docs" / "page.md") == []
     assert unlinked_pages(readme, [tmp_path / "docs" / "page.md", tmp_path / "docs" / "orphan.md"]) == ["orphan.md"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import pytest
@@ -15,12 +16,12 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import open_dict
 
-from fmnist_lightning.config.hydra_compat import INIT_ARGS
-from fmnist_lightning.training import checkpoints
 from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.evaluate import evaluate
 from fmnist_lightning.train import train
+from fmnist_lightning.training import checkpoints
 from test_resume import COMPARED, EXACT
 
 # A short average (about 3 steps), so 8 steps leave it well apart from the raw weights.
@@ -30,8 +31,14 @@ TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "seed=3"]
 
 def _test_loss(module: L.LightningModule, cfg_data_root: Path, checkpoint: dict) -> float:
     datamodule = checkpoints.datamodule_from_config(checkpoints.run_config(checkpoint), root=str(cfg_data_root))
-    tester = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                       enable_progress_bar=False, enable_model_summary=False)
+    tester = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     (tested,) = tester.test(module, datamodule=datamodule, verbose=False)
     return tested["test/loss"]
 
@@ -54,8 +61,9 @@ def test_checkpoint_test_and_evaluate_use_the_average(make_cfg, data_root: Path,
     # evaluate (and so predict and export, which load the same way) reproduces the run's test figures.
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
-        cfg = compose(config_name="evaluate",
-                      overrides=[f"ckpt_path={metrics['best_model_path']}", f"data_root={data_root}"])
+        cfg = compose(
+            config_name="evaluate", overrides=[f"ckpt_path={metrics['best_model_path']}", f"data_root={data_root}"]
+        )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "evaluate")
     evaluated = evaluate(cfg)
@@ -82,7 +90,7 @@ def test_resume_continues_the_average_exactly(make_cfg, tmp_path: Path) -> None:
 class SigtermInValidation(L.Callback):
     """Keeps a copy of the weights being validated (the average), then sends this process a SIGTERM."""
 
-    made: list[SigtermInValidation] = []  # train() builds it from the config; the test reads it back here
+    made: ClassVar[list[SigtermInValidation]] = []  # train() builds it from the config; the test reads it back here
 
     def __init__(self) -> None:
         SigtermInValidation.made.append(self)
@@ -94,7 +102,9 @@ class SigtermInValidation(L.Callback):
 
 
 def test_interrupt_during_validation_keeps_the_average_as_the_average(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(*EMA, *TINY, "trainer.limit_val_batches=2", "+callbacks.sigterm._target_=test_ema.SigtermInValidation")
+    cfg = make_cfg(
+        *EMA, *TINY, "trainer.limit_val_batches=2", "+callbacks.sigterm._target_=test_ema.SigtermInValidation"
+    )
     with pytest.raises(SIGTERMException):
         train(cfg)
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
@@ -106,5 +116,5 @@ def test_interrupt_during_validation_keeps_the_average_as_the_average(make_cfg, 
 
 
 def test_bad_decay_is_one_config_error(make_cfg) -> None:
-    with pytest.raises(ConfigError, match="callbacks.ema.decay must be between 0 and 1"):
+    with pytest.raises(ConfigError, match=r"callbacks\.ema\.decay must be between 0 and 1"):
         train(make_cfg("ema=default", "callbacks.ema.decay=1.5", *TINY))

@@ -16,18 +16,23 @@ from omegaconf import DictConfig, open_dict
 from PIL import Image
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from fmnist_lightning.config.hydra_compat import INIT_ARGS
-from fmnist_lightning.results import split_metrics
-from fmnist_lightning.training import checkpoints
+from conftest import cli_overrides, run_cli
 from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.data.datamodule import normalize
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
 from fmnist_lightning.errors import CheckpointError, ConfigError, DataError
 from fmnist_lightning.evaluate import evaluate
-from fmnist_lightning.results.report import CONFUSION_NORMALIZED_PNG, CONFUSION_PNG, CURVES_PNG, MISTAKES_PNG, PER_CLASS_PNG, REPORT_MD
-
-from conftest import cli_overrides, run_cli
-
+from fmnist_lightning.results import split_metrics
+from fmnist_lightning.results.report import (
+    CONFUSION_NORMALIZED_PNG,
+    CONFUSION_PNG,
+    CURVES_PNG,
+    MISTAKES_PNG,
+    PER_CLASS_PNG,
+    REPORT_MD,
+)
+from fmnist_lightning.training import checkpoints
 
 # Two epochs of a few batches; validation and test are not limited, so they cover the whole
 # (tiny) validation split and test set, as an evaluation of the checkpoint does.
@@ -93,9 +98,15 @@ def test_evaluate_command_reproduces_the_runs_test_metrics(trained_run: Path, da
     trained = _metrics(trained_run)
     fmnist_evaluate = Path(sys.executable).parent / "fmnist-evaluate"
     result = subprocess.run(
-        [str(fmnist_evaluate), f"ckpt_path={trained['best_model_path']}", f"data_root={data_root}",
-         f"paths.log_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=240,
+        [
+            str(fmnist_evaluate),
+            f"ckpt_path={trained['best_model_path']}",
+            f"data_root={data_root}",
+            f"paths.log_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (out,) = (tmp_path / "evaluate").iterdir()
@@ -118,7 +129,9 @@ def test_validation_split_is_the_runs_own(trained_run: Path, data_root: Path, ev
     assert metrics["val/acc"] == pytest.approx(trained["val/acc_best"], abs=1e-6)
 
 
-def test_evaluate_with_precision_auto_picks_this_machines_autocast(trained_run: Path, data_root: Path, eval_cfg) -> None:
+def test_evaluate_with_precision_auto_picks_this_machines_autocast(
+    trained_run: Path, data_root: Path, eval_cfg
+) -> None:
     from fmnist_lightning.training.precision import fast_precision
 
     trained = _metrics(trained_run)
@@ -146,7 +159,9 @@ def test_tta_averages_each_image_with_its_mirror_image(trained_run: Path, data_r
     assert not torch.allclose(plain, expected)
 
     module.tta = True
-    result = split_metrics.evaluate_split(module, datamodule, "test", split_metrics.prediction_trainer(accelerator="cpu"))
+    result = split_metrics.evaluate_split(
+        module, datamodule, "test", split_metrics.prediction_trainer(accelerator="cpu")
+    )
     torch.testing.assert_close(result.probs, expected)
 
     expected_acc = float(multiclass_accuracy(expected, test_set.labels, num_classes=NUM_CLASSES, average="micro"))
@@ -154,21 +169,28 @@ def test_tta_averages_each_image_with_its_mirror_image(trained_run: Path, data_r
     assert metrics["tta"] is True
     assert metrics["test/acc"] == pytest.approx(expected_acc)
     # trainer.test honours the flag too.
-    tester = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    tester = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
     (tested,) = tester.test(module, datamodule=datamodule, verbose=False)
     assert tested["test/acc"] == pytest.approx(expected_acc)
 
 
-def test_tta_shift_averages_the_translated_views_on_the_validation_split(trained_run: Path, data_root: Path,
-                                                                         eval_cfg) -> None:
+def test_tta_shift_averages_the_translated_views_on_the_validation_split(
+    trained_run: Path, data_root: Path, eval_cfg
+) -> None:
     from fmnist_lightning.training.tta import translate
 
     ckpt_path, module, _, val_set, x = _restored_split(trained_run, data_root, "val")
     with torch.no_grad():
-        views = [view for image in (x, x.flip(-1)) for view in (image, translate(image, 1, 1), translate(image, -1, -1))]
+        views = [
+            view for image in (x, x.flip(-1)) for view in (image, translate(image, 1, 1), translate(image, -1, -1))
+        ]
         expected = torch.stack([module(view).softmax(-1) for view in views]).mean(0)
     expected_acc = float(multiclass_accuracy(expected, val_set.labels, num_classes=NUM_CLASSES, average="micro"))
-    metrics = evaluate(eval_cfg(f"ckpt_path={ckpt_path}", f"data_root={data_root}", "split=val", "tta=true", "tta_shift=1"))
+    metrics = evaluate(
+        eval_cfg(f"ckpt_path={ckpt_path}", f"data_root={data_root}", "split=val", "tta=true", "tta_shift=1")
+    )
     assert (metrics["split"], metrics["tta"], metrics["tta_shift"]) == ("val", True, 1)
     assert metrics["val/acc"] == pytest.approx(expected_acc)
     with pytest.raises(ConfigError, match="tta_shift must be >= 0"):
@@ -176,7 +198,9 @@ def test_tta_shift_averages_the_translated_views_on_the_validation_split(trained
 
 
 def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = run_cli("-m", "fmnist_lightning.evaluate", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"paths.log_dir={tmp_path}")
+    result = run_cli(
+        "-m", "fmnist_lightning.evaluate", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"paths.log_dir={tmp_path}"
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}"
 

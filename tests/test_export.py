@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from conftest import compose_cfg, run_cli
-from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES
 from fmnist_lightning.data.idx_files import load_split
 from fmnist_lightning.deploy.parity import check_parity
@@ -36,8 +36,16 @@ def checkpoint(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     from fmnist_lightning.train import train
 
     out = tmp_path_factory.mktemp("export_run")
-    train(compose_cfg(data_root, out, "trainer.max_epochs=1", "trainer.limit_train_batches=8",
-                      "trainer.limit_val_batches=1", "test=false"))
+    train(
+        compose_cfg(
+            data_root,
+            out,
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=8",
+            "trainer.limit_val_batches=1",
+            "test=false",
+        )
+    )
     GlobalHydra.instance().clear()
     return out / "checkpoints" / "last.ckpt"
 
@@ -77,7 +85,9 @@ def test_onnx_export_is_verified_and_carries_its_metadata(checkpoint: Path, data
         assert probs.shape == (n, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
-def test_torchscript_export_is_verified_and_carries_its_metadata(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
+def test_torchscript_export_is_verified_and_carries_its_metadata(
+    checkpoint: Path, data_root: Path, tmp_path: Path
+) -> None:
     summary = _export(checkpoint, data_root, tmp_path, "format=torchscript")
     assert summary["parity"]["ok"] and summary["parity"]["top1_differ"] == 0
     extra = {METADATA_FILE: ""}
@@ -98,15 +108,28 @@ def test_a_tampered_normalisation_fails_the_parity_check(checkpoint: Path, data_
     images = load_split(data_root, "test")[0].float().numpy() / 255
     reference = load_exported(path).probabilities(images)
     check_parity(path, images, reference, 1e-4)  # the untouched file passes
-    with pytest.raises(ExportError, match=r"parity check failed for .*tampered\.onnx: \d+ of 200 test images get another"):
+    with pytest.raises(
+        ExportError, match=r"parity check failed for .*tampered\.onnx: \d+ of 200 test images get another"
+    ):
         check_parity(tampered, images, reference, 1e-4)
 
 
-def test_an_opset_the_exporter_cannot_write_is_one_error_line(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
-    result = run_cli("-m", "fmnist_lightning.export", f"ckpt_path={checkpoint}", f"data_root={data_root}",
-                     f"out={tmp_path}", "opset=7", f"paths.log_dir={tmp_path / 'logs'}")
+def test_an_opset_the_exporter_cannot_write_is_one_error_line(
+    checkpoint: Path, data_root: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "-m",
+        "fmnist_lightning.export",
+        f"ckpt_path={checkpoint}",
+        f"data_root={data_root}",
+        f"out={tmp_path}",
+        "opset=7",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1].startswith("error: opset=7 cannot be written by torch's ONNX exporter")
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("error: opset=7 cannot be written by torch's ONNX exporter")
+    )
     assert not (tmp_path / "tinyvgg.onnx").exists()  # no unverified file is left behind
 
 
@@ -120,15 +143,17 @@ def test_bad_export_inputs_are_one_line_errors(checkpoint: Path, data_root: Path
     with pytest.raises(ConfigError, match="unknown format='tflite'; choose one of: onnx, torchscript"):
         _export(checkpoint, data_root, tmp_path, "format=tflite")
 
-    result = run_cli("-m", "fmnist_lightning.export", f"ckpt_path={tmp_path / 'missing.ckpt'}",
-                     f"paths.log_dir={tmp_path / 'logs'}")
+    result = run_cli(
+        "-m", "fmnist_lightning.export", f"ckpt_path={tmp_path / 'missing.ckpt'}", f"paths.log_dir={tmp_path / 'logs'}"
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}"
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
-def test_int8_quantization_reports_accuracy_change_and_size(mode: str, checkpoint: Path, data_root: Path,
-                                                            tmp_path: Path) -> None:
+def test_int8_quantization_reports_accuracy_change_and_size(
+    mode: str, checkpoint: Path, data_root: Path, tmp_path: Path
+) -> None:
     summary = _export(checkpoint, data_root, tmp_path, f"quantize={mode}")
     q = summary["quantized"]
     assert Path(q["file"]).is_file() and q["mode"] == mode and q["bytes"] < summary["bytes"]
@@ -152,13 +177,27 @@ def test_predict_from_the_onnx_file_matches_the_checkpoint_without_lightning(
     for i, image in enumerate(images):
         Image.fromarray(image[0].numpy()).save(folder / f"{i:02d}.png")
 
-    by_checkpoint = run_cli("-m", "fmnist_lightning.predict", f"ckpt_path={checkpoint}", f"inputs={folder}",
-                            f"csv={tmp_path / 'ckpt.csv'}", f"paths.log_dir={tmp_path / 'logs'}")
+    by_checkpoint = run_cli(
+        "-m",
+        "fmnist_lightning.predict",
+        f"ckpt_path={checkpoint}",
+        f"inputs={folder}",
+        f"csv={tmp_path / 'ckpt.csv'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
     assert by_checkpoint.returncode == 0, by_checkpoint.stderr[-2000:]
     # -X importtime lists every module the command imports: the exported-model path must not need Lightning.
-    cmd = [sys.executable, "-X", "importtime", "-m", "fmnist_lightning.predict",
-           f"model={tmp_path / 'export' / 'tinyvgg.onnx'}", f"inputs={folder}", f"csv={tmp_path / 'onnx.csv'}",
-           f"paths.log_dir={tmp_path / 'logs'}"]
+    cmd = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "fmnist_lightning.predict",
+        f"model={tmp_path / 'export' / 'tinyvgg.onnx'}",
+        f"inputs={folder}",
+        f"csv={tmp_path / 'onnx.csv'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    ]
     by_onnx = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert by_onnx.returncode == 0, by_onnx.stderr[-2000:]
     imported = {line.split("|")[-1].strip() for line in by_onnx.stderr.splitlines() if line.startswith("import time:")}
@@ -222,7 +261,9 @@ def planted_near_tie(checkpoint: Path, data_root: Path, out: Path) -> tuple[Path
     return planted, 0, (first, second)
 
 
-def test_a_near_tie_exports_and_a_real_difference_still_fails(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
+def test_a_near_tie_exports_and_a_real_difference_still_fails(
+    checkpoint: Path, data_root: Path, tmp_path: Path
+) -> None:
     planted, index, (first, second) = planted_near_tie(checkpoint, data_root, tmp_path)
     summary = _export(planted, data_root, tmp_path / "out")  # exports whichever way rounding orders the tie
     assert summary["parity"]["ok"] and summary["parity"]["near_ties"] in (0, 1)
@@ -238,6 +279,9 @@ def test_a_near_tie_exports_and_a_real_difference_still_fails(checkpoint: Path, 
     # A real difference on another image (the checkpoint sure of another class) still fails, in one line.
     moved = swapped.copy()
     moved[1] = np.eye(10, dtype=moved.dtype)[(reference[1].argmax() + 1) % 10]
-    with pytest.raises(ExportError, match=r"^parity check failed .*: 1 of 200 test images get another top-1 class "
-                                          r"\(besides 1 near-ties\)"):
+    with pytest.raises(
+        ExportError,
+        match=r"^parity check failed .*: 1 of 200 test images get another top-1 class "
+        r"\(besides 1 near-ties\)",
+    ):
         check_parity(path, images, moved, 1e-4)

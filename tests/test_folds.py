@@ -18,8 +18,13 @@ from fmnist_lightning.data.idx_files import load_split
 from fmnist_lightning.data.splits import fold_indices
 from fmnist_lightning.errors import ConfigError
 
-TINY = ["model=linear", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1"]
+TINY = [
+    "model=linear",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +65,9 @@ def test_datamodule_validates_on_its_fold_and_leaves_the_test_set_alone(data_roo
     images, labels = load_split(data_root, "train")
     test_images, test_labels = load_split(data_root, "test")
     for fold in range(3):
-        dm = FashionMNISTDataModule(root=str(data_root), download=False, folds=3, fold=fold, split_seed=42,
-                                    val_size=100)
+        dm = FashionMNISTDataModule(
+            root=str(data_root), download=False, folds=3, fold=fold, split_seed=42, val_size=100
+        )
         dm.setup("fit")
         dm.setup("test")
         train_idx, val_idx = fold_indices(labels, 3, fold, seed=42)
@@ -73,9 +79,13 @@ def test_datamodule_validates_on_its_fold_and_leaves_the_test_set_alone(data_roo
 
 @pytest.mark.parametrize(
     ("folds", "fold", "message"),
-    [(5, None, "both data.folds and data.fold"), (None, 0, "both data.folds and data.fold"),
-     (1, 0, "data.folds=1 must be an integer >= 2"), (5, 5, "data.fold=5 must be an integer in 0..4"),
-     (5, -1, "data.fold=-1 must be an integer in 0..4")],
+    [
+        (5, None, "both data.folds and data.fold"),
+        (None, 0, "both data.folds and data.fold"),
+        (1, 0, "data.folds=1 must be an integer >= 2"),
+        (5, 5, "data.fold=5 must be an integer in 0..4"),
+        (5, -1, "data.fold=-1 must be an integer in 0..4"),
+    ],
 )
 def test_impossible_folds_are_refused(data_root: Path, folds: int | None, fold: int | None, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
@@ -91,13 +101,21 @@ def test_cli_refuses_a_fold_outside_the_folds_with_one_line(data_root: Path, tmp
 
 def test_fold_sweep_summary_has_mean_and_std_across_folds(data_root: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
-    result = run_cli("-m", "fmnist_lightning", "--multirun", *cli_overrides(data_root, log_dir), *TINY,
-                     "data.folds=3", "data.fold=0,1,2")
+    result = run_cli(
+        "-m",
+        "fmnist_lightning",
+        "--multirun",
+        *cli_overrides(data_root, log_dir),
+        *TINY,
+        "data.folds=3",
+        "data.fold=0,1,2",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (log_dir / "multirun").iterdir()
     per_fold = {
         OmegaConf.load(job / ".hydra" / "config.yaml").data.fold: json.loads((job / "metrics.json").read_text())
-        for job in sweep.iterdir() if job.is_dir() and job.name.isdigit()
+        for job in sweep.iterdir()
+        if job.is_dir() and job.name.isdigit()
     }
     assert sorted(per_fold) == [0, 1, 2]
     (row,) = list(csv.DictReader((sweep / "summary_folds.csv").open()))

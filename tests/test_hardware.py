@@ -7,15 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from fmnist_lightning.train import train
 from fmnist_lightning.training import checkpoints
 from fmnist_lightning.training.precision import cpu_flags, fast_precision
-from fmnist_lightning.train import train
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n"
-                       "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n"
+        "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n"
+    )
     assert cpu_flags(cpuinfo) == {"fpu", "sse2", "avx2", "avx512f", "avx512_bf16"}
     assert cpu_flags(tmp_path / "absent") == frozenset()  # no /proc (macOS): no flags, float32
 
@@ -34,8 +36,13 @@ def test_cpu_precision_follows_the_bf16_flags(flags: set[str], expected: str) ->
 
 
 def test_auto_precision_trains_and_records_the_concrete_value(make_cfg) -> None:
-    cfg = make_cfg("trainer.precision=auto", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                   "trainer.limit_val_batches=1", "trainer.limit_test_batches=1")
+    cfg = make_cfg(
+        "trainer.precision=auto",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+    )
     metrics = train(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0
     expected = fast_precision("cpu")

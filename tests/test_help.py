@@ -39,8 +39,9 @@ def test_help_into_a_closed_pipe_ends_quietly(args: list[str]) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        result = subprocess.run([sys.executable, *args], stdout=write_end, stderr=subprocess.PIPE, text=True,
-                                timeout=120)
+        result = subprocess.run(
+            [sys.executable, *args], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120
+        )
     finally:
         os.close(write_end)
     assert result.returncode == 1

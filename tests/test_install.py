@@ -41,7 +41,9 @@ def test_constraints_pin_versions_the_package_accepts() -> None:
     assert pins, "constraints.txt pins nothing"
     for name, pinned in pins.items():
         assert name in requirements, f"constraints.txt pins {name}, which pyproject.toml does not depend on"
-        assert requirements[name].specifier.contains(pinned), f"{name}=={pinned} is outside pyproject's {requirements[name]}"
+        assert requirements[name].specifier.contains(pinned), (
+            f"{name}=={pinned} is outside pyproject's {requirements[name]}"
+        )
         # The package itself pins nothing exactly: that is the constraints file's job.
         assert all(s.operator not in ("==", "===") for s in requirements[name].specifier), requirements[name]
 
@@ -63,8 +65,12 @@ def test_make_install_venv_runs_the_pinned_builds() -> None:
 def test_ranges_resolve_on_python_311_312_313(tmp_path: Path) -> None:
     """pip resolves '.[dev,sweeps]' from the index's metadata for CPython 3.11, 3.12 and 3.13 on Linux x86-64."""
     out = tmp_path / "resolve.json"
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / "resolve_check.py"), "--json", str(out)],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "resolve_check.py"), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if result.returncode == SKIPPED:
         pytest.skip(result.stdout.strip().splitlines()[-1])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -92,7 +92,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         on_path.add(node)
         for target in sorted(graph.get(node, ())):
             if target in on_path:
-                found.append(stack[stack.index(target):] + [target])
+                found.append([*stack[stack.index(target) :], target])
             elif target not in done:
                 visit(target)
         on_path.discard(stack.pop())
@@ -139,9 +139,10 @@ def test_small_modules_and_functions() -> None:
         if len(text.splitlines()) > MAX_MODULE_LINES:
             long_modules.append(path)
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
-                    long_functions.append(f"{path.name}:{node.name}")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+            ):
+                long_functions.append(f"{path.name}:{node.name}")
     assert not long_modules and not long_functions
 
 
@@ -160,14 +161,19 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
     assert upward_imports(graph) == [
         "fmnist_lightning.data.loader -> fmnist_lightning.training.fit (data may not import training)"
     ]
-    assert cycles(graph) == [["fmnist_lightning.training.fit", "fmnist_lightning.training.steps",
-                              "fmnist_lightning.training.fit"]]
+    assert cycles(graph) == [
+        ["fmnist_lightning.training.fit", "fmnist_lightning.training.steps", "fmnist_lightning.training.fit"]
+    ]
 
 
 @pytest.mark.parametrize(
     ("module", "expected"),
-    [("fmnist_lightning", "commands"), ("fmnist_lightning.train", "commands"),
-     ("fmnist_lightning.training.callbacks.ema", "training"), ("fmnist_lightning.errors", "errors")],
+    [
+        ("fmnist_lightning", "commands"),
+        ("fmnist_lightning.train", "commands"),
+        ("fmnist_lightning.training.callbacks.ema", "training"),
+        ("fmnist_lightning.errors", "errors"),
+    ],
 )
 def test_concern_of_a_module(module: str, expected: str) -> None:
     assert concern(module) == expected
@@ -178,8 +184,13 @@ def adapter_imports(source: Path) -> list[str]:
     offenders = []
     for path in sorted(source.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{path.relative_to(source)}: {n}" for n in names if n.split(".")[0] == "hydra_plugins"]
     return offenders
 
@@ -195,15 +206,22 @@ def test_the_adapter_check_catches_a_planted_import(tmp_path: Path) -> None:
     (pkg / "sweeps").mkdir(parents=True)
     (pkg / "sweeps" / "trials.py").write_text("def go():\n    from hydra_plugins.fmnist_optuna_sweeper import x\n")
     (pkg / "train.py").write_text("import hydra_plugins.fmnist_slurm_launcher.slurm_launcher\n")
-    assert adapter_imports(pkg) == ["sweeps/trials.py: hydra_plugins.fmnist_optuna_sweeper",
-                                    "train.py: hydra_plugins.fmnist_slurm_launcher.slurm_launcher"]
+    assert adapter_imports(pkg) == [
+        "sweeps/trials.py: hydra_plugins.fmnist_optuna_sweeper",
+        "train.py: hydra_plugins.fmnist_slurm_launcher.slurm_launcher",
+    ]
 
 
 def test_nothing_in_src_imports_the_benchmarks() -> None:
     offenders = []
     for path in sorted((project_root() / "src").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{path}: {n}" for n in names if n.split(".")[0] == "bench"]
     assert not offenders

@@ -44,8 +44,9 @@ def test_the_fixture_holds_old_paths_and_they_map_to_todays() -> None:
 
 def test_an_old_checkpoint_evaluates(data_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "evaluate"
-    result = run_cli("-m", "fmnist_lightning.evaluate", f"ckpt_path={LEGACY_CKPT}", f"data_root={data_root}",
-                     f"hydra.run.dir={out}")
+    result = run_cli(
+        "-m", "fmnist_lightning.evaluate", f"ckpt_path={LEGACY_CKPT}", f"data_root={data_root}", f"hydra.run.dir={out}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 200 and 0.0 <= metrics["test/acc"] <= 1.0
@@ -58,8 +59,14 @@ def test_an_old_checkpoint_predicts(data_root: Path, tmp_path: Path) -> None:
     inputs.mkdir()
     for i, image in enumerate(images[:5]):
         Image.fromarray(image[0].numpy()).save(inputs / f"{i}.png")
-    result = run_cli("-m", "fmnist_lightning.predict", f"ckpt_path={LEGACY_CKPT}", f"inputs={inputs}",
-                     f"csv={tmp_path / 'predictions.csv'}", f"paths.log_dir={tmp_path / 'logs'}")
+    result = run_cli(
+        "-m",
+        "fmnist_lightning.predict",
+        f"ckpt_path={LEGACY_CKPT}",
+        f"inputs={inputs}",
+        f"csv={tmp_path / 'predictions.csv'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with (tmp_path / "predictions.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -68,8 +75,14 @@ def test_an_old_checkpoint_predicts(data_root: Path, tmp_path: Path) -> None:
 
 
 def test_an_old_checkpoint_exports_with_parity(data_root: Path, tmp_path: Path) -> None:
-    result = run_cli("-m", "fmnist_lightning.export", f"ckpt_path={LEGACY_CKPT}", f"data_root={data_root}",
-                     f"out={tmp_path}", f"paths.log_dir={tmp_path / 'logs'}")
+    result = run_cli(
+        "-m",
+        "fmnist_lightning.export",
+        f"ckpt_path={LEGACY_CKPT}",
+        f"data_root={data_root}",
+        f"out={tmp_path}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "export.json").read_text())
     assert summary["parity"]["ok"] is True and summary["parity"]["images"] == 200
@@ -80,13 +93,21 @@ def test_an_old_checkpoint_exports_with_parity(data_root: Path, tmp_path: Path) 
 def test_an_old_run_resumes_in_place(data_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "legacy_run"
     shutil.copytree(LEGACY_RUN, run)
-    result = run_cli(f"resume={run}", "trainer.max_epochs=2", f"data.root={data_root}", "data.download=false",
-                     "trainer.accelerator=cpu", "trainer.devices=1")
+    result = run_cli(
+        f"resume={run}",
+        "trainer.max_epochs=2",
+        f"data.root={data_root}",
+        "data.download=false",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2
     resumed = checkpoints.load_checkpoint(run / "checkpoints" / "last.ckpt")
-    assert resumed["epoch"] == 1 and resumed["global_step"] > torch.load(
-        LEGACY_CKPT, map_location="cpu", weights_only=True)["global_step"]
+    assert (
+        resumed["epoch"] == 1
+        and resumed["global_step"] > torch.load(LEGACY_CKPT, map_location="cpu", weights_only=True)["global_step"]
+    )
     # The resumed checkpoint stores today's paths.
     assert resumed["fmnist_config"]["module"]["_target_"] == "fmnist_lightning.training.classifier.ImageClassifier"

@@ -22,11 +22,16 @@ from fmnist_lightning.training.resume import resume_overrides
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
-        ("hydra.sweeper.storage=postgresql+psycopg://fm:s3cr%40t@10.0.0.2:5432/db",
-         "hydra.sweeper.storage=postgresql+psycopg://fm:***@10.0.0.2:5432/db"),
+        (
+            "hydra.sweeper.storage=postgresql+psycopg://fm:s3cr%40t@10.0.0.2:5432/db",
+            "hydra.sweeper.storage=postgresql+psycopg://fm:***@10.0.0.2:5432/db",
+        ),
         ("tracking_uri: http://u:p@ss@127.0.0.1:5000", "tracking_uri: http://u:***@127.0.0.1:5000"),
         # As sweepers write overrides, in Hydra's escaped grammar.
-        (r"logger.mlflow.tracking_uri=http\://fmnist\:pw@h\:5000", r"logger.mlflow.tracking_uri=http\://fmnist\:***@h\:5000"),
+        (
+            r"logger.mlflow.tracking_uri=http\://fmnist\:pw@h\:5000",
+            r"logger.mlflow.tracking_uri=http\://fmnist\:***@h\:5000",
+        ),
         ("wandb.api_key=abc123 password: hunter2", "wandb.api_key=*** password: ***"),
         ('{"MLFLOW_TRACKING_PASSWORD": "zz"}', '{"MLFLOW_TRACKING_PASSWORD": "***"}'),
         # Left alone: no password, an interpolation that names where it is, a null, a key that only looks alike.
@@ -42,9 +47,14 @@ def test_mask_text(text: str, shown: str) -> None:
 
 
 def test_mask_values_walks_a_config() -> None:
-    record = {"logger": {"url": "redis://:pw@h:1", "client_secret": "s", "tokenizer": "bpe"}, "list": ["mysql://u:p@h/d"]}
-    assert mask_values(record) == {"logger": {"url": "redis://:***@h:1", "client_secret": "***", "tokenizer": "bpe"},
-                                   "list": ["mysql://u:***@h/d"]}
+    record = {
+        "logger": {"url": "redis://:pw@h:1", "client_secret": "s", "tokenizer": "bpe"},
+        "list": ["mysql://u:p@h/d"],
+    }
+    assert mask_values(record) == {
+        "logger": {"url": "redis://:***@h:1", "client_secret": "***", "tokenizer": "bpe"},
+        "list": ["mysql://u:***@h/d"],
+    }
 
 
 def test_the_logging_filter_masks_messages_arguments_and_tracebacks(tmp_path: Path) -> None:
@@ -76,18 +86,25 @@ def test_files_the_project_writes_are_masked_and_hydras_are_rewritten(tmp_path: 
 
 def test_resume_asks_for_a_masked_secret_again(tmp_path: Path) -> None:
     (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(OmegaConf.create(["optim.lr=0.1", "logger.mlflow.tracking_uri=http://u:***@h:5000"]),
-                   tmp_path / ".hydra" / "overrides.yaml")
+    OmegaConf.save(
+        OmegaConf.create(["optim.lr=0.1", "logger.mlflow.tracking_uri=http://u:***@h:5000"]),
+        tmp_path / ".hydra" / "overrides.yaml",
+    )
     assert holds_masked_secret("logger.mlflow.tracking_uri=http://u:***@h:5000") and not holds_masked_secret("x=***")
-    with pytest.raises(ConfigError, match=r"logger.mlflow.tracking_uri held a secret, which the run's files keep as \*\*\*; "
-                                          r"pass it again: resume=.* logger.mlflow.tracking_uri=<value>, or write it as "
-                                          r"\$\{oc.env:VARIABLE\}"):
+    with pytest.raises(
+        ConfigError,
+        match=r"logger.mlflow.tracking_uri held a secret, which the run's files keep as \*\*\*; "
+        r"pass it again: resume=.* logger.mlflow.tracking_uri=<value>, or write it as "
+        r"\$\{oc.env:VARIABLE\}",
+    ):
         resume_overrides(tmp_path)
 
 
 def test_warnings_printed_outside_logging_are_masked(tmp_path: Path) -> None:
     # The entry points' warning display (cli.hydra_entry.mask_warnings), in a process of its own.
-    code = ("import warnings; from fmnist_lightning.cli.hydra_entry import mask_warnings; mask_warnings(); "
-            "warnings.warn('retrying http://u:pw-warn-9@host:5000/api')")
+    code = (
+        "import warnings; from fmnist_lightning.cli.hydra_entry import mask_warnings; mask_warnings(); "
+        "warnings.warn('retrying http://u:pw-warn-9@host:5000/api')"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "http://u:***@host:5000/api" in result.stderr and "pw-warn-9" not in result.stderr

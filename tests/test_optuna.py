@@ -24,13 +24,21 @@ optuna = pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip ins
 
 TINY = ["model=linear", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
 # A pruner that prunes every trial at its first report: makes pruning deterministic whatever the sampler draws.
-ALWAYS_PRUNE = ["hydra/sweeper/pruner=none", "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
-                "+hydra.sweeper.pruner.lower=1.01"]
+ALWAYS_PRUNE = [
+    "hydra/sweeper/pruner=none",
+    "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+    "+hydra.sweeper.pruner.lower=1.01",
+]
 
 
 def search(data_root: Path, log_dir: Path, *args: str, sweep: Path | None = None) -> Path:
-    result = run_cli(*cli_overrides(data_root, log_dir), *TINY, "hparams_search=lr_wd",
-                     *([f"hydra.sweep.dir={sweep}"] if sweep else []), *args)
+    result = run_cli(
+        *cli_overrides(data_root, log_dir),
+        *TINY,
+        "hparams_search=lr_wd",
+        *([f"hydra.sweep.dir={sweep}"] if sweep else []),
+        *args,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (found,) = (log_dir / "multirun").iterdir()
     return found
@@ -60,8 +68,16 @@ def test_a_pruned_trial_stops_cleanly_keeps_its_results_and_is_listed(data_root:
 @pytest.mark.slow
 def test_two_trials_run_in_parallel_through_joblib_and_each_reaches_its_trial(data_root: Path, tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    sweep = search(data_root, tmp_path, "trainer.max_epochs=2", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
-                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *ALWAYS_PRUNE)
+    sweep = search(
+        data_root,
+        tmp_path,
+        "trainer.max_epochs=2",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *ALWAYS_PRUNE,
+    )
     found = trials(sweep)
     # Both were asked for before either ran, and each job (in its own worker process) reported to its own trial.
     assert len(found) == 2 and all(t.state == optuna.trial.TrialState.PRUNED for t in found)
@@ -72,8 +88,17 @@ def test_two_trials_run_in_parallel_through_joblib_and_each_reaches_its_trial(da
 @pytest.mark.slow
 def test_an_interrupted_study_resumes(data_root: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
-    cmd = [sys.executable, "-m", "fmnist_lightning", *cli_overrides(data_root, log_dir), *TINY, "hparams_search=lr_wd",
-           "hydra.sweeper.n_trials=3", "trainer.max_epochs=200", "hydra/sweeper/pruner=none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fmnist_lightning",
+        *cli_overrides(data_root, log_dir),
+        *TINY,
+        "hparams_search=lr_wd",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=200",
+        "hydra/sweeper/pruner=none",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     # Killed while the first trial trains (it has written a checkpoint): the sweep never tells its trial.
@@ -87,18 +112,30 @@ def test_an_interrupted_study_resumes(data_root: Path, tmp_path: Path) -> None:
 
     # Resumed on the same host, the sweep sees the dead sweep's trial at once (its process is gone) and, with
     # retry_failed=1, asks its parameters again before any new ones.
-    search(data_root, log_dir, "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", "hydra/sweeper/pruner=none",
-           "hydra.sweeper.retry_failed=1", sweep=sweep)
+    search(
+        data_root,
+        log_dir,
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=1",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.retry_failed=1",
+        sweep=sweep,
+    )
     killed, retried, new = trials(sweep)
-    assert [t.state for t in (killed, retried, new)] == [optuna.trial.TrialState.FAIL] + \
-        [optuna.trial.TrialState.COMPLETE] * 2
+    assert [t.state for t in (killed, retried, new)] == [optuna.trial.TrialState.FAIL] + [
+        optuna.trial.TrialState.COMPLETE
+    ] * 2
     assert retried.system_attrs["failed_trial"] == killed.number and retried.params == killed.params
     assert "failed_trial" not in new.system_attrs
 
 
 def test_old_sweeper_keys_get_a_clear_error(data_root: Path, tmp_path: Path) -> None:
-    result = run_cli(*cli_overrides(data_root, tmp_path), *TINY, "hparams_search=lr_wd",
-                     "+hydra.sweeper.search_space={optim.lr: {type: float}}")
+    result = run_cli(
+        *cli_overrides(data_root, tmp_path),
+        *TINY,
+        "hparams_search=lr_wd",
+        "+hydra.sweeper.search_space={optim.lr: {type: float}}",
+    )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "hydra.sweeper.search_space is not supported by this Optuna sweeper" in result.stderr
 
@@ -113,8 +150,11 @@ def test_the_dashboard_serves_the_study(data_root: Path, tmp_path: Path) -> None
     sweep = search(data_root, tmp_path, "trainer.max_epochs=1", "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=none")
     port = _free_port()
     dashboard = Path(sys.executable).parent / "optuna-dashboard"
-    server = subprocess.Popen([str(dashboard), f"sqlite:///{sweep / 'optuna.db'}", "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(dashboard), f"sqlite:///{sweep / 'optuna.db'}", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, studies = time.monotonic() + 60, None
         while studies is None:

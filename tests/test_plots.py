@@ -11,16 +11,34 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
 from fmnist_lightning.data.idx_files import load_split
+from fmnist_lightning.results.figures import (
+    CORRECT_COLOUR,
+    MISTAKE_COLOUR,
+    confusion_matrix_figure,
+    curves_figure,
+    prediction_grid_figure,
+)
+from fmnist_lightning.results.report import (
+    CONFUSION_NORMALIZED_PNG,
+    CONFUSION_PNG,
+    CURVES_PNG,
+    MISTAKES_PNG,
+    PER_CLASS_PNG,
+    REPORT_MD,
+    RunFacts,
+    read_history,
+    write_report,
+)
 from fmnist_lightning.results.split_metrics import compute_metrics, confident_mistakes, most_confused_pairs
-from fmnist_lightning.results.figures import CORRECT_COLOUR, MISTAKE_COLOUR, confusion_matrix_figure, curves_figure, prediction_grid_figure
-from fmnist_lightning.results.report import CONFUSION_NORMALIZED_PNG, CONFUSION_PNG, CURVES_PNG, MISTAKES_PNG, PER_CLASS_PNG, REPORT_MD, RunFacts, read_history, write_report
 from fmnist_lightning.train import train
 
 # Known mistakes planted in otherwise correct predictions: (true class, predicted class, how many).
-PLANTED = [(CLASS_NAMES.index("Shirt"), CLASS_NAMES.index("T-shirt/top"), 3),
-           (CLASS_NAMES.index("Coat"), CLASS_NAMES.index("Pullover"), 2),
-           (CLASS_NAMES.index("Pullover"), CLASS_NAMES.index("Coat"), 2),
-           (CLASS_NAMES.index("Sneaker"), CLASS_NAMES.index("Sandal"), 1)]
+PLANTED = [
+    (CLASS_NAMES.index("Shirt"), CLASS_NAMES.index("T-shirt/top"), 3),
+    (CLASS_NAMES.index("Coat"), CLASS_NAMES.index("Pullover"), 2),
+    (CLASS_NAMES.index("Pullover"), CLASS_NAMES.index("Coat"), 2),
+    (CLASS_NAMES.index("Sneaker"), CLASS_NAMES.index("Sandal"), 1),
+]
 
 
 @pytest.fixture
@@ -66,7 +84,7 @@ def test_prediction_grid_names_classes_and_marks_mistakes(planted) -> None:
     fig = prediction_grid_figure(images[index], targets[index], probs[index])
     titled = [ax for ax in fig.axes if ax.get_title()]
     assert len(titled) == index.numel()
-    for ax, i in zip(titled, index.tolist()):
+    for ax, i in zip(titled, index.tolist(), strict=True):
         pred = int(probs[i].argmax())
         assert f"true: {CLASS_NAMES[int(targets[i])]}" in ax.get_title()
         assert f"pred: {CLASS_NAMES[pred]}" in ax.get_title()
@@ -99,17 +117,20 @@ def test_curves_come_from_the_csv_logger(tmp_path: Path) -> None:
     accs = {"train/acc": [0.3, 0.5, 0.6], "val/acc": [0.28, 0.45, 0.5]}
     for epoch in range(3):
         # Lightning logs training and validation metrics as separate rows of the same epoch.
-        logger.log_metrics({"train/loss": losses["train/loss"][epoch], "train/acc": accs["train/acc"][epoch],
-                            "epoch": epoch}, step=epoch)
-        logger.log_metrics({"val/loss": losses["val/loss"][epoch], "val/acc": accs["val/acc"][epoch],
-                            "epoch": epoch}, step=epoch)
+        logger.log_metrics(
+            {"train/loss": losses["train/loss"][epoch], "train/acc": accs["train/acc"][epoch], "epoch": epoch},
+            step=epoch,
+        )
+        logger.log_metrics(
+            {"val/loss": losses["val/loss"][epoch], "val/acc": accs["val/acc"][epoch], "epoch": epoch}, step=epoch
+        )
     logger.save()
     history = read_history(Path(logger.experiment.metrics_file_path))
     for name, values in {**losses, **accs}.items():
         assert history[name] == pytest.approx(dict(enumerate(values)))
 
     best = 2
-    loss_ax, acc_ax = curves_figure(history, best).axes
+    _loss_ax, acc_ax = curves_figure(history, best).axes
     plotted = {line.get_label(): list(line.get_ydata()) for line in acc_ax.lines}
     assert plotted["train"] == pytest.approx(accs["train/acc"]) and plotted["val"] == pytest.approx(accs["val/acc"])
     assert list(acc_ax.lines[-1].get_xdata()) == [best + 1, best + 1]  # epochs shown from 1
@@ -131,8 +152,13 @@ def test_report_from_an_evaluation(planted, tmp_path: Path) -> None:
 
 
 def test_run_without_test_still_gets_curves_and_report(make_cfg) -> None:
-    cfg = make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
-                   figures=True)
+    cfg = make_cfg(
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        figures=True,
+    )
     train(cfg)
     run = Path(cfg.paths.output_dir)
     assert (run / CURVES_PNG).is_file() and not (run / CONFUSION_PNG).exists()

@@ -14,17 +14,15 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from conftest import cli_overrides, run_cli
+from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import INIT_ARGS
-from fmnist_lightning.training import checkpoints
 from fmnist_lightning.data.datamodule import normalize
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
 from fmnist_lightning.data.idx_files import load_split
-from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.data.image_files import read_image
 from fmnist_lightning.predict import predict
-
-from conftest import cli_overrides, run_cli
-
+from fmnist_lightning.training import checkpoints
 
 SCALE = 4  # "4x larger"
 TOP_K = 3
@@ -33,8 +31,14 @@ TOP_K = 3
 @pytest.fixture(scope="session")
 def checkpoint_path(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     log_dir = tmp_path_factory.mktemp("outputs")
-    result = run_cli(*cli_overrides(data_root, log_dir), "trainer.max_epochs=1", "trainer.limit_train_batches=4",
-                     "trainer.limit_val_batches=1", "test=false", "logger=csv")
+    result = run_cli(
+        *cli_overrides(data_root, log_dir),
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "logger=csv",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (log_dir / "runs").iterdir()
     return run / "checkpoints" / "last.ckpt"
@@ -97,8 +101,12 @@ def test_predict_classifies_images_as_the_model_classifies_the_tensors(
     notes = inputs / "notes.txt"
     notes.write_text("a shopping list, not a picture\n")
     # The command's own CSV and log directory inside the folder it classifies are not inputs.
-    settings = [f"ckpt_path={checkpoint_path}", f"inputs={inputs}", f"csv={inputs / 'predictions.csv'}",
-                f"paths.log_dir={inputs / 'outputs'}"]
+    settings = [
+        f"ckpt_path={checkpoint_path}",
+        f"inputs={inputs}",
+        f"csv={inputs / 'predictions.csv'}",
+        f"paths.log_dir={inputs / 'outputs'}",
+    ]
     result = run_cli("-m", "fmnist_lightning.predict", *settings)
     out = inputs / "predictions.csv"
 
@@ -151,13 +159,22 @@ def test_larger_images_are_fitted_back_into_the_frame(test_images, tmp_path: Pat
 
 def test_usage_errors_exit_2(checkpoint_path: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    result = run_cli("-m", "fmnist_lightning.predict", f"ckpt_path={checkpoint_path}", f"inputs={missing}",
-                     f"paths.log_dir={tmp_path}")
+    result = run_cli(
+        "-m",
+        "fmnist_lightning.predict",
+        f"ckpt_path={checkpoint_path}",
+        f"inputs={missing}",
+        f"paths.log_dir={tmp_path}",
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: inputs: {missing} does not exist"
 
     fmnist_predict = Path(sys.executable).parent / "fmnist-predict"
-    result = subprocess.run([str(fmnist_predict), f"inputs={tmp_path}", f"paths.log_dir={tmp_path}"],
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [str(fmnist_predict), f"inputs={tmp_path}", f"paths.log_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: give exactly one of ckpt_path=")

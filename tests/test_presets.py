@@ -6,8 +6,8 @@ resolves as it did."""
 from __future__ import annotations
 
 import copy
+from functools import cache
 from pathlib import Path
-from functools import lru_cache
 from typing import Any
 
 import pytest
@@ -33,12 +33,28 @@ SCHEDS = sorted(p.stem for p in (CONF_DIR / "sched").glob("*.yaml"))
 # Cells refused before any data is read, each for a reason of its own (not a key another option leaked).
 REFUSED = {
     # no validation split (val_size=0), so nothing for ReduceLROnPlateau to watch
-    **{(x, o, "plateau"): "sched=plateau needs validation metrics"
-       for x in ("best", "best_small", "lenet", "linear_baseline", "speedrun", "speedrun94", "tinyvgg_baseline",
-                 "tinyvgg_randaugment") for o in OPTIMS},
+    **{
+        (x, o, "plateau"): "sched=plateau needs validation metrics"
+        for x in (
+            "best",
+            "best_small",
+            "lenet",
+            "linear_baseline",
+            "speedrun",
+            "speedrun94",
+            "tinyvgg_baseline",
+            "tinyvgg_randaugment",
+        )
+        for o in OPTIMS
+    },
     # an MLP has no convolution filters for Muon
-    **{("linear_baseline", o, s): "the model has no convolution filters" for o in OPTIMS if o.startswith("muon")
-       for s in SCHEDS if s != "plateau"},
+    **{
+        ("linear_baseline", o, s): "the model has no convolution filters"
+        for o in OPTIMS
+        if o.startswith("muon")
+        for s in SCHEDS
+        if s != "plateau"
+    },
 }
 
 
@@ -53,7 +69,7 @@ def composed(*overrides: str) -> DictConfig:
     return cfg
 
 
-@lru_cache(maxsize=None)
+@cache
 def option_node(group: str, option: str) -> Any:
     """An option's own node, composed with nothing else chosen."""
     return OmegaConf.to_container(composed(f"{group}={option}")[group])
@@ -84,8 +100,14 @@ class TinyNet(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.layers = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                                          torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+        self.layers = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, stride=2),
+            torch.nn.BatchNorm2d(4),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4, 10),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -100,7 +122,9 @@ def one_step(module: Any, config: Any) -> None:
     optimizer.zero_grad()
     if isinstance(config, dict):
         scheduler = config["lr_scheduler"]["scheduler"]
-        scheduler.step(loss.item()) if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else scheduler.step()
+        scheduler.step(loss.item()) if isinstance(
+            scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
+        ) else scheduler.step()
 
 
 def expected_class(node: dict[str, Any]) -> str:
@@ -140,7 +164,8 @@ def test_every_optim_and_sched_option_works_under_every_preset(experiment: str) 
         # A preset sets no key of a group it selects: its settings for it are an option file of that group.
         where = package_of(group, option)
         assert OmegaConf.to_container(OmegaConf.select(preset, where)) == OmegaConf.to_container(
-            OmegaConf.select(plain, where)), f"experiment={experiment} sets keys of {where} beside {group}={option}"
+            OmegaConf.select(plain, where)
+        ), f"experiment={experiment} sets keys of {where} beside {group}={option}"
     for optim in OPTIMS:
         assert OmegaConf.to_container(with_optim[optim].optim) == option_node("optim", optim), (experiment, optim)
     for sched in SCHEDS:
@@ -216,18 +241,28 @@ def test_every_preset_and_bench_row_is_frozen() -> None:
     assert {p.stem for p in snapshot_path("x").parent.glob("*.yaml")} == set(CASES)
 
 
-@pytest.mark.parametrize(("overrides", "optimizer", "expected"), [
-    # the issue's cases: before, AdamW died on Muon's momentum 16 s in, and SGD ran silently at Adam's lr 0.001
-    (["experiment=best_small", "optim=adamw"], "torch.optim.AdamW", {"lr": 0.001, "weight_decay": 0.0001}),
-    (["experiment=bncnn", "optim=sgd"], "torch.optim.SGD", {"lr": 0.1, "momentum": 0.0, "nesterov": False}),
-    (["experiment=speedrun", "optim=sgd"], "torch.optim.SGD", {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}),
-])
-def test_preset_trains_with_the_chosen_optimizers_own_settings(make_cfg, overrides: list[str], optimizer: str,
-                                                                expected: dict[str, float]) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "optimizer", "expected"),
+    [
+        # the issue's cases: before, AdamW died on Muon's momentum 16 s in, and SGD ran silently at Adam's lr 0.001
+        (["experiment=best_small", "optim=adamw"], "torch.optim.AdamW", {"lr": 0.001, "weight_decay": 0.0001}),
+        (["experiment=bncnn", "optim=sgd"], "torch.optim.SGD", {"lr": 0.1, "momentum": 0.0, "nesterov": False}),
+        (["experiment=speedrun", "optim=sgd"], "torch.optim.SGD", {"lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}),
+    ],
+)
+def test_preset_trains_with_the_chosen_optimizers_own_settings(
+    make_cfg, overrides: list[str], optimizer: str, expected: dict[str, float]
+) -> None:
     from fmnist_lightning.train import train
 
-    cfg = make_cfg(*overrides, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-                   "trainer.limit_test_batches=1", "model.compile=false")
+    cfg = make_cfg(
+        *overrides,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "model.compile=false",
+    )
     train(cfg)
     checkpoint = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["fmnist_config"]["optim"]["_target_"] == optimizer

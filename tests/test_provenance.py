@@ -20,13 +20,22 @@ from conftest import cli_overrides, run_cli
 from fmnist_lightning.config.files import project_root
 from fmnist_lightning.training.provenance import cpu_model
 
-TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1"]
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 
 
 def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
 
 
@@ -55,15 +64,17 @@ def _run_from(repo: Path, *args: str) -> subprocess.CompletedProcess:
 def recorded_run(checkout: tuple[Path, str], data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo, _ = checkout
     log_dir = tmp_path_factory.mktemp("runs")
-    result = _run_from(repo, "fmnist_lightning", *cli_overrides(data_root, log_dir, figures=True), *TINY,
-                       "optim.lr=0.002")
+    result = _run_from(
+        repo, "fmnist_lightning", *cli_overrides(data_root, log_dir, figures=True), *TINY, "optim.lr=0.002"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (log_dir / "runs").iterdir()
     return run
 
 
-def test_run_json_records_code_packages_machine_precision_and_times(recorded_run: Path,
-                                                                     checkout: tuple[Path, str]) -> None:
+def test_run_json_records_code_packages_machine_precision_and_times(
+    recorded_run: Path, checkout: tuple[Path, str]
+) -> None:
     repo, head = checkout
     record = json.loads((recorded_run / "run.json").read_text())
     assert record["code"]["commit"] == head
@@ -90,11 +101,18 @@ def test_checkpoints_report_and_tensorboard_carry_it(recorded_run: Path, checkou
     assert head[:12] in events.Tensors(text)[0].tensor_proto.string_val[0].decode()
 
 
-def test_exports_name_the_source_runs_commit_and_precision(recorded_run: Path, checkout: tuple[Path, str],
-                                                          data_root: Path, tmp_path: Path) -> None:
+def test_exports_name_the_source_runs_commit_and_precision(
+    recorded_run: Path, checkout: tuple[Path, str], data_root: Path, tmp_path: Path
+) -> None:
     repo, head = checkout
-    result = _run_from(repo, "fmnist_lightning.export", f"ckpt_path={recorded_run / 'checkpoints' / 'last.ckpt'}",
-                       f"data_root={data_root}", f"out={tmp_path}", f"paths.log_dir={tmp_path / 'logs'}")
+    result = _run_from(
+        repo,
+        "fmnist_lightning.export",
+        f"ckpt_path={recorded_run / 'checkpoints' / 'last.ckpt'}",
+        f"data_root={data_root}",
+        f"out={tmp_path}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     source = json.loads((tmp_path / "export.json").read_text())["metadata"]["source_run"]
     assert source["commit"] == head and source["dirty"] is True and source["precision"] == "32-true"

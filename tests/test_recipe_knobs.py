@@ -46,10 +46,19 @@ def _logged(run_dir: Path) -> list[dict[str, str]]:
 
 def test_param_groups_reach_the_optimizer_and_keep_their_ratio_under_onecycle(make_cfg, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    cfg = make_cfg("model=compact", "optim=sgd", "optim.lr=0.05", "optim.weight_decay=5e-4", "sched=onecycle",
-                   "debug=limit_batches", "logger=csv", "trainer.log_every_n_steps=1",
-                   "module.param_groups.norm_bias_weight_decay=0.0", "module.param_groups.norm_bias_lr_scale=4.0",
-                   output_dir=run_dir)
+    cfg = make_cfg(
+        "model=compact",
+        "optim=sgd",
+        "optim.lr=0.05",
+        "optim.weight_decay=5e-4",
+        "sched=onecycle",
+        "debug=limit_batches",
+        "logger=csv",
+        "trainer.log_every_n_steps=1",
+        "module.param_groups.norm_bias_weight_decay=0.0",
+        "module.param_groups.norm_bias_lr_scale=4.0",
+        output_dir=run_dir,
+    )
     train(cfg)
     rows = [r for r in _logged(run_dir) if r.get("lr/weights")]
     assert len(rows) == 20  # every step of 2 epochs x 10 batches
@@ -61,8 +70,17 @@ def test_param_groups_reach_the_optimizer_and_keep_their_ratio_under_onecycle(ma
 
 def test_default_knobs_keep_one_group_and_the_lr_tag(make_cfg, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    train(make_cfg("model=linear", "sched=onecycle", "debug=limit_batches", "trainer.max_epochs=1", "logger=csv",
-                   "trainer.log_every_n_steps=1", output_dir=run_dir))
+    train(
+        make_cfg(
+            "model=linear",
+            "sched=onecycle",
+            "debug=limit_batches",
+            "trainer.max_epochs=1",
+            "logger=csv",
+            "trainer.log_every_n_steps=1",
+            output_dir=run_dir,
+        )
+    )
     assert "lr" in _logged(run_dir)[0] and not any(k.startswith("lr/") for k in _logged(run_dir)[0])
 
 
@@ -89,8 +107,11 @@ def test_multi_view_tta_is_the_average_of_the_views_by_hand(shift: int) -> None:
 
 
 def test_multi_view_tta_runs_in_the_final_test(make_cfg, tmp_path: Path) -> None:
-    metrics = train(make_cfg("model=linear", "debug=fast_dev_run", "module.tta=true", "module.tta_shift=1",
-                             output_dir=tmp_path / "run"))
+    metrics = train(
+        make_cfg(
+            "model=linear", "debug=fast_dev_run", "module.tta=true", "module.tta_shift=1", output_dir=tmp_path / "run"
+        )
+    )
     assert 0.0 <= metrics["test/acc"] <= 1.0
 
 
@@ -132,8 +153,10 @@ def test_muon_and_the_rest_hold_every_parameter_once(make_cfg, tmp_path: Path) -
     from fmnist_lightning.training.optimizers import MuonFilters
 
     net = create_model("compact")
-    optimizer = MuonFilters(param_groups(net, norm_bias_weight_decay=0.0),
-                            rest=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9))
+    optimizer = MuonFilters(
+        param_groups(net, norm_bias_weight_decay=0.0),
+        rest=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+    )
     muon_params = [p for g in optimizer.filters.param_groups for p in g["params"]]
     rest_params = [p for g in optimizer.rest.param_groups for p in g["params"]]
     assert all(p.dim() == 4 for p in muon_params) and all(p.dim() != 4 for p in rest_params)
@@ -150,10 +173,16 @@ def test_filter_muon_is_torchs_muon_on_the_filter_matrix(memory_format: torch.me
     torch.manual_seed(0)
     weight = nn.Parameter(torch.randn(8, 4, 3, 3).contiguous(memory_format=memory_format))
     # The reference: torch's own Muon on the same filters as a matrix, rows = filters, columns in memory order.
-    as_matrix = (lambda t: t.permute(0, 2, 3, 1).reshape(8, -1)) if memory_format == torch.channels_last \
+    as_matrix = (
+        (lambda t: t.permute(0, 2, 3, 1).reshape(8, -1))
+        if memory_format == torch.channels_last
         else (lambda t: t.reshape(8, -1))
+    )
     reference = nn.Parameter(as_matrix(weight.detach()).clone())
-    ours, theirs = FilterMuon([weight], lr=0.02, weight_decay=0.01), torch.optim.Muon([reference], lr=0.02, weight_decay=0.01)
+    ours, theirs = (
+        FilterMuon([weight], lr=0.02, weight_decay=0.01),
+        torch.optim.Muon([reference], lr=0.02, weight_decay=0.01),
+    )
     for _ in range(3):
         grad = torch.randn(8, 4, 3, 3).contiguous(memory_format=memory_format)
         weight.grad, reference.grad = grad, as_matrix(grad).clone()
@@ -163,17 +192,32 @@ def test_filter_muon_is_torchs_muon_on_the_filter_matrix(memory_format: torch.me
 
 def test_optim_muon_trains_under_onecycle_and_resumes(make_cfg, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    cfg = make_cfg("model=compact", "optim=muon", "sched=onecycle", "debug=limit_batches", "logger=csv",
-                   "trainer.log_every_n_steps=1", output_dir=run_dir)
+    cfg = make_cfg(
+        "model=compact",
+        "optim=muon",
+        "sched=onecycle",
+        "debug=limit_batches",
+        "logger=csv",
+        "trainer.log_every_n_steps=1",
+        output_dir=run_dir,
+    )
     metrics = train(cfg)
     assert metrics["test/acc"] >= 0.0
     rows = [r for r in _logged(run_dir) if r.get("lr/pg1")]
     # Muon's filters (pg1) and SGD's rest (pg2) follow one cycle at their own ratio, 0.02 : 0.05.
     assert rows and all(float(r["lr/pg2"]) == pytest.approx(2.5 * float(r["lr/pg1"]), rel=1e-6) for r in rows)
     # The optimizer's state travels in the checkpoint and loads back.
-    resumed = train(make_cfg("model=compact", "optim=muon", "sched=onecycle", "debug=limit_batches",
-                             "trainer.max_epochs=3", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-                             output_dir=tmp_path / "resumed"))
+    resumed = train(
+        make_cfg(
+            "model=compact",
+            "optim=muon",
+            "sched=onecycle",
+            "debug=limit_batches",
+            "trainer.max_epochs=3",
+            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+            output_dir=tmp_path / "resumed",
+        )
+    )
     assert resumed["epochs"] == 3
 
 
@@ -199,8 +243,11 @@ def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs(data_r
 
 
 def test_alternating_flip_trains_and_counts_as_a_flip_for_tta(make_cfg, tmp_path: Path) -> None:
-    metrics = train(make_cfg("model=linear", "aug=shift_alt_flip", "module.tta=true", "debug=limit_batches",
-                             output_dir=tmp_path / "run"))
+    metrics = train(
+        make_cfg(
+            "model=linear", "aug=shift_alt_flip", "module.tta=true", "debug=limit_batches", output_dir=tmp_path / "run"
+        )
+    )
     assert metrics["test/acc"] >= 0.0
 
 
@@ -212,15 +259,27 @@ def test_bn_momentum_reaches_every_batchnorm_and_is_refused_without_one(make_cfg
     assert norms and all(m.momentum == 0.4 for m in norms)
     with pytest.raises(ConfigError, match="no BatchNorm layer"):
         create_model("linear", bn_momentum=0.4)
-    metrics = train(make_cfg("model=compact", "model.bn_momentum=0.6", "ema=default", "debug=fast_dev_run",
-                             output_dir=tmp_path / "run"))
+    metrics = train(
+        make_cfg(
+            "model=compact", "model.bn_momentum=0.6", "ema=default", "debug=fast_dev_run", output_dir=tmp_path / "run"
+        )
+    )
     assert metrics["test/acc"] >= 0.0
 
 
 def test_optim_lookahead_trains_under_onecycle(make_cfg, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    metrics = train(make_cfg("model=compact", "optim=lookahead", "sched=onecycle", "debug=limit_batches",
-                             "logger=csv", "trainer.log_every_n_steps=1", output_dir=run_dir))
+    metrics = train(
+        make_cfg(
+            "model=compact",
+            "optim=lookahead",
+            "sched=onecycle",
+            "debug=limit_batches",
+            "logger=csv",
+            "trainer.log_every_n_steps=1",
+            output_dir=run_dir,
+        )
+    )
     assert metrics["test/acc"] >= 0.0
     rates = [float(r["lr"]) for r in _logged(run_dir) if r.get("lr")]
     assert max(rates) == pytest.approx(0.1, rel=1e-3)  # the cycle reaches the base optimizer's rate
@@ -243,15 +302,18 @@ def test_muon_groups_stay_the_parts_own_after_a_state_load() -> None:
 
     def make() -> MuonFilters:
         torch.manual_seed(0)
-        return MuonFilters(param_groups(create_model("compact"), norm_bias_weight_decay=0.0),
-                           rest=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9))
+        return MuonFilters(
+            param_groups(create_model("compact"), norm_bias_weight_decay=0.0),
+            rest=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9),
+        )
 
     saved = make().state_dict()
     optimizer = make()
     optimizer.load_state_dict(saved)
     parts_groups = [g for part in optimizer.parts for g in part.param_groups]
-    assert all(a is b for a, b in zip(optimizer.param_groups, parts_groups)) and len(parts_groups) == len(
-        optimizer.param_groups)
+    assert all(a is b for a, b in zip(optimizer.param_groups, parts_groups, strict=True)) and len(parts_groups) == len(
+        optimizer.param_groups
+    )
     # A scheduler writes the rate through the combined optimizer's groups: the parts must see it.
     optimizer.param_groups[0]["lr"] = 0.123
     assert optimizer.parts[0].param_groups[0]["lr"] == 0.123
@@ -260,8 +322,16 @@ def test_muon_groups_stay_the_parts_own_after_a_state_load() -> None:
 
 
 def test_muon_with_param_groups_trains(make_cfg, tmp_path: Path) -> None:
-    metrics = train(make_cfg("model=compact", "optim=muon", "sched=onecycle", "debug=limit_batches",
-                             "module.param_groups.norm_bias_weight_decay=0.0", output_dir=tmp_path / "run"))
+    metrics = train(
+        make_cfg(
+            "model=compact",
+            "optim=muon",
+            "sched=onecycle",
+            "debug=limit_batches",
+            "module.param_groups.norm_bias_weight_decay=0.0",
+            output_dir=tmp_path / "run",
+        )
+    )
     assert metrics["test/acc"] >= 0.0
 
 
@@ -272,10 +342,12 @@ def test_pool_first_is_the_same_function_with_the_pool_moved(make_cfg, tmp_path:
         nn.init.uniform_(norm.weight, 0.5, 2.0)  # positive scales: max-pool commutes with BN and ReLU
         nn.init.normal_(norm.running_mean)
     # Module order, and so the order of tensors, is shared; only the indices in the names moved.
-    pooled_first.load_state_dict(dict(zip(pooled_first.state_dict(), default.state_dict().values())))
+    pooled_first.load_state_dict(dict(zip(pooled_first.state_dict(), default.state_dict().values(), strict=True)))
     x = torch.randn(8, 1, 28, 28)
     torch.testing.assert_close(pooled_first.eval()(x), default.eval()(x), rtol=1e-4, atol=1e-5)
     pools = [i for i, m in enumerate(pooled_first.features) if isinstance(m, nn.MaxPool2d)]
     assert all(isinstance(pooled_first.features[i - 1], nn.Conv2d) for i in pools)
-    metrics = train(make_cfg("model=compact", "model.pool_first=true", "debug=fast_dev_run", output_dir=tmp_path / "run"))
+    metrics = train(
+        make_cfg("model=compact", "model.pool_first=true", "debug=fast_dev_run", output_dir=tmp_path / "run")
+    )
     assert metrics["test/acc"] >= 0.0

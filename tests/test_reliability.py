@@ -21,19 +21,33 @@ from fmnist_lightning.train import train
 from fmnist_lightning.training.resume import resume_overrides
 
 # Whole epochs of the 500-image training split (16 batches), so a kill lands inside an epoch.
-RUN = ["trainer.max_epochs=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=2",
-       "trainer.deterministic=true", "seed=7"]
-TINY = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1"]
+RUN = [
+    "trainer.max_epochs=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=2",
+    "trainer.deterministic=true",
+    "seed=7",
+]
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 
 
 def _start(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONFAULTHANDLER": "1"}
     # A shell starts background jobs with SIGINT ignored, and Python then installs no Ctrl-C handler:
     # restore the default so the child sees Ctrl-C however the test suite itself was started.
-    return subprocess.Popen([sys.executable, "-m", "fmnist_lightning", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "fmnist_lightning", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -106,7 +120,9 @@ def _first(pattern: str, folder: Path, proc: subprocess.Popen, timeout: float = 
 
 
 @pytest.mark.slow
-def test_resume_auto_makes_one_command_safe_to_run_again_after_a_kill_at_any_point(data_root: Path, tmp_path: Path) -> None:
+def test_resume_auto_makes_one_command_safe_to_run_again_after_a_kill_at_any_point(
+    data_root: Path, tmp_path: Path
+) -> None:
     """kill -9 before, during and after the first checkpoint; the identical command (resume=auto, a fixed run
     directory), run again as a scheduler's requeue would, ends each run complete, with the test metrics of an
     uninterrupted run to the bit (the CPU path is deterministic)."""
@@ -125,8 +141,11 @@ def test_resume_auto_makes_one_command_safe_to_run_again_after_a_kill_at_any_poi
         again = run_cli(*command)
         assert again.returncode == 0, f"{point}: {again.stderr[-3000:]}"
         metrics = json.loads((run / "metrics.json").read_text())
-        assert (metrics["epochs"], metrics["test/acc"], metrics["test/loss"]) == \
-            (expected["epochs"], expected["test/acc"], expected["test/loss"]), point
+        assert (metrics["epochs"], metrics["test/acc"], metrics["test/loss"]) == (
+            expected["epochs"],
+            expected["test/acc"],
+            expected["test/loss"],
+        ), point
         if point == "before":
             # Nothing to continue from: started over in place, the partial attempt kept, not deleted.
             assert "stopped before its first checkpoint" in again.stderr
@@ -148,8 +167,11 @@ def test_resume_of_a_run_without_a_checkpoint_starts_it_over_in_place_and_keeps_
         (run / ".hydra").mkdir(parents=True)
         OmegaConf.save(OmegaConf.create(["model=lenet", "trainer.max_epochs=3"]), run / ".hydra" / "overrides.yaml")
         (run / "train.log").write_text(f"attempt {attempt}\n")
-        assert resume_overrides(run, ["trainer.max_epochs=5"]) == ["model=lenet", "trainer.max_epochs=5",
-                                                                    f"hydra.run.dir={run.resolve()}"]
+        assert resume_overrides(run, ["trainer.max_epochs=5"]) == [
+            "model=lenet",
+            "trainer.max_epochs=5",
+            f"hydra.run.dir={run.resolve()}",
+        ]
         assert sorted(p.name for p in run.iterdir()) == ["attempts"]  # the directory is free for the new start
         assert (run / "attempts" / str(attempt) / "train.log").read_text() == f"attempt {attempt}\n"
         assert (run / "attempts" / str(attempt) / ".hydra" / "overrides.yaml").is_file()
@@ -160,7 +182,8 @@ def test_resume_auto_needs_a_fixed_run_directory(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "error: resume=auto needs the run's own directory, the same each time the command runs: add "
-        "hydra.run.dir=<dir>, e.g. hydra.run.dir=outputs/runs/job-$SLURM_JOB_ID")
+        "hydra.run.dir=<dir>, e.g. hydra.run.dir=outputs/runs/job-$SLURM_JOB_ID"
+    )
 
 
 def _exit_or_stacks(proc: subprocess.Popen, guard: float = 600) -> str:
@@ -251,8 +274,11 @@ def test_unknown_group_option_lists_the_valid_ones(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("experiment", "message"),
     [
-        ("defaults:\n  - override /ema: on\n", "error: the config could not be composed: Unsupported item value in "
-                                                  "defaults : bool. Supported: string or list (YAML reads on, off"),
+        (
+            "defaults:\n  - override /ema: on\n",
+            "error: the config could not be composed: Unsupported item value in "
+            "defaults : bool. Supported: string or list (YAML reads on, off",
+        ),
         ("trainer: {max_epochs: 3\n", "error: the config could not be composed: while parsing a flow mapping"),
     ],
     ids=["yaml-bool-in-defaults", "yaml-syntax"],
@@ -282,7 +308,9 @@ def _train_checkpoint(make_cfg, tmp_path: Path, *overrides: str) -> Path:
 def test_checkpoint_of_another_backbone_is_refused(make_cfg, tmp_path: Path) -> None:
     checkpoint = _train_checkpoint(make_cfg, tmp_path, "model=linear")
     cfg = make_cfg(*TINY, "model=tinyvgg", f"ckpt_path={checkpoint}")
-    with pytest.raises(CheckpointError, match=r"holds a linear model whose weights do not fit this run's model=tinyvgg"):
+    with pytest.raises(
+        CheckpointError, match=r"holds a linear model whose weights do not fit this run's model=tinyvgg"
+    ):
         train(cfg)
 
 
@@ -306,7 +334,7 @@ class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (open, (str(self.marker), "w"))
 
 
@@ -322,15 +350,30 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(data_roo
 
 
 def test_a_loss_that_turns_nan_stops_the_run_and_suggests_a_lower_lr(make_cfg) -> None:
-    cfg = make_cfg("trainer.max_epochs=3", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
-                   "optim=sgd", "optim.lr=1e30", "callbacks.finite_loss_guard.check_every_n_steps=1")
-    with pytest.raises(TrainingError, match=r"the training loss became (nan|inf).*try a lower learning rate, e.g. optim.lr="):
+    cfg = make_cfg(
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=1",
+        "optim=sgd",
+        "optim.lr=1e30",
+        "callbacks.finite_loss_guard.check_every_n_steps=1",
+    )
+    with pytest.raises(
+        TrainingError, match=r"the training loss became (nan|inf).*try a lower learning rate, e.g. optim.lr="
+    ):
         train(cfg)
 
 
 def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path: Path) -> None:
-    overrides = ("trainer.max_epochs=2", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
-                 "trainer.limit_test_batches=2", "trainer.deterministic=true", "aug=strong", "seed=3")
+    overrides = (
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=5",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.deterministic=true",
+        "aug=strong",
+        "seed=3",
+    )
     first = train(make_cfg(*overrides, output_dir=tmp_path / "a"))
     second = train(make_cfg(*overrides, output_dir=tmp_path / "b"))
     keys = ("test/acc", "test/loss", "val/loss", "val/acc", "train/loss")
@@ -338,8 +381,13 @@ def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path: Path) -
 
 
 def test_last_checkpoint_every_n_train_steps(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("trainer.max_epochs=1", "trainer.limit_train_batches=7", "trainer.limit_val_batches=0",
-                   "callbacks.last_checkpoint.every_n_train_steps=3", "test=false")
+    cfg = make_cfg(
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=7",
+        "trainer.limit_val_batches=0",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
+        "test=false",
+    )
     train(cfg)
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] in (6, 7)  # step 3, then 6, then the end of the epoch

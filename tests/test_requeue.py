@@ -30,8 +30,9 @@ def test_a_first_start_trains_as_configured(make_cfg, tmp_path: Path, monkeypatc
     assert continue_in_place(cfg) is None and cfg.get("ckpt_path") is None
 
 
-def test_a_restart_of_a_finished_job_returns_its_metrics_without_training(make_cfg, tmp_path: Path,
-                                                                        restarted: None) -> None:
+def test_a_restart_of_a_finished_job_returns_its_metrics_without_training(
+    make_cfg, tmp_path: Path, restarted: None
+) -> None:
     run = tmp_path / "run"
     cfg = make_cfg(output_dir=run)
     run.mkdir(exist_ok=True)
@@ -40,7 +41,8 @@ def test_a_restart_of_a_finished_job_returns_its_metrics_without_training(make_c
 
 
 def test_a_restart_before_the_first_checkpoint_sets_the_attempt_aside_and_starts_over(
-        make_cfg, tmp_path: Path, restarted: None, capsys: pytest.CaptureFixture[str]) -> None:
+    make_cfg, tmp_path: Path, restarted: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     cfg = make_cfg(output_dir=run)
     (run / ".hydra").mkdir(parents=True)

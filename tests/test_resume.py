@@ -19,10 +19,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from conftest import cli_overrides, compose_cfg, run_cli
 from fmnist_lightning.train import train
 
-
 # 500 training images in batches of 32: 16 batches an epoch, so 4 batches stop mid-epoch.
-FINISHED = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1",
-            "trainer.limit_test_batches=1", "optim=sgd", "sched=onecycle", "seed=5"]
+FINISHED = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "optim=sgd",
+    "sched=onecycle",
+    "seed=5",
+]
 
 
 def _digests(run: Path) -> dict[str, str]:
@@ -86,8 +92,9 @@ def test_resume_with_more_epochs_replans_onecycle_and_rewrites_full_results(fini
 def test_explicit_onecycle_length_shorter_than_the_run_is_refused(make_cfg) -> None:
     from fmnist_lightning.errors import ConfigError
 
-    cfg = make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=4", "sched=onecycle",
-                   "sched.scheduler.total_steps=5")
+    cfg = make_cfg(
+        "trainer.max_epochs=2", "trainer.limit_train_batches=4", "sched=onecycle", "sched.scheduler.total_steps=5"
+    )
     with pytest.raises(ConfigError, match=r"total_steps=5 is shorter than this run's 8 optimizer steps"):
         train(cfg)
 
@@ -95,7 +102,7 @@ def test_explicit_onecycle_length_shorter_than_the_run_is_refused(make_cfg) -> N
 def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable_one(finished_run: Path, tmp_path: Path) -> None:
     run = _copy(finished_run, tmp_path)
     last = run / "checkpoints" / "last.ckpt"
-    (best,) = [p for p in (run / "checkpoints").glob("epoch_*.ckpt")]
+    (best,) = list((run / "checkpoints").glob("epoch_*.ckpt"))
     last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a full disk or a half-finished copy
     result = run_cli(f"resume={run}", "trainer.max_epochs=3")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -116,9 +123,16 @@ class SigtermAt(L.Callback):
 
 
 # 3 epochs of 6 batches; aug=light draws random flips and rotations from torch's generator.
-EXACT = ["trainer.max_epochs=3", "trainer.limit_train_batches=6", "trainer.limit_val_batches=1",
-         "trainer.limit_test_batches=2", "trainer.deterministic=true", "aug=light", "seed=11",
-         "trainer.enable_model_summary=false"]
+EXACT = [
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=6",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=2",
+    "trainer.deterministic=true",
+    "aug=light",
+    "seed=11",
+    "trainer.enable_model_summary=false",
+]
 COMPARED = ("test/acc", "test/loss", "val/acc", "val/loss", "val/acc_best", "train/loss", "train/acc")
 
 
@@ -150,8 +164,15 @@ def test_sigterm_at_any_step_then_resume_ends_exactly_like_an_uninterrupted_run(
 
 def test_time_to_accuracy_is_in_metrics_json_and_the_logs(make_cfg, tmp_path: Path) -> None:
     started = time.perf_counter()
-    metrics = train(make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-                             "trainer.limit_test_batches=1", "callbacks.run_clock.thresholds=[0.0,0.0033,1.01]"))
+    metrics = train(
+        make_cfg(
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1",
+            "callbacks.run_clock.thresholds=[0.0,0.0033,1.01]",
+        )
+    )
     # The run's own time: testing the best checkpoint restores callback states, and must not add its time again.
     assert metrics["wall_time_s"] <= time.perf_counter() - started
     assert metrics["epoch_to_acc/0.00"] == 1
@@ -159,7 +180,9 @@ def test_time_to_accuracy_is_in_metrics_json_and_the_logs(make_cfg, tmp_path: Pa
     # A preset's own figure (e.g. bncnn's 0.9203) keeps its digits instead of merging with 0.92's key.
     assert metrics["time_to_acc/0.0033"] == metrics["time_to_acc/0.00"] and metrics["epoch_to_acc/0.0033"] == 1
     assert "time_to_acc/1.01" not in metrics and "epoch_to_acc/1.01" not in metrics  # never reached
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["time_to_acc/0.00"] == metrics["time_to_acc/0.00"]
+    assert (
+        json.loads((tmp_path / "run" / "metrics.json").read_text())["time_to_acc/0.00"] == metrics["time_to_acc/0.00"]
+    )
     header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "time_to_acc/0.00" in header and "epoch_to_acc/0.00" in header
     assert not (tmp_path / "run" / "report.md").exists()  # report=false (the tests' default) skips it

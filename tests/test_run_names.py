@@ -42,24 +42,31 @@ def test_a_single_run_is_named_for_its_directory(tmp_path: Path) -> None:
 
 def test_a_sweep_job_is_named_for_the_sweep_its_number_and_what_was_swept(tmp_path: Path) -> None:
     common = ["data.root=/data", "paths.log_dir=/tmp/out"]
-    sweep = _sweep(tmp_path, [*common, "optim.lr=1e-3,3e-3", "model=tinyvgg,lenet"],
-                   {"0": [*common, "optim.lr=1e-3", "model=tinyvgg"], "3": [*common, "optim.lr=3e-3", "model=lenet"]})
+    sweep = _sweep(
+        tmp_path,
+        [*common, "optim.lr=1e-3,3e-3", "model=tinyvgg,lenet"],
+        {"0": [*common, "optim.lr=1e-3", "model=tinyvgg"], "3": [*common, "optim.lr=3e-3", "model=lenet"]},
+    )
     assert run_name(str(sweep / "3")) == f"{sweep.name}/3 optim.lr=3e-3 model=lenet"
     assert sweep_name(str(sweep / "0")) == sweep.name
     assert run_tags(str(sweep / "0")) == {"run_dir": str(sweep / "0"), "sweep": sweep.name, "job": "0"}
 
 
 def test_a_password_in_a_swept_url_never_reaches_the_name(tmp_path: Path) -> None:
-    sweep = _sweep(tmp_path, ["+db=postgresql://a:pw1@h/x,postgresql://a:pw2@h/y"],
-                   {"1": ["+db=postgresql://a:pw2@h/y"]})
+    sweep = _sweep(
+        tmp_path, ["+db=postgresql://a:pw1@h/x,postgresql://a:pw2@h/y"], {"1": ["+db=postgresql://a:pw2@h/y"]}
+    )
     assert run_name(str(sweep / "1")) == f"{sweep.name}/1 +db=postgresql://a:***@h/y"
 
 
 def test_an_optuna_trial_is_named_for_its_number_and_the_searched_values(tmp_path: Path) -> None:
     # The Optuna sweeper's jobs: trial_<n> directories, the search space in hydra.sweeper.params.
     with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
-        cfg = compose(config_name="config", return_hydra_config=True,
-                      overrides=["hparams_search=lr_wd", "optim.lr=0.0021", "optim.weight_decay=0.0003", "seed=3"])
+        cfg = compose(
+            config_name="config",
+            return_hydra_config=True,
+            overrides=["hparams_search=lr_wd", "optim.lr=0.0021", "optim.weight_decay=0.0003", "seed=3"],
+        )
     HydraConfig.instance().set_config(cfg)
     name = run_name(str(tmp_path / "sweep" / "trial_7"))
     assert name == "sweep/trial_7 optim.lr=0.0021 optim.weight_decay=0.0003"

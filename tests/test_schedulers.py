@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,12 @@ def test_onecycle_plans_the_run_from_the_trainer(make_cfg, tmp_path: Path) -> No
     # 2 epochs x 10 batches: total_steps must come out as 20 although no config states it.
     run_dir = tmp_path / "run"
     cfg = make_cfg(
-        "sched=onecycle", "debug=limit_batches", "logger=csv", "optim.lr=0.02",
-        "trainer.log_every_n_steps=1", output_dir=run_dir,
+        "sched=onecycle",
+        "debug=limit_batches",
+        "logger=csv",
+        "optim.lr=0.02",
+        "trainer.log_every_n_steps=1",
+        output_dir=run_dir,
     )
     train(cfg)
     lrs = _logged_lrs(run_dir)
@@ -34,19 +39,19 @@ def test_onecycle_plans_the_run_from_the_trainer(make_cfg, tmp_path: Path) -> No
     assert max(values) == pytest.approx(0.02, rel=1e-3)
     assert values[0] == pytest.approx(0.02 / 25, rel=1e-3)
     assert values[-1] < values[0] / 100, "annealed far below the starting rate by the last step"
-    assert all(a < b for a, b in zip(values[:peak], values[1 : peak + 1]))
-    assert all(a > b for a, b in zip(values[peak:], values[peak + 1 :]))
+    assert all(a < b for a, b in itertools.pairwise(values[: peak + 1]))
+    assert all(a > b for a, b in itertools.pairwise(values[peak:]))
 
 
 def test_onecycle_refuses_an_unbounded_run(make_cfg) -> None:
     cfg = make_cfg("sched=onecycle", "trainer.max_epochs=-1", "trainer.max_steps=-1", "logger=none")
-    with pytest.raises(ConfigError, match="finite run.*trainer.max_epochs or trainer.max_steps"):
+    with pytest.raises(ConfigError, match=r"finite run.*trainer\.max_epochs or trainer\.max_steps"):
         train(cfg)
 
 
 def test_onecycle_refuses_a_per_epoch_interval(make_cfg) -> None:
     cfg = make_cfg("sched=onecycle", "sched.interval=epoch", "debug=fast_dev_run")
-    with pytest.raises(ConfigError, match="sched.interval=step"):
+    with pytest.raises(ConfigError, match=r"sched\.interval=step"):
         train(cfg)
 
 
@@ -54,8 +59,13 @@ def test_an_explicit_total_steps_is_kept(make_cfg, tmp_path: Path) -> None:
     # A 40-step plan over a 20-step run peaks at step 9 and is still mid-anneal at the end.
     run_dir = tmp_path / "run"
     cfg = make_cfg(
-        "sched=onecycle", "sched.scheduler.total_steps=40", "debug=limit_batches", "logger=csv",
-        "optim.lr=0.02", "trainer.log_every_n_steps=1", output_dir=run_dir,
+        "sched=onecycle",
+        "sched.scheduler.total_steps=40",
+        "debug=limit_batches",
+        "logger=csv",
+        "optim.lr=0.02",
+        "trainer.log_every_n_steps=1",
+        output_dir=run_dir,
     )
     train(cfg)
     values = [v for _, v in _logged_lrs(run_dir)]
@@ -93,8 +103,16 @@ def test_tensorboard_lists_a_jobs_own_overrides_first(make_cfg, tmp_path: Path) 
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     run_dir = tmp_path / "run"
-    train(make_cfg("optim.lr=0.02", "debug=limit_batches", "trainer.max_epochs=1", "logger=tensorboard",
-                   "test=false", output_dir=run_dir))
+    train(
+        make_cfg(
+            "optim.lr=0.02",
+            "debug=limit_batches",
+            "trainer.max_epochs=1",
+            "logger=tensorboard",
+            "test=false",
+            output_dir=run_dir,
+        )
+    )
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     content = events.PluginTagToContent("hparams")["_hparams_/experiment"]

@@ -30,10 +30,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.hosts, pytest.mark.skipif(WHY_NOT is
 LOGIN = "ctl"  # the controller's host doubles as the login node users submit from
 NODES = ["n1", "n2"]
 # Whole epochs of the 500-image training split; deterministic on the CPU, so a requeued run can match to the bit.
-RUN = ["trainer.max_epochs=4", "trainer.limit_val_batches=1", "trainer.limit_test_batches=2",
-       "trainer.deterministic=true", "seed=7"]
-LAUNCHER = ["hydra/launcher=slurm", f"hydra.launcher.partition={SlurmCluster.PARTITION}",
-            "hydra.launcher.cpus_per_task=2", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=20"]
+RUN = [
+    "trainer.max_epochs=4",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=2",
+    "trainer.deterministic=true",
+    "seed=7",
+]
+LAUNCHER = [
+    "hydra/launcher=slurm",
+    f"hydra.launcher.partition={SlurmCluster.PARTITION}",
+    "hydra.launcher.cpus_per_task=2",
+    "hydra.launcher.mem_gb=2",
+    "hydra.launcher.timeout_min=20",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +54,13 @@ def cluster() -> Iterator[SlurmCluster]:
 
 def submit(cluster: SlurmCluster, log: Path, *args: str) -> subprocess.Popen:
     """``python -m fmnist_lightning -m <args>`` on the login node, as a user submits a sweep."""
-    return cluster.hosts.popen(LOGIN, [sys.executable, "-m", "fmnist_lightning", "-m", *args],
-                               stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               env={**cluster.env, "HYDRA_FULL_ERROR": "0"})
+    return cluster.hosts.popen(
+        LOGIN,
+        [sys.executable, "-m", "fmnist_lightning", "-m", *args],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**cluster.env, "HYDRA_FULL_ERROR": "0"},
+    )
 
 
 def finish(proc: subprocess.Popen, log: Path, cluster: SlurmCluster, timeout: float = 420) -> str:
@@ -68,8 +82,9 @@ def job_dirs(log_dir: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def two_job_sweep(cluster: SlurmCluster, data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     log_dir = tmp_path_factory.mktemp("sweep")
-    proc = submit(cluster, log_dir / "console.log", *cli_overrides(data_root, log_dir), *RUN, *LAUNCHER,
-                  "optim.lr=1e-3,3e-3")
+    proc = submit(
+        cluster, log_dir / "console.log", *cli_overrides(data_root, log_dir), *RUN, *LAUNCHER, "optim.lr=1e-3,3e-3"
+    )
     return log_dir, finish(proc, log_dir / "console.log", cluster)
 
 
@@ -78,7 +93,8 @@ def test_a_two_job_sweep_runs_through_sbatch_and_polls_quietly_without_accountin
     assert "Sweep summary (2 jobs: 2 completed, 0 failed, 0 incomplete)" in console
     # Accounting is off on this cluster: one line says so, and squeue answers every poll instead of sacct.
     assert "Bypassing sacct error" not in console and "accounting storage is disabled" not in console.replace(
-        "(sacct: Slurm accounting storage is disabled)", "")
+        "(sacct: Slurm accounting storage is disabled)", ""
+    )
     assert console.count("job states come from squeue") == 1
     for job in job_dirs(log_dir):
         record = json.loads((job / "run.json").read_text())
@@ -112,11 +128,13 @@ STOPPED_BY = {"scontrol-requeue": "SIGTERM", "time-limit-signal": "SIGUSR2"}
 
 @pytest.mark.parametrize("how", REQUEUES)
 def test_a_job_requeued_after_its_first_checkpoint_continues_and_ends_as_if_never_stopped(
-        how: str, cluster: SlurmCluster, data_root: Path, tmp_path: Path, two_job_sweep) -> None:
+    how: str, cluster: SlurmCluster, data_root: Path, tmp_path: Path, two_job_sweep
+) -> None:
     """The run stops after a batch with last.ckpt saved; the job's next start continues it in the same directory
     and ends with the test metrics of the same job never stopped."""
-    proc = submit(cluster, tmp_path / "console.log", *cli_overrides(data_root, tmp_path), *RUN, *LAUNCHER,
-                  "optim.lr=1e-3")
+    proc = submit(
+        cluster, tmp_path / "console.log", *cli_overrides(data_root, tmp_path), *RUN, *LAUNCHER, "optim.lr=1e-3"
+    )
     deadline = time.monotonic() + 300
     while not list(tmp_path.glob("multirun/*/0/checkpoints/epoch_000.ckpt")):
         assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "console.log").read_text()[-3000:]
@@ -136,8 +154,11 @@ def test_a_job_requeued_after_its_first_checkpoint_continues_and_ends_as_if_neve
     (run,) = job_dirs(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
     uninterrupted = json.loads((job_dirs(two_job_sweep[0])[0] / "metrics.json").read_text())
-    assert (metrics["epochs"], metrics["test/acc"], metrics["test/loss"]) == \
-        (uninterrupted["epochs"], uninterrupted["test/acc"], uninterrupted["test/loss"])
+    assert (metrics["epochs"], metrics["test/acc"], metrics["test/loss"]) == (
+        uninterrupted["epochs"],
+        uninterrupted["test/acc"],
+        uninterrupted["test/loss"],
+    )
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert checkpoints.count("last.ckpt") == 1 and not [c for c in checkpoints if "-v" in c], checkpoints
     first, second = json.loads((run / "run.json").read_text())["attempts"]
@@ -151,15 +172,30 @@ def test_a_job_requeued_after_its_first_checkpoint_continues_and_ends_as_if_neve
 
 
 def test_a_single_run_submitted_with_sbatch_requeue_continues_after_the_time_limit_signal(
-        cluster: SlurmCluster, data_root: Path, tmp_path: Path, two_job_sweep) -> None:
+    cluster: SlurmCluster, data_root: Path, tmp_path: Path, two_job_sweep
+) -> None:
     """docs/slurm/single_run.sbatch: USR1 to the batch script (as --signal=B:USR1@<s> sends it before the time
     limit) requeues the job; SLURM's SIGTERM stops the run after a batch; the requeued start of the same command
     continues the run in its fixed directory."""
     script = Path(__file__).resolve().parents[1] / "docs" / "slurm" / "single_run.sbatch"
-    submitted = cluster.run(LOGIN, [
-        "sbatch", "--parsable", "--cpus-per-task=2", "--mem=2G", "--time=20:00", f"--output={tmp_path}/job.out",
-        "--open-mode=append", f"--export=ALL,FMNIST_PYTHON={sys.executable},RUN_ROOT={tmp_path / 'runs'}", str(script),
-        *cli_overrides(data_root, tmp_path), *RUN, "optim.lr=1e-3", "trainer.devices=1"])
+    submitted = cluster.run(
+        LOGIN,
+        [
+            "sbatch",
+            "--parsable",
+            "--cpus-per-task=2",
+            "--mem=2G",
+            "--time=20:00",
+            f"--output={tmp_path}/job.out",
+            "--open-mode=append",
+            f"--export=ALL,FMNIST_PYTHON={sys.executable},RUN_ROOT={tmp_path / 'runs'}",
+            str(script),
+            *cli_overrides(data_root, tmp_path),
+            *RUN,
+            "optim.lr=1e-3",
+            "trainer.devices=1",
+        ],
+    )
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
     run = tmp_path / "runs" / f"job-{job_id}"
@@ -177,13 +213,18 @@ def test_a_single_run_submitted_with_sbatch_requeue_continues_after_the_time_lim
     cluster.run(LOGIN, ["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
     deadline = time.monotonic() + 300
     while (state := cluster.job_state(job_id)) != "COMPLETED":
-        assert time.monotonic() < deadline and state not in ("FAILED", "CANCELLED", "TIMEOUT"), output.read_text()[-3000:]
+        assert time.monotonic() < deadline and state not in ("FAILED", "CANCELLED", "TIMEOUT"), output.read_text()[
+            -3000:
+        ]
         time.sleep(0.5)
 
     metrics = json.loads((run / "metrics.json").read_text())
     uninterrupted = json.loads((job_dirs(two_job_sweep[0])[0] / "metrics.json").read_text())
-    assert (metrics["epochs"], metrics["test/acc"], metrics["test/loss"]) == \
-        (uninterrupted["epochs"], uninterrupted["test/acc"], uninterrupted["test/loss"])
+    assert (metrics["epochs"], metrics["test/acc"], metrics["test/loss"]) == (
+        uninterrupted["epochs"],
+        uninterrupted["test/acc"],
+        uninterrupted["test/loss"],
+    )
     first, second = json.loads((run / "run.json").read_text())["attempts"]
     assert first["stopped_by"] == "SIGTERM" and second["slurm_restarts"] == 1
     assert second["resumed_from"].endswith("last.ckpt")
@@ -191,18 +232,33 @@ def test_a_single_run_submitted_with_sbatch_requeue_continues_after_the_time_lim
     assert "continues" in output.read_text() or "continuing" in output.read_text()
 
 
-def test_two_node_ddp_through_slurm_matches_ddp_on_one_host(cluster: SlurmCluster, data_root: Path,
-                                                           tmp_path: Path) -> None:
+def test_two_node_ddp_through_slurm_matches_ddp_on_one_host(
+    cluster: SlurmCluster, data_root: Path, tmp_path: Path
+) -> None:
     """trainer.num_nodes=2 trainer.devices=1 through hydra/launcher=slurm: srun starts one rank on each node,
     Lightning takes rank and world size from SLURM, rank 0 writes the results."""
-    common = [*cli_overrides(data_root, tmp_path), "model=linear", "trainer=ddp", "trainer.deterministic=true",
-              "trainer.max_epochs=2", "trainer.limit_train_batches=4", "seed=3"]
+    common = [
+        *cli_overrides(data_root, tmp_path),
+        "model=linear",
+        "trainer=ddp",
+        "trainer.deterministic=true",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "seed=3",
+    ]
     one_host = run_cli(*common, "trainer.devices=2", f"hydra.run.dir={tmp_path / 'one_host'}")
     assert one_host.returncode == 0, one_host.stderr[-3000:]
     expected = json.loads((tmp_path / "one_host" / "metrics.json").read_text())
 
-    proc = submit(cluster, tmp_path / "console.log", *common, *LAUNCHER, "trainer.devices=1", "trainer.num_nodes=2",
-                  "hydra.launcher.cpus_per_task=1")
+    proc = submit(
+        cluster,
+        tmp_path / "console.log",
+        *common,
+        *LAUNCHER,
+        "trainer.devices=1",
+        "trainer.num_nodes=2",
+        "hydra.launcher.cpus_per_task=1",
+    )
     finish(proc, tmp_path / "console.log", cluster)
     (run,) = job_dirs(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -218,26 +274,49 @@ import optuna
 from fmnist_lightning.sweeps.study_storage import open_storage
 study = optuna.load_study(study_name=sys.argv[2], storage=open_storage(sys.argv[1], must_exist=True))
 print(json.dumps([{"number": t.number, "state": t.state.name, "host": t.user_attrs.get("host"),
-                   "retry_of": t.system_attrs.get("failed_trial"), "not_run": t.user_attrs.get("not_run")} for t in study.trials]))
+                   "retry_of": t.system_attrs.get("failed_trial"), "not_run": t.user_attrs.get("not_run")}
+                  for t in study.trials]))
 """
 MAX_TRIALS = 6
-TRIAL = ["model=linear", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-         "trainer.max_epochs=3", "hydra/sweeper/pruner=none"]
+TRIAL = [
+    "model=linear",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.max_epochs=3",
+    "hydra/sweeper/pruner=none",
+]
 
 
 def test_an_array_of_optuna_workers_shares_one_study_and_survives_a_cancelled_task(
-        cluster: SlurmCluster, data_root: Path, tmp_path: Path) -> None:
+    cluster: SlurmCluster, data_root: Path, tmp_path: Path
+) -> None:
     """The documented sbatch script, --array=0-2: three workers of one journal study on the shared filesystem;
     task 1 is cancelled (scancel) while its first trial trains; that trial ends FAIL and another task reruns it."""
     storage = f"journal:///{tmp_path / 'study.journal'}"
     script = Path(__file__).resolve().parents[1] / "docs" / "slurm" / "optuna_array.sbatch"
-    submitted = cluster.run(LOGIN, [
-        "sbatch", "--parsable", "--array=0-2", "--cpus-per-task=1", "--mem=2G", f"--output={tmp_path}/task_%a.out",
-        f"--export=ALL,FMNIST_PYTHON={sys.executable},SWEEP_ROOT={tmp_path / 'sweeps'}", str(script),
-        "hparams_search=lr_wd", *cli_overrides(data_root, tmp_path), *TRIAL, f"hydra.sweeper.storage='{storage}'",
-        "hydra.sweeper.study_name=array",
-        f"hydra.sweeper.max_trials={MAX_TRIALS}", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=6",
-        "hydra.sweeper.retry_failed=1"])
+    submitted = cluster.run(
+        LOGIN,
+        [
+            "sbatch",
+            "--parsable",
+            "--array=0-2",
+            "--cpus-per-task=1",
+            "--mem=2G",
+            f"--output={tmp_path}/task_%a.out",
+            f"--export=ALL,FMNIST_PYTHON={sys.executable},SWEEP_ROOT={tmp_path / 'sweeps'}",
+            str(script),
+            "hparams_search=lr_wd",
+            *cli_overrides(data_root, tmp_path),
+            *TRIAL,
+            f"hydra.sweeper.storage='{storage}'",
+            "hydra.sweeper.study_name=array",
+            f"hydra.sweeper.max_trials={MAX_TRIALS}",
+            "hydra.sweeper.heartbeat_interval=1",
+            "hydra.sweeper.grace_period=6",
+            "hydra.sweeper.retry_failed=1",
+        ],
+    )
     assert submitted.returncode == 0, submitted.stderr
     array_id = submitted.stdout.strip().split(";")[0]
     deadline = time.monotonic() + 300
@@ -247,7 +326,7 @@ def test_an_array_of_optuna_workers_shares_one_study_and_survives_a_cancelled_ta
     cancelled = cluster.run(LOGIN, ["scancel", f"{array_id}_1"])
     assert cancelled.returncode == 0, cancelled.stderr
     deadline = time.monotonic() + 400
-    while (queued := cluster.run(LOGIN, ["squeue", "-h", "-j", array_id]).stdout.strip()):
+    while queued := cluster.run(LOGIN, ["squeue", "-h", "-j", array_id]).stdout.strip():
         assert time.monotonic() < deadline, queued
         time.sleep(1)
     for task in (0, 2):
@@ -266,8 +345,20 @@ def test_an_array_of_optuna_workers_shares_one_study_and_survives_a_cancelled_ta
     assert retry["state"] == "COMPLETE"
 
     out = tmp_path / "summary"
-    summary = cluster.run(LOGIN, [sys.executable, "-m", "fmnist_lightning.summarize", "--storage", storage,
-                                  "--study", "array", "--out", str(out)])
+    summary = cluster.run(
+        LOGIN,
+        [
+            sys.executable,
+            "-m",
+            "fmnist_lightning.summarize",
+            "--storage",
+            storage,
+            "--study",
+            "array",
+            "--out",
+            str(out),
+        ],
+    )
     assert summary.returncode == 0, summary.stderr[-3000:]
     with (out / "summary.csv").open() as fh:
         rows = list(csv.DictReader(fh))

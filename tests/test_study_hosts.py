@@ -28,8 +28,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.hosts, pytest.mark.skipif(WHY_NOT is
 MAX_TRIALS = 9
 WORKERS = ("h1", "h2", "h3")
 # Small trials, but long enough (3 epochs) that a worker can be killed in the middle of one.
-TRIAL = ["model=linear", "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-         "trainer.max_epochs=3", "hydra/sweeper/pruner=none"]
+TRIAL = [
+    "model=linear",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.max_epochs=3",
+    "hydra/sweeper/pruner=none",
+]
 
 DUMP_TRIALS = """
 import json, sys
@@ -43,10 +49,21 @@ print(json.dumps([{"number": t.number, "state": t.state.name, "host": t.user_att
 
 
 def worker_command(data_root: Path, log_dir: Path, storage: str) -> list[str]:
-    return [sys.executable, "-m", "fmnist_lightning", *cli_overrides(data_root, log_dir), *TRIAL,
-            "hparams_search=lr_wd", f"hydra.sweeper.storage='{storage}'", "hydra.sweeper.study_name=shared",
-            "hydra.sweeper.n_trials=null", f"hydra.sweeper.max_trials={MAX_TRIALS}",
-            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=6", "hydra.sweeper.retry_failed=1"]
+    return [
+        sys.executable,
+        "-m",
+        "fmnist_lightning",
+        *cli_overrides(data_root, log_dir),
+        *TRIAL,
+        "hparams_search=lr_wd",
+        f"hydra.sweeper.storage='{storage}'",
+        "hydra.sweeper.study_name=shared",
+        "hydra.sweeper.n_trials=null",
+        f"hydra.sweeper.max_trials={MAX_TRIALS}",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=6",
+        "hydra.sweeper.retry_failed=1",
+    ]
 
 
 def run_study(hosts: Hosts, data_root: Path, tmp_path: Path, storage: str) -> None:
@@ -54,8 +71,13 @@ def run_study(hosts: Hosts, data_root: Path, tmp_path: Path, storage: str) -> No
     workers = {}
     for host in WORKERS:
         log = (tmp_path / f"{host}.log").open("w")
-        workers[host] = hosts.popen(host, worker_command(data_root, tmp_path / host, storage), stdout=log,
-                                    stderr=subprocess.STDOUT, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+        workers[host] = hosts.popen(
+            host,
+            worker_command(data_root, tmp_path / host, storage),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+        )
     deadline = time.monotonic() + 180
     # A checkpoint of h2's trial means it is past its first epoch and has two to go.
     while not list((tmp_path / "h2").glob("multirun/*/trial_*/checkpoints/*.ckpt")):
@@ -77,8 +99,20 @@ def run_study(hosts: Hosts, data_root: Path, tmp_path: Path, storage: str) -> No
     assert retry["state"] == "COMPLETE" and retry["host"] in ("h1", "h3")
 
     out = tmp_path / "summary"
-    summary = hosts.run("h4", [sys.executable, "-m", "fmnist_lightning.summarize", "--storage", storage,
-                               "--study", "shared", "--out", str(out)])
+    summary = hosts.run(
+        "h4",
+        [
+            sys.executable,
+            "-m",
+            "fmnist_lightning.summarize",
+            "--storage",
+            storage,
+            "--study",
+            "shared",
+            "--out",
+            str(out),
+        ],
+    )
     assert summary.returncode == 0, summary.stderr[-3000:]
     with (out / "summary.csv").open() as fh:
         rows = list(csv.DictReader(fh))
@@ -110,15 +144,44 @@ def node_commands(style: str, common: list[str], run_dir: Path) -> list[tuple[li
     """Each node's command line and environment, as docs/scaling-out.md gives them."""
     args = [*common, "trainer.devices=1", "trainer.num_nodes=2", f"hydra.run.dir={run_dir}"]
     if style == "env":  # Lightning's own cluster environment: the first node's address and each node's rank
-        return [([sys.executable, "-m", "fmnist_lightning", *args],
-                 {"MASTER_ADDR": "n1", "MASTER_PORT": "29500", "NODE_RANK": str(rank)}) for rank in range(2)]
-    return [([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
-              "--master-addr=n1", "--master-port=29501", "-m", "fmnist_lightning", *args], {}) for rank in range(2)]
+        return [
+            (
+                [sys.executable, "-m", "fmnist_lightning", *args],
+                {"MASTER_ADDR": "n1", "MASTER_PORT": "29500", "NODE_RANK": str(rank)},
+            )
+            for rank in range(2)
+        ]
+    return [
+        (
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc-per-node=1",
+                f"--node-rank={rank}",
+                "--master-addr=n1",
+                "--master-port=29501",
+                "-m",
+                "fmnist_lightning",
+                *args,
+            ],
+            {},
+        )
+        for rank in range(2)
+    ]
 
 
 def test_ddp_across_two_hosts_matches_ddp_on_one(data_root: Path, tmp_path: Path) -> None:
-    common = [*cli_overrides(data_root, tmp_path), "model=linear", "trainer=ddp", "trainer.deterministic=true",
-              "trainer.max_epochs=2", "trainer.limit_train_batches=4", "seed=3"]
+    common = [
+        *cli_overrides(data_root, tmp_path),
+        "model=linear",
+        "trainer=ddp",
+        "trainer.deterministic=true",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "seed=3",
+    ]
     one_host = run_cli(*common, "trainer.devices=2", f"hydra.run.dir={tmp_path / 'one_host'}")
     assert one_host.returncode == 0, one_host.stderr[-3000:]
     one = json.loads((tmp_path / "one_host" / "metrics.json").read_text())
@@ -126,10 +189,17 @@ def test_ddp_across_two_hosts_matches_ddp_on_one(data_root: Path, tmp_path: Path
     with Hosts(["n1", "n2"]) as hosts:
         for style in ("env", "torchrun"):
             run_dir = tmp_path / f"two_hosts_{style}"
-            nodes = [hosts.popen(node, command, stdout=(tmp_path / f"{style}_{node}.log").open("w"),
-                                 stderr=subprocess.STDOUT, env={**os.environ, **env})
-                     for node, (command, env) in zip(hosts.names, node_commands(style, common, run_dir))]
-            for node, proc in zip(hosts.names, nodes):
+            nodes = [
+                hosts.popen(
+                    node,
+                    command,
+                    stdout=(tmp_path / f"{style}_{node}.log").open("w"),
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **env},
+                )
+                for node, (command, env) in zip(hosts.names, node_commands(style, common, run_dir), strict=True)
+            ]
+            for node, proc in zip(hosts.names, nodes, strict=True):
                 assert proc.wait(timeout=240) == 0, (tmp_path / f"{style}_{node}.log").read_text()[-3000:]
             two = json.loads((run_dir / "metrics.json").read_text())
             assert two["test/acc"] == one["test/acc"], style
@@ -152,7 +222,9 @@ while True:
 
 
 @pytest.mark.skipif(postgres_bin() is None, reason="needs Debian's postgresql package (.ci/run installs it)")
-def test_no_password_of_the_storage_or_tracking_url_reaches_a_file_or_the_console(data_root: Path, tmp_path: Path) -> None:
+def test_no_password_of_the_storage_or_tracking_url_reaches_a_file_or_the_console(
+    data_root: Path, tmp_path: Path
+) -> None:
     """A 2-trial search whose Optuna storage is a PostgreSQL role with a password (scram-sha-256) and whose MLflow
     tracking URL carries another, logging to TensorBoard, CSV, MLflow and W&B (offline): both passwords used for
     real, neither in any file the sweep, its trackers or the tracking server wrote, nor on the console."""
@@ -162,34 +234,82 @@ def test_no_password_of_the_storage_or_tracking_url_reaches_a_file_or_the_consol
         server = Postgres(hosts, "db")
         try:
             address = hosts.address("tracker")
-            hosts.popen("tracker", [str(Path(sys.executable).with_name("mlflow")), "server", "--host", address,
-                                    "--port", "5000", "--workers", "1", "--backend-store-uri",
-                                    f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "artifacts")],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            hosts.popen(
+                "tracker",
+                [
+                    str(Path(sys.executable).with_name("mlflow")),
+                    "server",
+                    "--host",
+                    address,
+                    "--port",
+                    "5000",
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{store / 'mlflow.db'}",
+                    "--artifacts-destination",
+                    str(store / "artifacts"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             up = hosts.run("h1", [sys.executable, "-c", HEALTH, f"http://{address}:5000/health"], timeout=180)
             assert up.returncode == 0, up.stderr[-2000:]
-            sweep = hosts.run("h1", [
-                sys.executable, "-m", "fmnist_lightning", *cli_overrides(data_root, out), *TRIAL[:4],
-                "trainer.max_epochs=1", "hparams_search=lr_wd", "hydra.sweeper.n_trials=2",
-                f"hydra.sweeper.storage='{server.url}'", "hydra.sweeper.study_name=masked", "logger=[tensorboard,csv,mlflow,wandb]",
-                f"logger.mlflow.tracking_uri=http://fmnist:{TRACKING_PASSWORD}@{address}:5000",
-                "logger.mlflow.artifact_location=null",
-            ], timeout=600, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+            sweep = hosts.run(
+                "h1",
+                [
+                    sys.executable,
+                    "-m",
+                    "fmnist_lightning",
+                    *cli_overrides(data_root, out),
+                    *TRIAL[:4],
+                    "trainer.max_epochs=1",
+                    "hparams_search=lr_wd",
+                    "hydra.sweeper.n_trials=2",
+                    f"hydra.sweeper.storage='{server.url}'",
+                    "hydra.sweeper.study_name=masked",
+                    "logger=[tensorboard,csv,mlflow,wandb]",
+                    f"logger.mlflow.tracking_uri=http://fmnist:{TRACKING_PASSWORD}@{address}:5000",
+                    "logger.mlflow.artifact_location=null",
+                ],
+                timeout=600,
+                env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+            )
             assert sweep.returncode == 0, sweep.stderr[-3000:]
             dumped = hosts.run("h1", [sys.executable, "-c", DUMP_TRIALS, server.url, "masked"])
             assert [t["state"] for t in json.loads(dumped.stdout)] == ["COMPLETE", "COMPLETE"], dumped.stderr[-2000:]
-            runs = hosts.run("h1", [sys.executable, "-c", "import mlflow, sys; c = mlflow.MlflowClient(sys.argv[1]); "
-                                    "print(len(c.search_runs([c.get_experiment_by_name('fmnist').experiment_id])))",
-                                    f"http://{address}:5000"])
+            runs = hosts.run(
+                "h1",
+                [
+                    sys.executable,
+                    "-c",
+                    "import mlflow, sys; c = mlflow.MlflowClient(sys.argv[1]); "
+                    "print(len(c.search_runs([c.get_experiment_by_name('fmnist').experiment_id])))",
+                    f"http://{address}:5000",
+                ],
+            )
             assert runs.stdout.strip() == "2", runs.stderr[-2000:]  # the tracking URL worked, password and all
         finally:
             server.stop()
     for password in (Postgres.PASSWORD, TRACKING_PASSWORD):
         assert password not in sweep.stdout + sweep.stderr
-        leaks = [p for folder in (out, store) for p in folder.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+        leaks = [
+            p
+            for folder in (out, store)
+            for p in folder.rglob("*")
+            if p.is_file() and password.encode() in p.read_bytes()
+        ]
         assert not leaks, f"{password} is in {leaks}"
     assert len(list(out.rglob("offline-run-*"))) == 2  # the W&B runs, kept offline in the job directories
     files = [p for p in out.rglob("*") if p.is_file()]
     # The places it would have been: Hydra's files, the record in each checkpoint, run.json, the logs.
-    assert {p.name for p in files} >= {"hydra.yaml", "overrides.yaml", "config.yaml", "run.json", "hparams.yaml",
-                                       "train.log", "last.ckpt", "summary.csv"}
+    assert {p.name for p in files} >= {
+        "hydra.yaml",
+        "overrides.yaml",
+        "config.yaml",
+        "run.json",
+        "hparams.yaml",
+        "train.log",
+        "last.ckpt",
+        "summary.csv",
+    }

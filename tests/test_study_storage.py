@@ -16,24 +16,28 @@ from conftest import cli_overrides, run_cli
 
 optuna = pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
 
-from fmnist_lightning.config.masking import mask_text
+from fmnist_lightning.config.masking import mask_text  # noqa: E402 - after the skip
+from fmnist_lightning.sweeps.study_budget import over_budget, recover, room  # noqa: E402 - after the skip
 from fmnist_lightning.sweeps.study_storage import (  # noqa: E402 - after the skip
     HEARTBEAT_ATTR,
     StorageError,
     journal_path,
     open_storage,
 )
-from fmnist_lightning.sweeps.study_budget import over_budget, recover, room  # noqa: E402
 
 SPACE = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("postgresql+psycopg://fm:s3cret-pw@127.0.0.1:1/optuna", "postgresql+psycopg://fm:***@127.0.0.1:1/optuna"),
-    ("postgresq://fm:s3cret-pw@127.0.0.1:1/optuna", "postgresq://fm:***@127.0.0.1:1/optuna"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql+psycopg://fm:s3cret-pw@127.0.0.1:1/optuna", "postgresql+psycopg://fm:***@127.0.0.1:1/optuna"),
+        ("postgresq://fm:s3cret-pw@127.0.0.1:1/optuna", "postgresq://fm:***@127.0.0.1:1/optuna"),
+    ],
+)
 def test_an_unreachable_or_misspelt_storage_is_one_error_line_without_its_password(
-        data_root: Path, tmp_path: Path, url: str, shown: str) -> None:
+    data_root: Path, tmp_path: Path, url: str, shown: str
+) -> None:
     result = run_cli(*cli_overrides(data_root, tmp_path), "hparams_search=lr_wd", f"hydra.sweeper.storage='{url}'")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
@@ -100,8 +104,14 @@ def test_workers_asking_at_once_never_overshoot_max_trials(tmp_path: Path) -> No
         study.tell(t, state=optuna.trial.TrialState.FAIL)
     assert room(study, max_trials=2, max_retry=1).free == 0
     assert room(study, max_trials=2, max_retry=0).free == 1
-    study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.WAITING, params=first.params,
-                                        distributions=SPACE, system_attrs={"failed_trial": asked[0].number}))
+    study.add_trial(
+        optuna.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=first.params,
+            distributions=SPACE,
+            system_attrs={"failed_trial": asked[0].number},
+        )
+    )
     budget = room(study, max_trials=2)
     assert (budget.finished, budget.taken, budget.waiting, budget.free) == (1, 2, 1, 1)
     late = study.ask(SPACE)  # the retry, popped first
@@ -112,10 +122,18 @@ def test_workers_asking_at_once_never_overshoot_max_trials(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_max_trials_is_the_whole_studys_budget_across_invocations(data_root: Path, tmp_path: Path) -> None:
     db = tmp_path / "study.db"
-    args = [*cli_overrides(data_root, tmp_path), "model=linear", "trainer.limit_train_batches=2",
-            "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.max_epochs=1",
-            "hparams_search=lr_wd", f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.n_trials=null",
-            "hydra.sweeper.max_trials=2"]
+    args = [
+        *cli_overrides(data_root, tmp_path),
+        "model=linear",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.max_epochs=1",
+        "hparams_search=lr_wd",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        "hydra.sweeper.n_trials=null",
+        "hydra.sweeper.max_trials=2",
+    ]
     for _ in range(2):  # the second invocation finds the budget spent and runs nothing
         result = run_cli(*args)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -138,15 +156,23 @@ def test_max_trials_is_the_whole_studys_budget_across_invocations(data_root: Pat
 
     missing = run_cli("-m", "fmnist_lightning.summarize", "--storage", f"sqlite:///{db}", "--study", "nope")
     assert missing.returncode == 2
-    assert missing.stderr.strip() == (f"error: no study named 'nope' in sqlite:///{db} (studies there: lr_wd); "
-                                      "pass --study <name>")
+    assert missing.stderr.strip() == (
+        f"error: no study named 'nope' in sqlite:///{db} (studies there: lr_wd); pass --study <name>"
+    )
 
 
 def test_a_study_whose_jobs_all_fail_stops_at_max_trials_failures(data_root: Path, tmp_path: Path) -> None:
     db = tmp_path / "study.db"
     # Every job breaks the parameter budget and fails at once; without a limit the workers would ask forever.
-    result = run_cli(*cli_overrides(data_root, tmp_path), "model=linear", "model.max_params=10", "hparams_search=lr_wd",
-                     f"hydra.sweeper.storage=sqlite:///{db}", "hydra.sweeper.n_trials=null", "hydra.sweeper.max_trials=2")
+    result = run_cli(
+        *cli_overrides(data_root, tmp_path),
+        "model=linear",
+        "model.max_params=10",
+        "hparams_search=lr_wd",
+        f"hydra.sweeper.storage=sqlite:///{db}",
+        "hydra.sweeper.n_trials=null",
+        "hydra.sweeper.max_trials=2",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna.load_study(study_name="lr_wd", storage=f"sqlite:///{db}").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2

@@ -13,14 +13,18 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from conftest import cli_overrides, run_cli
-from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.results.summary_files import metric_figure, write_summary
 from fmnist_lightning.results.sweep_summary import find_jobs
 
-
-TINY = ["model=linear", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1"]
+TINY = [
+    "model=linear",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 
 
@@ -116,8 +120,9 @@ def test_failing_job_is_marked_failed_and_the_sweep_goes_on(data_root: Path, tmp
 @pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_in_their_own_directories(data_root: Path, tmp_path: Path) -> None:
     needs("hydra_joblib_launcher")
-    sweep = multirun(data_root, tmp_path / "outputs", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     "optim.lr=1e-3,1e-2")
+    sweep = multirun(
+        data_root, tmp_path / "outputs", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optim.lr=1e-3,1e-2"
+    )
     jobs = find_jobs(sweep)
     assert [job.name for job in jobs] == ["0", "1"]
     assert {job.values["optim.lr"] for job in jobs} == {1e-3, 1e-2}
@@ -125,7 +130,8 @@ def test_joblib_runs_jobs_in_parallel_in_their_own_directories(data_root: Path, 
         assert job.status == "completed"
         # Each job's checkpoints and logs stay in its own directory.
         assert json.loads((sweep / job.name / "metrics.json").read_text())["best_model_path"].startswith(
-            str(sweep / job.name))
+            str(sweep / job.name)
+        )
         assert list((sweep / job.name / "tensorboard").glob("events.out.tfevents.*"))
     assert [row["status"] for row in summary_rows(sweep)] == ["completed", "completed"]
 
@@ -143,8 +149,11 @@ def test_slurm_preset_takes_one_task_per_device() -> None:
     needs("hydra_submitit_launcher")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
-        cfg = compose(config_name="config", return_hydra_config=True,
-                      overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"])
+        cfg = compose(
+            config_name="config",
+            return_hydra_config=True,
+            overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+        )
     GlobalHydra.instance().clear()
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
@@ -158,17 +167,33 @@ def test_optuna_search_is_resumed_and_extended_from_its_sqlite_study(data_root: 
 
     log_dir = tmp_path / "outputs"
     # No pruning here: this test is about storing, resuming and extending every trial to its end.
-    sweep = multirun(data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=none")
+    sweep = multirun(
+        data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=2", "hydra/sweeper/pruner=none"
+    )
     storage = f"sqlite:///{sweep / 'optuna.db'}"
     assert len(optuna.load_study(study_name="lr_wd", storage=storage).trials) == 2
     assert (sweep / "optimization_results.yaml").is_file()
 
     # Resumed in the same directory with 2 more trials, then extended with a trial that fails.
-    again = multirun(data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=2",
-                     f"hydra.sweep.dir={sweep}", "hydra.sweeper.sampler.seed=1", "hydra/sweeper/pruner=none")
+    again = multirun(
+        data_root,
+        log_dir,
+        "hparams_search=lr_wd",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.sampler.seed=1",
+        "hydra/sweeper/pruner=none",
+    )
     assert again == sweep
-    failing = multirun(data_root, log_dir, "hparams_search=lr_wd", "hydra.sweeper.n_trials=1",
-                       f"hydra.sweep.dir={sweep}", "model.max_params=10", "hydra/sweeper/pruner=none")
+    failing = multirun(
+        data_root,
+        log_dir,
+        "hparams_search=lr_wd",
+        "hydra.sweeper.n_trials=1",
+        f"hydra.sweep.dir={sweep}",
+        "model.max_params=10",
+        "hydra/sweeper/pruner=none",
+    )
     assert failing == sweep
 
     trials = optuna.load_study(study_name="lr_wd", storage=storage).trials

@@ -25,8 +25,12 @@ from conftest import cli_overrides, run_cli
 mlflow = pytest.importorskip("mlflow", reason="the tracking extra: pip install -e '.[tracking]'")
 pytest.importorskip("wandb", reason="the tracking extra: pip install -e '.[tracking]'")
 
-TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1"]
+TINY = [
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+]
 
 
 def free_port() -> int:
@@ -47,9 +51,23 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     cli = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
-        [str(cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("w"), start_new_session=True,
+        [
+            str(cli),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(root / "server.log").open("w"),
+        start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -75,14 +93,25 @@ def test_a_two_job_multirun_is_two_mlflow_runs_with_params_metrics_and_artifacts
     # The documented way to keep a password off the command line: ${oc.env:...}, resolved inside the run only.
     password = "trk-pass-5519"
     uri = mlflow_server.uri.replace("http://", f"http://fmnist:{password}@")
-    result = run_cli("--multirun", *cli_overrides(data_root, tmp_path, figures=True), *TINY, "logger=many",
-                     "logger.mlflow.tracking_uri=${oc.env:FMNIST_TEST_TRACKING_URI}", "logger.mlflow.artifact_location=null",
-                     "optim.lr=0.001,0.002", env={"FMNIST_TEST_TRACKING_URI": uri})
+    result = run_cli(
+        "--multirun",
+        *cli_overrides(data_root, tmp_path, figures=True),
+        *TINY,
+        "logger=many",
+        "logger.mlflow.tracking_uri=${oc.env:FMNIST_TEST_TRACKING_URI}",
+        "logger.mlflow.artifact_location=null",
+        "optim.lr=0.001,0.002",
+        env={"FMNIST_TEST_TRACKING_URI": uri},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert password not in result.stdout + result.stderr
     # Every file the sweep wrote, and the tracking server's whole store: its database and the uploaded artifacts.
-    leaks = [p for folder in (tmp_path, mlflow_server.root) for p in folder.rglob("*")
-             if p.is_file() and password.encode() in p.read_bytes()]
+    leaks = [
+        p
+        for folder in (tmp_path, mlflow_server.root)
+        for p in folder.rglob("*")
+        if p.is_file() and password.encode() in p.read_bytes()
+    ]
     assert not leaks, f"the password is in {leaks}"
     client = mlflow.MlflowClient(tracking_uri=mlflow_server.uri)
     experiment = client.get_experiment_by_name("fmnist")
@@ -92,7 +121,10 @@ def test_a_two_job_multirun_is_two_mlflow_runs_with_params_metrics_and_artifacts
     (sweep,) = (tmp_path / "multirun").iterdir()
     # Each run is named for its job (the sweep, the job's number, what the sweep varied) and grouped by the sweep.
     assert sorted(r.info.run_name for r in runs) == [f"{sweep.name}/0 optim.lr=0.001", f"{sweep.name}/1 optim.lr=0.002"]
-    assert {r.data.tags["sweep"] for r in runs} == {sweep.name} and sorted(r.data.tags["job"] for r in runs) == ["0", "1"]
+    assert {r.data.tags["sweep"] for r in runs} == {sweep.name} and sorted(r.data.tags["job"] for r in runs) == [
+        "0",
+        "1",
+    ]
     for run in runs:
         job_dir = Path(run.data.tags["run_dir"])
         assert job_dir.parent == sweep and job_dir.name == run.data.tags["job"]
@@ -113,8 +145,13 @@ def test_a_two_job_multirun_is_two_mlflow_runs_with_params_metrics_and_artifacts
 def _wandb_summary(run_dir: Path) -> dict:
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     reader = shutil.which("wandb", path=str(Path(sys.executable).parent))
-    out = subprocess.run([reader, "leet", "inspect", "--summary", "--json", str(offline)],
-                         capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [reader, "leet", "inspect", "--summary", "--json", str(offline)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -122,9 +159,10 @@ def _wandb_group(run_dir: Path) -> str:
     """The run's group, as its own records store it (the summary leaves it out)."""
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     reader = shutil.which("wandb", path=str(Path(sys.executable).parent))
-    out = subprocess.run([reader, "leet", "inspect", "--json", str(offline)],
-                         capture_output=True, text=True, timeout=120, check=True)
-    (group,) = {m for m in re.findall(r'"run_group":"([^"]*)"', out.stdout)}
+    out = subprocess.run(
+        [reader, "leet", "inspect", "--json", str(offline)], capture_output=True, text=True, timeout=120, check=True
+    )
+    (group,) = set(re.findall(r'"run_group":"([^"]*)"', out.stdout))
     return group
 
 
@@ -143,18 +181,26 @@ def test_wandb_offline_keeps_each_job_in_its_own_run(data_root: Path, tmp_path: 
         assert _wandb_group(job_dir) == sweep.name
         assert summary["state"] == "finished" and summary["exit_code"] == 0
         assert summary["summary"]["test/acc"] == pytest.approx(metrics["test/acc"])
-        assert summary["config"]["optim/lr"] == float(job_dir.joinpath(".hydra/overrides.yaml").read_text()
-                                                      .split("optim.lr=")[1].split()[0])
+        assert summary["config"]["optim/lr"] == float(
+            job_dir.joinpath(".hydra/overrides.yaml").read_text().split("optim.lr=")[1].split()[0]
+        )
     assert len(ids) == 2  # job 2 did not write into job 1's run
 
 
 def test_an_unreachable_tracking_server_is_one_error_before_training(data_root: Path, tmp_path: Path) -> None:
     uri = f"http://user:pw-unreach-31@127.0.0.1:{free_port()}"
-    result = run_cli(*cli_overrides(data_root, tmp_path), *TINY, "logger=mlflow",
-                     f"logger.mlflow.tracking_uri={uri}", "logger.mlflow.artifact_location=null")
+    result = run_cli(
+        *cli_overrides(data_root, tmp_path),
+        *TINY,
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri={uri}",
+        "logger.mlflow.artifact_location=null",
+    )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: logger.mlflow.tracking_uri=http://user:***@127.0.0.1:") and "cannot be reached" in last
+    assert (
+        last.startswith("error: logger.mlflow.tracking_uri=http://user:***@127.0.0.1:") and "cannot be reached" in last
+    )
     assert "pw-unreach-31" not in result.stdout + result.stderr
     assert not list(tmp_path.rglob("*.ckpt"))  # stopped before the first epoch
     # Hydra's files of the run (.hydra/overrides.yaml, config.yaml, hydra.yaml) and train.log keep it masked too.
@@ -163,18 +209,29 @@ def test_an_unreachable_tracking_server_is_one_error_before_training(data_root: 
 
 
 def test_a_local_artifact_folder_with_a_tracking_server_is_refused(data_root: Path, tmp_path: Path) -> None:
-    result = run_cli(*cli_overrides(data_root, tmp_path), *TINY, "logger=mlflow",
-                     f"logger.mlflow.tracking_uri=http://127.0.0.1:{free_port()}")
+    result = run_cli(
+        *cli_overrides(data_root, tmp_path),
+        *TINY,
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri=http://127.0.0.1:{free_port()}",
+    )
     assert result.returncode == 2
     assert "artifact_location=null to use the server's artifact store" in result.stderr.strip().splitlines()[-1]
 
 
 def test_a_missing_tracker_package_is_one_error_naming_the_extra(data_root: Path, tmp_path: Path) -> None:
     # sys.modules[name] = None is how Python marks a module as absent: importing it fails, find_spec says None.
-    code = ("import sys; sys.modules['wandb'] = None; from fmnist_lightning.__main__ import cli; "
-            "sys.argv[0] = 'fmnist'; cli()")
-    result = subprocess.run([sys.executable, "-c", code, *cli_overrides(data_root, tmp_path), "logger=wandb"],
-                            capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; sys.modules['wandb'] = None; from fmnist_lightning.__main__ import cli; "
+        "sys.argv[0] = 'fmnist'; cli()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *cli_overrides(data_root, tmp_path), "logger=wandb"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: logger=wandb needs the wandb package, which is not installed: pip install -e '.[tracking]'")
+        "error: logger=wandb needs the wandb package, which is not installed: pip install -e '.[tracking]'"
+    )

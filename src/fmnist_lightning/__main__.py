@@ -47,12 +47,12 @@ def main(cfg: DictConfig) -> float | None:
     # root logger's handlers and sends its messages through them instead of adding its own.
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from fmnist_lightning.sweeps.ddp_jobs import in_sweep
+    from fmnist_lightning.sweeps.job_failures import record_failure, sweep_job_failed
+    from fmnist_lightning.sweeps.study_trial import reporting_trial
     from fmnist_lightning.train import train
     from fmnist_lightning.training.callbacks.checkpointing import interrupted_exit_code, requeue_if_asked
-    from fmnist_lightning.sweeps.ddp_jobs import in_sweep
-    from fmnist_lightning.sweeps.study_trial import reporting_trial
     from fmnist_lightning.training.provenance import cpu_model
-    from fmnist_lightning.sweeps.job_failures import record_failure, sweep_job_failed
 
     route_lightning_logs()
 
@@ -66,18 +66,20 @@ def main(cfg: DictConfig) -> float | None:
                 trial.record_results(metrics, cfg.get("optimized_metric"))
     except FmnistError as exc:
         if in_sweep():
-            return sweep_job_failed(cfg, exc)
+            sweep_job_failed(cfg, exc)
+            return None
         record_failure(Path(cfg.paths.output_dir), exc)
         exit_with_error(exc)
     except SIGTERMException:
         requeue_if_asked()  # a SLURM job stopped before its time limit: submitit requeues it and exits
         # Lightning's SIGTERMException exits with status 0; a terminated run must not look finished.
         raise SystemExit(interrupted_exit_code()) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a failed job, or one error: line for a single run
         # Anything else (a bug, a device error) is one failed job of a sweep too; a single run ends with
         # one error line and keeps the traceback in the run directory.
         if in_sweep():
-            return sweep_job_failed(cfg, exc)
+            sweep_job_failed(cfg, exc)
+            return None
         record_failure(Path(cfg.paths.output_dir), exc)
         exit_with_failure(exc, Path(cfg.paths.output_dir))
     # A sweeper (e.g. Optuna) optimises the value returned here.
@@ -88,7 +90,11 @@ def main(cfg: DictConfig) -> float | None:
 def searches_are_sweeps(args: list[str]) -> list[str]:
     """``args`` with ``--multirun`` added when they pick an Optuna search (``hparams_search=<name>``): a search is
     always a sweep, so it needs no ``-m``. (Hydra 1.4 refuses ``hydra.mode`` set by a config group.)"""
-    search = [a for a in args if a.partition("=")[0].lstrip("+") == "hparams_search" and a.partition("=")[2] not in ("", "null")]
+    search = [
+        a
+        for a in args
+        if a.partition("=")[0].lstrip("+") == "hparams_search" and a.partition("=")[2] not in ("", "null")
+    ]
     return [*args, "--multirun"] if search and not any(a in MULTIRUN_FLAGS for a in args) else args
 
 
@@ -101,7 +107,7 @@ def cli() -> None:
     except RunComplete as done:
         print(done)
         raise SystemExit(0) from None
-    except Exception as exc:  # e.g. a run directory whose overrides.yaml was damaged by hand
+    except Exception as exc:  # noqa: BLE001 - e.g. a run directory whose overrides.yaml was damaged by hand
         exit_with_failure(exc)
     run_hydra(main)
 

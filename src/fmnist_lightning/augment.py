@@ -20,7 +20,6 @@ from fmnist_lightning.cli.hydra_entry import run_hydra
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import ALLOWED, INIT_ARGS
 
-
 OWN_KEYS = ("out", "draws", "scale")
 
 

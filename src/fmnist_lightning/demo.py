@@ -34,7 +34,9 @@ MIB = 1024 * 1024
 def check(cfg: DictConfig) -> None:
     """Refuse a missing or doubled model and impossible limits before anything is loaded."""
     if bool(cfg.get("ckpt_path")) == bool(cfg.get("model_file")):
-        raise ConfigError(f"give exactly one of ckpt_path= (a training checkpoint) or model= (an exported file): {USAGE}")
+        raise ConfigError(
+            f"give exactly one of ckpt_path= (a training checkpoint) or model= (an exported file): {USAGE}"
+        )
     if not 0 <= int(cfg.port) <= 65535:
         raise ConfigError(f"port={cfg.port} is not a TCP port (0-65535)")
     for key in ("top_k", "batch_size", "max_upload_mb", "max_pixels"):
@@ -70,7 +72,9 @@ def serve(cfg: DictConfig) -> None:
     try:
         from fmnist_lightning.deploy.demo_app import Limits, create_app, listening_socket, run_server
     except ImportError as exc:
-        raise ConfigError(f"fmnist-demo needs the demo extra ({exc.name} is missing): pip install -e '.[demo]'") from exc
+        raise ConfigError(
+            f"fmnist-demo needs the demo extra ({exc.name} is missing): pip install -e '.[demo]'"
+        ) from exc
     from fmnist_lightning.deploy.model_card import write_examples
 
     model, data_root = load_model(cfg)
@@ -82,8 +86,11 @@ def serve(cfg: DictConfig) -> None:
             examples = write_examples(data_root, int(cfg.examples), Path(workdir) / "examples")
             limits = Limits(int(float(cfg.max_upload_mb) * MIB), int(cfg.max_pixels))
             host, port = sock.getsockname()[:2]
-            print(f"Serving {model.card['rows'][0][1]} on http://{host}:{port}/ (API: POST /api/predict; "
-                  f"temporary files in {workdir}); Ctrl+C stops", flush=True)
+            print(
+                f"Serving {model.card['rows'][0][1]} on http://{host}:{port}/ (API: POST /api/predict; "
+                f"temporary files in {workdir}); Ctrl+C stops",
+                flush=True,
+            )
             run_server(create_app(model, limits, Path(workdir), examples), sock)
         finally:
             tempfile.tempdir = None
@@ -96,7 +103,7 @@ def main(cfg: DictConfig) -> None:
         serve(cfg)
     except FmnistError as exc:
         exit_with_error(exc)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
         exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))
 
 

@@ -28,7 +28,8 @@ log = logging.getLogger("fmnist_lightning")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write the report into ``cfg.paths.output_dir``; return the metrics."""
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write the report into ``cfg.paths.output_dir``; return the
+    metrics."""
     started = time.perf_counter()
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("no checkpoint given: python -m fmnist_lightning.evaluate ckpt_path=<file.ckpt>")
@@ -55,9 +56,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     facts.wall_time_s = time.perf_counter() - started
     report = write_report(output_dir, result, facts)
-    metrics = {**result.as_dict(), "split": cfg.split, "tta": run.module.tta,
-               "tta_shift": run.module.tta_shift if run.module.tta else 0, "ckpt_path": facts.checkpoint,
-               "wall_time_s": round(facts.wall_time_s, 2)}
+    metrics = {
+        **result.as_dict(),
+        "split": cfg.split,
+        "tta": run.module.tta,
+        "tta_shift": run.module.tta_shift if run.module.tta else 0,
+        "ckpt_path": facts.checkpoint,
+        "wall_time_s": round(facts.wall_time_s, 2),
+    }
     write_json(output_dir / METRICS_FILE, metrics)
     print(format_summary(result, facts))
     print(f"\nWrote {report}, metrics.json and the figures in {output_dir}")

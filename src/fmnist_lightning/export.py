@@ -14,9 +14,6 @@ accuracy change and size.
 
 from __future__ import annotations
 
-
-from __future__ import annotations
-
 import logging
 import time
 from pathlib import Path
@@ -60,8 +57,12 @@ def source_run(run: RestoredRun) -> dict[str, Any]:
     """The training run's commit (null for runs from before provenance, or outside a checkout) and precision."""
     origin = run.config.get("provenance") or {}
     code = origin.get("code") or {}
-    return {"commit": code.get("commit"), "dirty": code.get("dirty"),
-            "precision": origin.get("precision", run.precision), "started": origin.get("started")}
+    return {
+        "commit": code.get("commit"),
+        "dirty": code.get("dirty"),
+        "precision": origin.get("precision", run.precision),
+        "started": origin.get("started"),
+    }
 
 
 def written(path: Path) -> dict[str, Any]:
@@ -84,8 +85,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     mean, std = run.normalization
     datamodule = run.datamodule(root=cfg.data_root)
     datamodule.setup("test")
-    images = datamodule.test_set.images.float() / 255
-    labels = datamodule.test_set.labels.numpy()
+    test_set = datamodule.test_set
+    assert test_set is not None  # setup("test") read it, or raised
+    images = test_set.images.float() / 255
+    labels = test_set.labels.numpy()
     reference = reference_probabilities(run.module, images, mean, std, int(cfg.batch_size)).numpy()
 
     out_dir = Path(cfg.out).expanduser() if cfg.out else Path(HydraConfig.get().runtime.output_dir)
@@ -110,14 +113,19 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         path.unlink(missing_ok=True)
         raise
     summary: dict[str, Any] = {
-        "file": str(path), "format": cfg.format, "bytes": path.stat().st_size, "metadata": metadata,
+        "file": str(path),
+        "format": cfg.format,
+        "bytes": path.stat().st_size,
+        "metadata": metadata,
         "files": [written(path)],
         "opset": int(cfg.opset) if cfg.format == "onnx" else None,
         "parity": {k: v for k, v in result.items() if k != "probs"},
     }
     ties = f" but {result['near_ties']} near-ties" if result["near_ties"] else ""
-    print(f"Exported {path} ({path.stat().st_size:,} bytes); parity on {len(x):,} test images: "
-          f"top-1 identical{ties}, max |dp| {result['max_abs_prob_diff']:.1e}; test accuracy {test_accuracy:.4f}")
+    print(
+        f"Exported {path} ({path.stat().st_size:,} bytes); parity on {len(x):,} test images: "
+        f"top-1 identical{ties}, max |dp| {result['max_abs_prob_diff']:.1e}; test accuracy {test_accuracy:.4f}"
+    )
     if cfg.quantize:
         summary["quantized"] = quantized_copy(path, cfg, run, (x, labels), reference, test_accuracy)
         summary["files"].append(written(Path(summary["quantized"]["file"])))
@@ -127,8 +135,14 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def quantized_copy(fp32: Path, cfg: DictConfig, run: RestoredRun, test: tuple[np.ndarray, np.ndarray],
-                   reference: np.ndarray, test_accuracy: float) -> dict[str, Any]:
+def quantized_copy(
+    fp32: Path,
+    cfg: DictConfig,
+    run: RestoredRun,
+    test: tuple[np.ndarray, np.ndarray],
+    reference: np.ndarray,
+    test_accuracy: float,
+) -> dict[str, Any]:
     """Write the int8 copy of ``fp32`` and measure it on the test images; its entry in export.json."""
     images, labels = test
     train_images = _calibration_images(run, cfg)
@@ -136,15 +150,22 @@ def quantized_copy(fp32: Path, cfg: DictConfig, run: RestoredRun, test: tuple[np
     quantized = parity(int8, images, reference, float(cfg.int8_atol))
     int8_accuracy = _accuracy(quantized["probs"], labels)
     entry = {
-        "file": str(int8), "mode": cfg.quantize, "bytes": int8.stat().st_size,
+        "file": str(int8),
+        "mode": cfg.quantize,
+        "bytes": int8.stat().st_size,
         "size_ratio": int8.stat().st_size / fp32.stat().st_size,
-        "test_accuracy": int8_accuracy, "accuracy_change": int8_accuracy - test_accuracy,
-        "top1_differ_from_checkpoint": quantized["top1_differ"], "near_ties": quantized["near_ties"],
-        "atol": quantized["atol"], "max_abs_prob_diff": quantized["max_abs_prob_diff"],
+        "test_accuracy": int8_accuracy,
+        "accuracy_change": int8_accuracy - test_accuracy,
+        "top1_differ_from_checkpoint": quantized["top1_differ"],
+        "near_ties": quantized["near_ties"],
+        "atol": quantized["atol"],
+        "max_abs_prob_diff": quantized["max_abs_prob_diff"],
         "calibration_images": len(train_images) if cfg.quantize == "static" else 0,
     }
-    print(f"int8 ({cfg.quantize}): {int8} ({int8.stat().st_size:,} bytes, {entry['size_ratio']:.0%} "
-          f"of fp32); test accuracy {int8_accuracy:.4f} ({int8_accuracy - test_accuracy:+.4f})")
+    print(
+        f"int8 ({cfg.quantize}): {int8} ({int8.stat().st_size:,} bytes, {entry['size_ratio']:.0%} "
+        f"of fp32); test accuracy {int8_accuracy:.4f} ({int8_accuracy - test_accuracy:+.4f})"
+    )
     return entry
 
 
@@ -152,7 +173,9 @@ def _calibration_images(run: RestoredRun, cfg: DictConfig) -> np.ndarray:
     """The first ``calibration_images`` training images of the run's own training split, as [0, 1] floats."""
     datamodule = run.datamodule(root=cfg.data_root)
     datamodule.setup("fit")
-    images = datamodule.train_set.images[: int(cfg.calibration_images)]
+    train_set = datamodule.train_set
+    assert train_set is not None  # setup("fit") read it, or raised
+    images = train_set.images[: int(cfg.calibration_images)]
     return (images.float() / 255).numpy()
 
 

@@ -35,8 +35,8 @@ from fmnist_lightning.cli.console import keep_file_only_records_off_console
 from fmnist_lightning.cli.hydra_entry import run_command, run_hydra
 from fmnist_lightning.config.checks import check_config
 from fmnist_lightning.config.files import CONF_DIR, FILE_ONLY, write_text_atomic
-from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.training.lr_range_test import RangeTest, check_settings, lr_override, run_range_test
 
@@ -65,8 +65,13 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     result = describe(test, cfg)
     write_text_atomic(output_dir / "lr_find.json", json.dumps(result, indent=2) + "\n")
     save_lr_find_figure(test, result, output_dir / "lr_find.png")
-    log.info("Range test: %d steps, lr %.2e to %.2e; suggestion %s", len(test.lrs), test.lrs[0], test.lrs[-1],
-             result["override"])
+    log.info(
+        "Range test: %d steps, lr %.2e to %.2e; suggestion %s",
+        len(test.lrs),
+        test.lrs[0],
+        test.lrs[-1],
+        result["override"],
+    )
     print(f"lr_find.png and lr_find.json in {output_dir}")
     print(f"Suggested learning rate: {result['override']}")
     return result

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import numpy as np
@@ -39,10 +39,13 @@ USAGE = "python -m fmnist_lightning.predict ckpt_path=<file.ckpt> (or model=<fil
 
 
 def trainer_predictor(accelerator: str, precision: str | int | None) -> ModulePredictor:
-    """Probabilities from a quiet Trainer on ``accelerator`` at ``precision`` (what evaluate and training's report use)."""
+    """Probabilities from a quiet Trainer on ``accelerator`` at ``precision`` (what evaluate and training's
+    report use)."""
     from fmnist_lightning.results.split_metrics import predict_probs, prediction_trainer
 
-    return lambda module, loader: predict_probs(prediction_trainer(accelerator=accelerator, precision=precision), module, loader)
+    return lambda module, loader: predict_probs(
+        prediction_trainer(accelerator=accelerator, precision=precision), module, loader
+    )
 
 
 def classifier(cfg: DictConfig) -> Classifier:
@@ -70,13 +73,17 @@ def predict(cfg: DictConfig) -> list[Result]:
     if OmegaConf.is_missing(cfg, "inputs") or not cfg.inputs:
         raise ConfigError(f"inputs is required: {USAGE}")
     if bool(cfg.get("ckpt_path")) == bool(cfg.get("model_file")):
-        raise ConfigError(f"give exactly one of ckpt_path= (a training checkpoint) or model= (an exported file): {USAGE}")
+        raise ConfigError(
+            f"give exactly one of ckpt_path= (a training checkpoint) or model= (an exported file): {USAGE}"
+        )
     if int(cfg.top_k) < 1 or int(cfg.batch_size) < 1:
         raise ConfigError(f"top_k and batch_size must be >= 1, got top_k={cfg.top_k}, batch_size={cfg.batch_size}")
     classify = classifier(cfg)
-    inputs = cfg.inputs if isinstance(cfg.inputs, str) else OmegaConf.to_container(cfg.inputs)
+    inputs: Any = cfg.inputs if isinstance(cfg.inputs, str) else OmegaConf.to_container(cfg.inputs)
     # Earlier predict runs' logs too, so classifying "." twice gives the same answer.
-    own_output = [Path(cfg.paths.output_dir), Path(cfg.paths.log_dir) / "predict"] + ([Path(cfg.csv)] if cfg.csv else [])
+    own_output = [Path(cfg.paths.output_dir), Path(cfg.paths.log_dir) / "predict"] + (
+        [Path(cfg.csv)] if cfg.csv else []
+    )
     results = [Result(path) for path in input_files(inputs, exclude=own_output)]
     images = []
     for result in results:
@@ -87,7 +94,7 @@ def predict(cfg: DictConfig) -> list[Result]:
             print(f"error: {exc}", file=sys.stderr)
     readable = [r for r in results if r.error is None]
     if readable:
-        for result, probs in zip(readable, classify(np.stack(images))):
+        for result, probs in zip(readable, classify(np.stack(images)), strict=True):
             result.probs = probs
             top = ", ".join(f"{name} {p:.3f}" for name, p in top_classes(probs, int(cfg.top_k)))
             print(f"{result.path}: {top}")
@@ -103,7 +110,7 @@ def main(cfg: DictConfig) -> None:
         results = predict(cfg)
     except FmnistError as exc:
         exit_with_error(exc, EXIT_USAGE)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
         exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))
     failed = sum(r.error is not None for r in results)
     if failed:

@@ -23,14 +23,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m fmnist_lightning.summarize",
         description="Rebuild summary.csv, summary.md and summary.png of a sweep (also one that was interrupted), "
-                    "or write them for an Optuna study from its storage alone.",
+        "or write them for an Optuna study from its storage alone.",
     )
     parser.add_argument("sweep_dir", type=Path, nargs="?", help="the sweep directory, e.g. outputs/multirun/<time>")
     parser.add_argument("--metric", help="rank by this metric (default: the sweep's optimized_metric)")
-    parser.add_argument("--machine", action="store_true", default=None,
-                        help="show each job's host and CPU in summary.md (shown anyway when jobs ran on several)")
-    parser.add_argument("--storage", help="an Optuna study's storage: sqlite:///<file>, journal:///<file> or a "
-                                          "database URL such as postgresql+psycopg://user@host/db")
+    parser.add_argument(
+        "--machine",
+        action="store_true",
+        default=None,
+        help="show each job's host and CPU in summary.md (shown anyway when jobs ran on several)",
+    )
+    parser.add_argument(
+        "--storage",
+        help="an Optuna study's storage: sqlite:///<file>, journal:///<file> or a "
+        "database URL such as postgresql+psycopg://user@host/db",
+    )
     parser.add_argument("--study", help="the study's name (default: the storage's only study)")
     parser.add_argument("--out", type=Path, help="where --storage writes the summary (default outputs/studies/<study>)")
     args = parser.parse_args(argv)
@@ -55,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FmnistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # e.g. a job directory whose files were damaged by hand
+    except Exception as exc:  # noqa: BLE001 - e.g. a job directory whose files were damaged by hand
         exit_with_failure(exc, args.sweep_dir)
     try:
         print((summary.sweep_dir / "summary.md").read_text())

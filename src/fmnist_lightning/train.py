@@ -1,8 +1,8 @@
 """``train(cfg)``: one training run from a composed config, start to finish.
 
 Records where the run came from (run.json), builds the run's parts (``training.run_setup``),
-fits, tests the best checkpoint, writes metrics.json and the report. Callable from tests with a composed config; ``__main__`` wraps
-it in ``@hydra.main``.
+fits, tests the best checkpoint, writes metrics.json and the report. Callable from tests with a composed
+config; ``__main__`` wraps it in ``@hydra.main``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.results.report import write_training_report
 from fmnist_lightning.results.tracker_uploads import upload_run_files
 from fmnist_lightning.sweeps.ddp_jobs import relaunches_command, run_in_own_process
-from fmnist_lightning.training.precision import resolve_precision
 from fmnist_lightning.training.callbacks.checkpointing import stop_signal_name
+from fmnist_lightning.training.precision import resolve_precision
 from fmnist_lightning.training.provenance import now, provenance
 from fmnist_lightning.training.requeue import attempts, continue_in_place, end_attempt
 from fmnist_lightning.training.run_header import print_header
@@ -90,6 +90,8 @@ def fit_test_and_report(cfg: DictConfig, run: Run, started: float, output_dir: P
         )
     # Last, so that nothing in the report can cost the run its checkpoints or metrics.json.
     if cfg.get("report", True):
-        write_training_report(run.trainer, run.module, run.datamodule, run.record, metrics, output_dir, best=best or None)
+        write_training_report(
+            run.trainer, run.module, run.datamodule, run.record, metrics, output_dir, best=best or None
+        )
     rank_zero_only(upload_run_files)(tracker_loggers(run.trainer.loggers), output_dir, best or None)
     return metrics

@@ -38,7 +38,9 @@ def exit_with_failure(exc: BaseException, where: Path | None = None, code: int =
     trace = where / "error.log"
     trace.write_text(mask_text("".join(traceback.format_exception(exc))))
     _log_to_file("%s: %s (traceback in %s)", type(exc).__name__, exc, trace)
-    print(mask_text(f"error: {typed_line(exc)} (this is a failure, not bad input; traceback in {trace})"), file=sys.stderr)
+    print(
+        mask_text(f"error: {typed_line(exc)} (this is a failure, not bad input; traceback in {trace})"), file=sys.stderr
+    )
     raise SystemExit(code) from None
 
 

@@ -24,7 +24,6 @@ from fmnist_lightning.errors import FmnistError, first_line
 T = TypeVar("T")
 
 
-
 def run_command(command: Callable[[Any], T], cfg: Any) -> T:
     """Run a Hydra command's body: bad input ends as one ``error:`` line (exit 2), any other failure as one
     line too (exit 1) with the traceback in the command's output directory."""
@@ -35,7 +34,7 @@ def run_command(command: Callable[[Any], T], cfg: Any) -> T:
         return command(cfg)
     except FmnistError as exc:
         exit_with_error(exc)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
         exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))
 
 
@@ -54,8 +53,14 @@ def mask_warnings() -> None:
         return
     show = warnings.showwarning
 
-    def masked(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-               file: TextIO | None = None, line: str | None = None) -> None:
+    def masked(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         show(mask_text(str(message)), category, filename, lineno, file, line)
 
     masked.masks_secrets = True  # type: ignore[attr-defined]  # a mark, so a second call wraps nothing twice
@@ -101,7 +106,7 @@ def run_hydra(main: Callable[[], Any]) -> None:
         # Not exit_with_error: logging is not set up before Hydra composes, and would print the line twice.
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
         exit_with_failure(exc)
     finally:
         if previous is None:

@@ -36,8 +36,8 @@ def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
     if isinstance(node, DictConfig):
         if "_target_" in node:
             yield path, node
-        keys = [k for k in node.keys() if not (path == "" and k == "hydra")]
-        children = [(str(k), node._get_node(k)) for k in keys]
+        keys = [k for k in node if not (path == "" and k == "hydra")]
+        children: list[tuple[str, Any]] = [(str(k), node._get_node(k)) for k in keys]
     elif isinstance(node, ListConfig):
         children = [(str(i), node._get_node(i)) for i in range(len(node))]
     else:
@@ -60,34 +60,48 @@ def check_targets(cfg: DictConfig) -> None:
         # Hydra 1.4 refuses such a target too (its execution whitelist); checked here on 1.3 as well, and before
         # anything is imported.
         _check_allowed(path, target, target)
-        keys = [str(key) for key in node.keys() if key not in HYDRA_KEYS]
+        keys = [str(key) for key in node if key not in HYDRA_KEYS]
         try:
             found = lookup(target, node, signature=bool(keys))
         except (ImportError, LookupError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"{path}._target_={target} cannot be found: {reason.rstrip('.')}{'' if reason.endswith('?') else '.'} "
-                              "Check the name, and that the package that provides it is installed") from None
+            raise ConfigError(
+                f"{path}._target_={target} cannot be found: {reason.rstrip('.')}{'' if reason.endswith('?') else '.'} "
+                "Check the name, and that the package that provides it is installed"
+            ) from None
         _check_allowed(path, target, found.defined_at)  # a name inside an allowed package may lead out of it
         signature = found.signature
         if signature is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
             continue
-        accepted = [name for name, p in signature.parameters.items()
-                    if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+        accepted = [
+            name
+            for name, p in signature.parameters.items()
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        ]
         for key in keys:
             if key not in accepted:
                 # The group the node came from: the innermost one (ema's node sits in callbacks.ema).
                 group = next((part for part in reversed(path.split(".")) if part in choices), None)
-                raise ConfigError(_stray_key_line(f"{path}.{key}" if path else key, key, target, accepted,
-                                                  f"{group}={choices[group]}" if group else None))
+                raise ConfigError(
+                    _stray_key_line(
+                        f"{path}.{key}" if path else key,
+                        key,
+                        target,
+                        accepted,
+                        f"{group}={choices[group]}" if group else None,
+                    )
+                )
 
 
 def _check_allowed(path: str, target: str, name: str) -> None:
     if allowed(name):
         return
     leads = f" (it is {name})" if name != target else ""
-    raise ConfigError(f"{path}._target_={target}{leads} is not among the callables a config may build here "
-                      f"({', '.join(TARGETS)}); if you trust it, add it to TARGETS in "
-                      "src/fmnist_lightning/config/hydra_compat.py")
+    raise ConfigError(
+        f"{path}._target_={target}{leads} is not among the callables a config may build here "
+        f"({', '.join(TARGETS)}); if you trust it, add it to TARGETS in "
+        "src/fmnist_lightning/config/hydra_compat.py"
+    )
 
 
 def _stray_key_line(where: str, key: str, target: str, accepted: list[str], option: str | None) -> str:
@@ -98,8 +112,10 @@ def _stray_key_line(where: str, key: str, target: str, accepted: list[str], opti
     shown = sorted(accepted, key=lambda name: -difflib.SequenceMatcher(None, key, name).ratio())[:LISTED_KEYS]
     listed = ", ".join(name for name in accepted if name in shown)
     more = f" and {len(accepted) - len(shown)} more" if len(accepted) > len(shown) else ""
-    return (f"{where}: {target}{origin} takes no argument `{key}`. {hint}"
-            f"It takes {listed or 'no arguments'}{more}. Correct or remove the key.")
+    return (
+        f"{where}: {target}{origin} takes no argument `{key}`. {hint}"
+        f"It takes {listed or 'no arguments'}{more}. Correct or remove the key."
+    )
 
 
 def _is_int(value: Any) -> bool:
@@ -117,16 +133,46 @@ VALUE_CHECKS: tuple[tuple[str, Any, str, Any, str, str], ...] = (
     ("optim.momentum", is_number, "a number", lambda v: 0 <= v < 1, "a momentum in [0, 1)", "optim.momentum=0.9"),
     ("data.batch_size", _is_int, "an integer", lambda v: v >= 1, "a batch size >= 1", "data.batch_size=64"),
     ("data.eval_batch_size", _is_int, "an integer", lambda v: v >= 1, "a batch size >= 1", "data.eval_batch_size=512"),
-    ("data.val_size", is_number, "a number", lambda v: v >= 0 and (_is_int(v) or v < 1),
-     "a validation count >= 0 or a fraction in [0, 1)", "data.val_size=5000"),
-    ("trainer.max_epochs", _is_int, "an integer", lambda v: v >= 1 or v == -1,
-     "a number of epochs >= 1 (or -1 for no limit)", "trainer.max_epochs=10"),
-    ("trainer.accumulate_grad_batches", _is_int, "an integer", lambda v: v >= 1, "an integer >= 1",
-     "trainer.accumulate_grad_batches=1"),
-    ("module.label_smoothing", is_number, "a number", lambda v: 0 <= v < 1, "a value in [0, 1)",
-     "module.label_smoothing=0.1"),
-    ("model.max_params", _is_int, "an integer", lambda v: v >= 1, "a parameter budget >= 1 (or null)",
-     "model.max_params=100000"),
+    (
+        "data.val_size",
+        is_number,
+        "a number",
+        lambda v: v >= 0 and (_is_int(v) or v < 1),
+        "a validation count >= 0 or a fraction in [0, 1)",
+        "data.val_size=5000",
+    ),
+    (
+        "trainer.max_epochs",
+        _is_int,
+        "an integer",
+        lambda v: v >= 1 or v == -1,
+        "a number of epochs >= 1 (or -1 for no limit)",
+        "trainer.max_epochs=10",
+    ),
+    (
+        "trainer.accumulate_grad_batches",
+        _is_int,
+        "an integer",
+        lambda v: v >= 1,
+        "an integer >= 1",
+        "trainer.accumulate_grad_batches=1",
+    ),
+    (
+        "module.label_smoothing",
+        is_number,
+        "a number",
+        lambda v: 0 <= v < 1,
+        "a value in [0, 1)",
+        "module.label_smoothing=0.1",
+    ),
+    (
+        "model.max_params",
+        _is_int,
+        "an integer",
+        lambda v: v >= 1,
+        "a parameter budget >= 1 (or null)",
+        "model.max_params=100000",
+    ),
     ("seed", _is_int, "an integer", lambda v: True, "an integer seed (or null)", "seed=42"),
 )
 
@@ -138,7 +184,9 @@ def check_values(cfg: DictConfig) -> None:
         if value is None:
             continue
         if not type_ok(value):
-            raise ConfigError(f"{key}={value!r} is {type(value).__name__}, not {type_name}: it must be {meaning}, e.g. {example}")
+            raise ConfigError(
+                f"{key}={value!r} is {type(value).__name__}, not {type_name}: it must be {meaning}, e.g. {example}"
+            )
         if not value_ok(value):
             raise ConfigError(f"{key}={value} is impossible: it must be {meaning}, e.g. {example}")
 
@@ -151,5 +199,6 @@ def check_together(cfg: DictConfig) -> None:
     scheduler = OmegaConf.select(cfg, "sched.scheduler._target_", default=None)
     data = cfg.get("data") or {}
     if scheduler == PLATEAU and data.get("val_size") == 0 and data.get("folds") is None:
-        raise ConfigError("sched=plateau needs validation metrics but data.val_size=0; "
-                          "pick another sched or set data.val_size=5000")
+        raise ConfigError(
+            "sched=plateau needs validation metrics but data.val_size=0; pick another sched or set data.val_size=5000"
+        )

@@ -30,7 +30,8 @@ PROJECT_TARGETS: tuple[str, ...] = (
 # scripts' timing callbacks (step_timer.*), the tests' own callbacks. A config is data; its caller is code.
 TRUSTED_TARGETS_ENV = "FMNIST_TRUSTED_TARGETS"
 TARGETS: tuple[str, ...] = PROJECT_TARGETS + tuple(
-    entry.strip() for entry in os.environ.get(TRUSTED_TARGETS_ENV, "").split(",") if entry.strip())
+    entry.strip() for entry in os.environ.get(TRUSTED_TARGETS_ENV, "").split(",") if entry.strip()
+)
 
 HAS_WHITELIST = "_execution_whitelist_" in inspect.signature(instantiate).parameters
 

@@ -19,7 +19,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 MASK = "***"
-# The last word of a key (after the last '.', '_' or '-'): MLFLOW_TRACKING_PASSWORD, client_secret, api_key, access_token.
+# The last word of a key (after the last '.', '_' or '-'): MLFLOW_TRACKING_PASSWORD, client_secret, api_key,
+# access_token.
 _SECRET_WORD = r"(?:password|passwd|token|secret|api[_-]?key|credentials?)"
 SECRET_KEY = re.compile(r"(?:^|[._-])" + _SECRET_WORD + r"$", re.IGNORECASE)
 # scheme://user:password@host: the password ends at the last '@' before the host (it may hold '@' itself).

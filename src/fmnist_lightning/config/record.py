@@ -31,7 +31,7 @@ def hydra_choices(groups: tuple[str, ...] | None = CHOICE_GROUPS) -> dict[str, s
 def run_record(cfg: DictConfig, **extra: Any) -> dict[str, Any]:
     """The resolved config as plain Python (safe to store in a weights-only checkpoint), plus choices."""
     # Hydra's own node (present under compose) holds job-time values that are not set yet.
-    app = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    app = OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
     record = OmegaConf.to_container(app, resolve=True, throw_on_missing=False)
     assert isinstance(record, dict)
     record["choices"] = hydra_choices()

@@ -68,8 +68,11 @@ def run_name(output_dir: str) -> str:
     if sweep is None:
         return run.name
     keys = swept_keys(sweep)
-    varied = [o for o in job_overrides(run)
-              if not o.startswith("hydra.") and (keys is None or o.split("=", 1)[0].lstrip("+~") in keys)]
+    varied = [
+        o
+        for o in job_overrides(run)
+        if not o.startswith("hydra.") and (keys is None or o.split("=", 1)[0].lstrip("+~") in keys)
+    ]
     # A swept value may be a URL with a password in it; the name is shown everywhere.
     return mask_text(" ".join([f"{sweep.name}/{run.name}", *varied]))
 

@@ -23,7 +23,7 @@ import inspect
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -122,6 +122,7 @@ def _imported(target: str) -> Any:
 
 # --- reading a signature from source -------------------------------------------------------------------
 
+
 def _module_file(module: str) -> Path | None:
     """The source file of a dotted module name, found without importing any package on the way."""
     top, *rest = module.split(".")
@@ -139,7 +140,7 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parsed(module: str) -> ast.Module | None:
     path = _module_file(module)
     if path is None:
@@ -214,7 +215,9 @@ def _lookup(module: str, name: str, depth: int) -> Definition | str | None:
                     return alias.name
                 if alias.asname is None and alias.name.partition(".")[0] == name:
                     return name
-        if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.If, ast.Try, ast.With)) and _binds(stmt, name):
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.If, ast.Try, ast.With)) and _binds(
+            stmt, name
+        ):
             return None  # a computed or conditional binding: only importing tells
     for source in stars:
         found = _lookup(source, name, depth + 1)
@@ -230,7 +233,8 @@ def _binds(stmt: ast.stmt, name: str) -> bool:
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
             return True
         if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
-                (a.asname or a.name.partition(".")[0]) == name for a in node.names):
+            (a.asname or a.name.partition(".")[0]) == name for a in node.names
+        ):
             return True
     return False
 

@@ -18,9 +18,16 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
-from fmnist_lightning.data.fashion_mnist import NORMALIZATION, NUM_CLASSES
 from fmnist_lightning.config.files import FILE_ONLY
-from fmnist_lightning.data.idx_files import RAW_FILES, check_idx_file, ensure_downloaded, load_split, raw_folder, resolve_data_root
+from fmnist_lightning.data.fashion_mnist import NORMALIZATION, NUM_CLASSES
+from fmnist_lightning.data.idx_files import (
+    RAW_FILES,
+    check_idx_file,
+    ensure_downloaded,
+    load_split,
+    raw_folder,
+    resolve_data_root,
+)
 from fmnist_lightning.data.loaders import EpochShuffle, InMemoryImages, ResumableLoader, keep_batch
 from fmnist_lightning.data.splits import fold_indices, split_indices
 from fmnist_lightning.data.transforms import AlternatingFlip
@@ -81,8 +88,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.on_device = on_device
         self.sample_transform, self.batch_transform = self._build_transforms(augmentation, pipeline)
         # The ops that need the epoch (found once, set before each training batch).
-        self.epoch_ops = [op for op in self.batch_transform.modules() if isinstance(op, AlternatingFlip)] \
-            if isinstance(self.batch_transform, torch.nn.Module) else []
+        self.epoch_ops = (
+            [op for op in self.batch_transform.modules() if isinstance(op, AlternatingFlip)]
+            if isinstance(self.batch_transform, torch.nn.Module)
+            else []
+        )
         self.train_set: InMemoryImages | None = None
         self.val_set: InMemoryImages | None = None
         self.test_set: InMemoryImages | None = None
@@ -120,7 +130,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and self.train_set is None:
             images, labels = load_split(self.root, "train")
             if self.folds is not None:
-                train_idx, val_idx = fold_indices(labels, self.folds, self.fold, self.split_seed)
+                train_idx, val_idx = fold_indices(labels, self.folds, int(self.fold or 0), self.split_seed)
                 log.info("Cross-validation: fold %d of %d validates (data.val_size is not used)", self.fold, self.folds)
             else:
                 n_val = round(self.val_size * len(labels)) if isinstance(self.val_size, float) else int(self.val_size)
@@ -141,8 +151,11 @@ class FashionMNISTDataModule(L.LightningDataModule):
         if self.train_set is None:
             self.setup("fit")
         assert self.train_set is not None
-        test = len(self.test_set) if self.test_set is not None else check_idx_file(
-            raw_folder(self.root) / RAW_FILES["test"][0], "images")[0]
+        test = (
+            len(self.test_set)
+            if self.test_set is not None
+            else check_idx_file(raw_folder(self.root) / RAW_FILES["test"][0], "images")[0]
+        )
         return {"train": len(self.train_set), "val": len(self.val_set) if self.val_set is not None else 0, "test": test}
 
     @property
@@ -158,7 +171,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
         device = self._resident_device(train, workers)
         if device is not None:
             dataset.to(device)
-        sampler, loader_class, extra = None, DataLoader, {}
+        sampler: EpochShuffle | None = None
+        loader_class: type[DataLoader] = DataLoader
+        extra: dict[str, Any] = {}
         if train:
             loader_class = ResumableLoader
             # The process seed (seed_everything's, when the config sets one) keys the order.

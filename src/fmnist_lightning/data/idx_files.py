@@ -67,9 +67,7 @@ def check_idx_file(path: Path, kind: str) -> tuple[int, ...]:
             (magic,) = struct.unpack(">i", head)
             expected = _IMAGES_MAGIC if kind == "images" else _LABELS_MAGIC
             if magic != expected:
-                raise DataError(
-                    f"{path} is not an IDX {kind} file (magic number {magic}, expected {expected}); {fix}"
-                )
+                raise DataError(f"{path} is not an IDX {kind} file (magic number {magic}, expected {expected}); {fix}")
             ndim = magic % 256
             dims_bytes = fh.read(4 * ndim)
     except OSError as exc:

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fmnist_lightning.config.files import write_text_atomic
-from fmnist_lightning.errors import ConfigError, DataError
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, IMAGE_SIZE
+from fmnist_lightning.errors import ConfigError, DataError
 
 # A border whose median grey level is above mid-grey is a light background: Fashion-MNIST
 # garments are light on black, so such images are inverted.
@@ -61,7 +61,9 @@ def input_files(inputs: str | Sequence[str], exclude: Sequence[Path] = ()) -> li
         else:
             raise ConfigError(f"inputs: {path} does not exist")
     if not files:
-        raise ConfigError("no inputs given: python -m fmnist_lightning.predict ckpt_path=<file> inputs=<image or folder>")
+        raise ConfigError(
+            "no inputs given: python -m fmnist_lightning.predict ckpt_path=<file> inputs=<image or folder>"
+        )
     return files
 
 

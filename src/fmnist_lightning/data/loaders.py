@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 log = logging.getLogger(__name__)
 
+
 class InMemoryImages(Dataset):
     """uint8 images and labels in memory; ``__getitems__`` serves a whole batch with one index op.
 
@@ -53,7 +54,7 @@ class EpochShuffle(RandomSampler):
     ``RandomSampler``, it is replaced by a shuffling ``DistributedSampler`` under DDP.
     """
 
-    def __init__(self, data_source: Dataset, seed: int, epoch: int = 0) -> None:
+    def __init__(self, data_source: InMemoryImages, seed: int, epoch: int = 0) -> None:
         super().__init__(data_source, generator=torch.Generator())
         self.seed = seed
         self.resume_at: tuple[int, int] | None = None
@@ -89,7 +90,7 @@ class _CountingIterator:
         return batch
 
     def __len__(self) -> int:
-        return len(self.iterator)  # type: ignore[arg-type]
+        return len(self.iterator)  # type: ignore[arg-type]  # a DataLoader iterator, which has a length
 
 
 class ResumableLoader(DataLoader):
@@ -104,12 +105,13 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.served, self.served_epoch = 0, None
+        self.served: int = 0
+        self.served_epoch: int | None = None
 
     def _epoch(self) -> int:
         return int(getattr(self.sampler, "epoch", 0))
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # counts the batches of the loader's own iterator
         self.served, self.served_epoch = 0, self._epoch()
         return _CountingIterator(self, super().__iter__())
 
@@ -122,14 +124,16 @@ class ResumableLoader(DataLoader):
         if not state.get("batches"):
             return
         if isinstance(self.sampler, EpochShuffle):
-            self.sampler.start_at(int(state["epoch"]), int(state["batches"]) * self.batch_size)
+            self.sampler.start_at(int(state["epoch"]), int(state["batches"]) * int(self.batch_size or 1))
         else:
             # e.g. DDP's DistributedSampler: its epoch restarts from the top, as with any plain loader.
-            log.warning("Resuming mid-epoch with a %s sampler: epoch %d starts over", type(self.sampler).__name__,
-                        state["epoch"])
+            log.warning(
+                "Resuming mid-epoch with a %s sampler: epoch %d starts over",
+                type(self.sampler).__name__,
+                state["epoch"],
+            )
 
 
 def keep_batch(batch: Any) -> Any:
     """Collate for ``__getitems__`` datasets: the batch is already stacked."""
     return batch
-

@@ -97,6 +97,7 @@ def _inverse_affine(op: Tensor, m: Tensor, names: list[str], height: int, width:
     Shears pivot on the top-left corner (torchvision's auto-augment passes
     ``center=[0, 0]``); rotations and translations on the image centre.
     """
+
     def is_(name: str) -> Tensor:
         return op == names.index(name)
 
@@ -126,7 +127,9 @@ def _warp(x: Tensor, theta: Tensor, mode: str) -> Tensor:
     n, _, h, w = x.shape
     xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, w, device=x.device, dtype=x.dtype)
     ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=x.device, dtype=x.dtype)
-    base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, dtype=x.dtype, device=x.device)], -1)
+    base = torch.stack(
+        [xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, dtype=x.dtype, device=x.device)], -1
+    )
     scale = torch.tensor([0.5 * w, 0.5 * h], dtype=x.dtype, device=x.device)
     grid = base.view(1, h * w, 3).expand(n, -1, -1).bmm(theta.transpose(1, 2) / scale)
     return F.grid_sample(x, grid.view(n, h, w, 2), mode=mode, padding_mode="zeros", align_corners=False)
@@ -156,7 +159,7 @@ class BatchedPolicy(BatchOp):
                     torch.tensor([p for _, p, _ in sub]),
                     torch.tensor([b if b is not None else 0 for _, _, b in sub]),
                 )
-                for sub in zip(*policy._policies)
+                for sub in zip(*policy._policies, strict=True)
             ]
         self._magnitude_tables: dict[tuple[int, int, int], Tensor] = {}
 
@@ -203,9 +206,11 @@ class BatchedPolicy(BatchOp):
     def draw(self, n: int, height: int, width: int) -> list[list[tuple[str, float]]]:
         """The (op, magnitude) sequence for each of ``n`` images, as Python values."""
         op, mag = self.sample(n, height, width)
-        return [[(self.names[o], m) for o, m in zip(op[:, i].tolist(), mag[:, i].tolist())] for i in range(n)]
+        return [
+            [(self.names[o], m) for o, m in zip(op[:, i].tolist(), mag[:, i].tolist(), strict=True)] for i in range(n)
+        ]
 
-    def apply(self, x: Tensor, op: Tensor, magnitude: Tensor) -> Tensor:
+    def apply_step(self, x: Tensor, op: Tensor, magnitude: Tensor) -> Tensor:
         """One step: image ``i`` gets op ``self.names[op[i]]`` with ``magnitude[i]``."""
         # Which images get which op is worked out on the host, where sample() draws it: on an
         # accelerator, a nonzero() per op on device tensors would wait for the device every time.
@@ -226,8 +231,8 @@ class BatchedPolicy(BatchOp):
 
     def forward(self, x: Tensor) -> Tensor:
         op, magnitude = self.sample(x.shape[0], x.shape[-2], x.shape[-1])
-        for step_op, step_magnitude in zip(op, magnitude):
-            x = self.apply(x, step_op, step_magnitude)
+        for step_op, step_magnitude in zip(op, magnitude, strict=True):
+            x = self.apply_step(x, step_op, step_magnitude)
         return x
 
     def per_sample(self) -> Callable[[Tensor], Tensor]:

@@ -8,6 +8,7 @@ from torch import Tensor
 from fmnist_lightning.data.fashion_mnist import NUM_CLASSES
 from fmnist_lightning.errors import ConfigError
 
+
 def class_fractions(labels: Tensor, seed: int) -> Tensor:
     """A seeded position in ``[0, 1)`` for every sample, spread evenly within each class.
 
@@ -48,4 +49,3 @@ def fold_indices(labels: Tensor, folds: int, fold: int, seed: int) -> tuple[Tens
     assignment = (class_fractions(labels, seed) * folds).long()
     in_fold = assignment == fold
     return torch.nonzero(~in_fold).flatten(), torch.nonzero(in_fold).flatten()
-

@@ -67,6 +67,8 @@ class AlternatingFlip(RandomHorizontalFlip):
     flip, the same in distribution for any one epoch: one image alone does not know its epoch.
     """
 
+    weights: Tensor  # a buffer: moves with the module, never saved
+
     def __init__(self) -> None:
         super().__init__(p=0.5)
         self.epoch = 0
@@ -117,10 +119,10 @@ class RandomCrop(BatchOp):
 
     def __init__(self, padding: int = 2) -> None:
         super().__init__()
-        self.padding = non_negative(padding, "crop padding")
+        self.padding = int(non_negative(padding, "crop padding"))
 
     def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
+        b, _c, h, w = x.shape
         p = self.padding
         padded = F.pad(x, (p, p, p, p))
         rows = torch.randint(0, 2 * p + 1, (b, 1), device=x.device) + torch.arange(h, device=x.device)
@@ -187,8 +189,13 @@ class GaussianNoise(BatchOp):
 
     def per_sample(self) -> Callable[[Tensor], Tensor]:
         # torchvision's GaussianNoise takes float images; the per-sample path carries uint8.
-        noise = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.GaussianNoise(sigma=self.sigma, clip=True),
-                            v2.ToDtype(torch.uint8, scale=True)])
+        noise = v2.Compose(
+            [
+                v2.ToDtype(torch.float32, scale=True),
+                v2.GaussianNoise(sigma=self.sigma, clip=True),
+                v2.ToDtype(torch.uint8, scale=True),
+            ]
+        )
         return v2.RandomApply([noise], p=self.p)
 
 
@@ -257,4 +264,4 @@ class Augmentation:
                 "the aug list (or use data.pipeline=per_sample)"
             )
         first, rest = self.ops[:n_first], self.ops[n_first:]
-        return (v2.Compose(first) if first else None), (nn.Sequential(*rest) if rest else None)
+        return (v2.Compose(first) if first else None), (nn.Sequential(*rest) if rest else None)  # type: ignore[call-overload]  # every batched op is an nn.Module

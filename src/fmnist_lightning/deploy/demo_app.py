@@ -88,9 +88,9 @@ def _check_pixels(data: bytes, name: str, max_pixels: int) -> None:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
     except Image.DecompressionBombError as exc:  # beyond even PIL's own limit
-        raise BadInput(413, too_large.format(f"over {Image.MAX_IMAGE_PIXELS * 2 / 1e6:.0f}")) from exc
-    except Exception:
-        return  # not an image PIL recognises: read_image says so in its own words
+        raise BadInput(413, too_large.format(f"over {(Image.MAX_IMAGE_PIXELS or 0) * 2 / 1e6:.0f}")) from exc
+    except Exception:  # noqa: BLE001 - not an image PIL recognises: read_image says so in its own words
+        return
     if width * height > max_pixels:
         raise BadInput(413, too_large.format(f"{width}x{height} is {width * height / 1e6:.1f}"))
 
@@ -124,7 +124,7 @@ def answer(state: DemoState, image: np.ndarray, name: str) -> dict[str, Any]:
     result = {
         "file": name,
         "top": _top(probs, model.top_k),
-        "probabilities": dict(zip(CLASS_NAMES, map(float, probs))),
+        "probabilities": dict(zip(CLASS_NAMES, map(float, probs), strict=True)),
         "tta": plain is not None,
         "model_input": _png_data_url(image),
     }
@@ -139,7 +139,9 @@ async def _upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
     if length is None or not length.isdigit():
         raise BadInput(411, "send the image with a Content-Length (a multipart 'file' field, or the raw bytes)")
     if int(length) > max_bytes:
-        raise BadInput(413, f"upload of {int(length):,} bytes is larger than this server takes ({max_bytes:,}; max_upload_mb=)")
+        raise BadInput(
+            413, f"upload of {int(length):,} bytes is larger than this server takes ({max_bytes:,}; max_upload_mb=)"
+        )
     if not request.headers.get("content-type", "").startswith(FORM_TYPES):
         return await request.body(), request.query_params.get("name", "upload")
     form = await request.form(max_files=1, max_fields=1)
@@ -161,8 +163,15 @@ async def predict_endpoint(request: Request) -> Response:
 
 async def model_endpoint(request: Request) -> Response:
     state: DemoState = request.app.state.demo
-    return JSONResponse({**state.model.card, "class_names": list(CLASS_NAMES), "top_k": state.model.top_k,
-                         "max_upload_bytes": state.limits.max_bytes, "max_pixels": state.limits.max_pixels})
+    return JSONResponse(
+        {
+            **state.model.card,
+            "class_names": list(CLASS_NAMES),
+            "top_k": state.model.top_k,
+            "max_upload_bytes": state.limits.max_bytes,
+            "max_pixels": state.limits.max_pixels,
+        }
+    )
 
 
 async def examples_endpoint(request: Request) -> Response:
@@ -195,7 +204,8 @@ async def _failure(request: Request, exc: Exception) -> Response:
 
 
 def create_app(model: DemoModel, limits: Limits, workdir: Path, examples: list[dict[str, Any]]) -> Starlette:
-    """The app serving ``model``; ``workdir`` is the only folder it writes to (``examples`` are PNGs in its ``examples/``)."""
+    """The app serving ``model``; ``workdir`` is the only folder it writes to (``examples`` are PNGs in its
+    ``examples/``)."""
     routes = [
         Route("/", page),
         Route("/api/predict", predict_endpoint, methods=["POST"]),
@@ -219,7 +229,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another port= or host=") from exc
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another port= or host="
+        ) from exc
     return sock
 
 

@@ -61,8 +61,13 @@ def checkpoint_card(run: RestoredRun) -> dict[str, Any]:
 
     config = run.config
     model = (config.get("choices") or {}).get("model") or (config.get("model") or {}).get("name", "unknown")
-    rows = [("file", str(run.path)), ("format", "checkpoint"), ("model", str(model)),
-            ("parameters", f"{count_parameters(run.module):,}"), ("mirror TTA", "on" if run.module.tta else "off")]
+    rows = [
+        ("file", str(run.path)),
+        ("format", "checkpoint"),
+        ("model", str(model)),
+        ("parameters", f"{count_parameters(run.module):,}"),
+        ("mirror TTA", "on" if run.module.tta else "off"),
+    ]
     metrics_file = run.path.resolve().parent.parent / METRICS_FILE
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
@@ -88,7 +93,7 @@ def _idx(path: Path, magic: int, dims: int) -> np.ndarray | None:
     header = data[: 4 * (1 + dims)].view(">i4") if len(data) >= 4 * (1 + dims) else np.zeros(0)
     if len(header) != 1 + dims or header[0] != magic or len(data) != 4 * (1 + dims) + int(np.prod(header[1:])):
         return None
-    return data[4 * (1 + dims):].reshape(*header[1:])
+    return data[4 * (1 + dims) :].reshape(*header[1:])
 
 
 def write_examples(root: Path, count: int, out: Path) -> list[dict[str, Any]]:
@@ -98,7 +103,7 @@ def write_examples(root: Path, count: int, out: Path) -> list[dict[str, Any]]:
     if images is None or labels is None or len(images) != len(labels) or images.shape[1:] != (IMAGE_SIZE,) * 2:
         return []
     out.mkdir(parents=True, exist_ok=True)
-    examples = []
+    examples: list[dict[str, Any]] = []
     for label in range(len(CLASS_NAMES)):
         found = np.flatnonzero(labels == label)
         if len(examples) >= count:

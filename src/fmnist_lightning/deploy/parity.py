@@ -13,15 +13,17 @@ from fmnist_lightning.data.datamodule import normalize
 from fmnist_lightning.deploy.runtime import load_exported
 from fmnist_lightning.errors import ExportError
 
+
 def reference_probabilities(module: nn.Module, images: Tensor, mean: float, std: float, batch_size: int) -> Tensor:
     """The checkpoint's own predictions, through the LightningModule and the data pipeline's ``normalize``:
     independent of ``ServedModel``, so a wrong folded constant shows as a parity failure."""
     with torch.inference_mode():
-        return torch.cat([
-            module(normalize(images[i : i + batch_size], mean, std)).softmax(dim=-1)
-            for i in range(0, len(images), batch_size)
-        ])
-
+        return torch.cat(
+            [
+                module(normalize(images[i : i + batch_size], mean, std)).softmax(dim=-1)
+                for i in range(0, len(images), batch_size)
+            ]
+        )
 
 
 def parity(exported: Path, images: np.ndarray, reference: np.ndarray, atol: float) -> dict[str, Any]:
@@ -38,8 +40,15 @@ def parity(exported: Path, images: np.ndarray, reference: np.ndarray, atol: floa
     near_tie = disagree & (top_two[:, 1] - top_two[:, 0] <= atol)
     differ = int((disagree & ~near_tie).sum())
     max_diff = float(np.abs(probs - reference).max()) if len(probs) else 0.0
-    return {"images": len(images), "top1_differ": differ, "near_ties": int(near_tie.sum()),
-            "max_abs_prob_diff": max_diff, "atol": atol, "ok": differ == 0 and max_diff <= atol, "probs": probs}
+    return {
+        "images": len(images),
+        "top1_differ": differ,
+        "near_ties": int(near_tie.sum()),
+        "max_abs_prob_diff": max_diff,
+        "atol": atol,
+        "ok": differ == 0 and max_diff <= atol,
+        "probs": probs,
+    }
 
 
 def check_parity(exported: Path, images: np.ndarray, reference: np.ndarray, atol: float) -> dict[str, Any]:
@@ -48,7 +57,8 @@ def check_parity(exported: Path, images: np.ndarray, reference: np.ndarray, atol
     if not result["ok"]:
         ties = f" (besides {result['near_ties']} near-ties)" if result["near_ties"] else ""
         raise ExportError(
-            f"parity check failed for {exported}: {result['top1_differ']} of {result['images']} test images get another "
+            f"parity check failed for {exported}: {result['top1_differ']} of {result['images']} test images get "
+            "another "
             f"top-1 class{ties} and the largest probability difference is {result['max_abs_prob_diff']:.2e} (allowed "
             f"{atol:g}); the file does not compute what the checkpoint computes"
         )

@@ -12,6 +12,7 @@ from fmnist_lightning.deploy.runtime import INPUT_NAME, METADATA_KEY
 
 QUANTIZE = ("dynamic", "static")
 
+
 class _Calibration:
     """onnxruntime's CalibrationDataReader protocol over training images."""
 
@@ -39,8 +40,15 @@ def quantize(fp32: Path, mode: str, calibration: np.ndarray) -> Path:
         if mode == "dynamic":
             quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8)
         else:
-            quantize_static(str(prepared), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True)
+            quantize_static(
+                str(prepared),
+                str(out),
+                _Calibration(calibration),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+            )
     finally:
         root.setLevel(level)
         prepared.unlink(missing_ok=True)
@@ -51,4 +59,3 @@ def quantize(fp32: Path, mode: str, calibration: np.ndarray) -> Path:
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps({**meta, "quantized": f"int8 ({mode})"})})
     onnx.save(proto, str(out))
     return out
-

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, IMAGE_SIZE
-from fmnist_lightning.deploy.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, METADATA_FILE
+from fmnist_lightning.deploy.runtime import INPUT_NAME, METADATA_FILE, METADATA_KEY, OUTPUT_NAME
 from fmnist_lightning.errors import ExportError, first_line
 
 log = logging.getLogger("fmnist_lightning")
@@ -32,6 +32,9 @@ PREPROCESSING = (
 class ServedModel(nn.Module):
     """The backbone as it is served: [0, 1] images in, probabilities out, normalisation folded in."""
 
+    mean: Tensor  # buffers: in the exported graph as constants
+    std: Tensor
+
     def __init__(self, net: nn.Module, mean: float, std: float) -> None:
         super().__init__()
         self.net = net
@@ -42,7 +45,6 @@ class ServedModel(nn.Module):
         return self.net((images - self.mean) / self.std).softmax(dim=-1)
 
 
-
 def export_onnx(model: ServedModel, path: Path, opset: int, metadata: dict[str, Any]) -> None:
     import onnx
 
@@ -50,19 +52,30 @@ def export_onnx(model: ServedModel, path: Path, opset: int, metadata: dict[str, 
     try:
         torch.onnx.export(
             # external_data=False: the weights inside the one file (fine under ONNX's 2 GB limit), no .data beside it.
-            model, (example,), str(path), dynamo=True, external_data=False, opset_version=opset, verbose=False,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            opset_version=opset,
+            verbose=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
         )
     except Exception as exc:  # the exporter raises its own error types (torch.onnx.OnnxExporterError, ...)
-        raise ExportError(f"ONNX export with opset {opset} failed: {first_line(exc)}; "
-                          "the default opset (export.yaml) is known to work") from exc
+        raise ExportError(
+            f"ONNX export with opset {opset} failed: {first_line(exc)}; "
+            "the default opset (export.yaml) is known to work"
+        ) from exc
     proto = onnx.load(str(path))
     written = [op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")]
     if written != [opset]:
         path.unlink()
-        raise ExportError(f"opset={opset} cannot be written by torch's ONNX exporter (it wrote opset {written[0]}); "
-                          f"use opset={written[0]} or newer")
+        raise ExportError(
+            f"opset={opset} cannot be written by torch's ONNX exporter (it wrote opset {written[0]}); "
+            f"use opset={written[0]} or newer"
+        )
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata)})
     onnx.save(proto, str(path))
 
@@ -87,9 +100,15 @@ def export_torchscript(model: ServedModel, path: Path, metadata: dict[str, Any])
     log.warning("TorchScript is deprecated in torch 2.14; format=onnx is the maintained way to serve")
 
 
-
-def served_metadata(model: str, mean: float, std: float, source: Path, test_accuracy: float,
-                    test_images: int, source_run: dict[str, Any]) -> dict[str, Any]:
+def served_metadata(
+    model: str,
+    mean: float,
+    std: float,
+    source: Path,
+    test_accuracy: float,
+    test_images: int,
+    source_run: dict[str, Any],
+) -> dict[str, Any]:
     """What an exported file says of itself (stored inside it, and in export.json); ``source_run`` is the
     training run's commit and precision."""
     return {

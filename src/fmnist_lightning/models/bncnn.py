@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -33,7 +34,7 @@ class BNCNN(nn.Module):
             raise ConfigError(f"bncnn needs 1 to 4 conv widths for 28x28 images, got {widths}")
 
         layers: list[nn.Module] = []
-        for width_in, width_out in zip([in_channels, *widths], widths):
+        for width_in, width_out in itertools.pairwise([in_channels, *widths]):
             # The conv keeps its bias even before BN: the reference model has it, and the
             # published parameter count (1,238,538) includes it.
             layers += [nn.Conv2d(width_in, width_out, 3, padding=1), nn.MaxPool2d(2)]
@@ -45,7 +46,7 @@ class BNCNN(nn.Module):
         self.features = nn.Sequential(*layers)
 
         head: list[nn.Module] = [nn.Flatten()]
-        for width_in, width_out in zip([widths[-1] * side * side, *fc], fc):
+        for width_in, width_out in itertools.pairwise([widths[-1] * side * side, *fc]):
             head += [nn.Linear(width_in, width_out), nn.ReLU(inplace=True)]
             if fc_dropout > 0:
                 head.append(nn.Dropout(fc_dropout))

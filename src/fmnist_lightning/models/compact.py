@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from fmnist_lightning.errors import ConfigError
-from fmnist_lightning.models.registry import register_model
 from fmnist_lightning.models.layers import conv_bn_relu, gap_head
+from fmnist_lightning.models.registry import register_model
 
 
 @register_model("compact")
@@ -41,7 +42,7 @@ class CompactCNN(nn.Module):
         if not 1 <= len(widths) <= 5:
             raise ConfigError(f"compact needs a stem width plus at most four stage widths, got {widths}")
         layers = conv_bn_relu(in_channels, widths[0])
-        for width_in, width_out in zip(widths, widths[1:]):
+        for width_in, width_out in itertools.pairwise(widths):
             layers += [nn.MaxPool2d(2), *conv_bn_relu(width_in, width_out), *conv_bn_relu(width_out, width_out)]
         if pool_first:
             # Move each pool in front of the BN and ReLU before it; module order (and so the

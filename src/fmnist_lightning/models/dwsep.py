@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from fmnist_lightning.errors import ConfigError
-from fmnist_lightning.models.registry import register_model
 from fmnist_lightning.models.layers import conv_bn_relu, gap_head
+from fmnist_lightning.models.registry import register_model
 
 
 def dwsep_block(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
@@ -46,7 +47,7 @@ class DepthwiseSeparableCNN(nn.Module):
         widths, strides = checked_stages(widths, strides)
         # A full conv for the stem: a depthwise conv on a single input channel could not mix anything.
         layers: list[nn.Module] = conv_bn_relu(in_channels, stem_width, 3)
-        for width_in, width_out, stride in zip([stem_width, *widths], widths, strides):
+        for (width_in, width_out), stride in zip(itertools.pairwise([stem_width, *widths]), strides, strict=True):
             layers.append(dwsep_block(width_in, width_out, stride))
         self.features = nn.Sequential(*layers)
         self.classifier = gap_head(widths[-1], num_classes, dropout)

@@ -12,7 +12,9 @@ def conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, grou
     return [conv, nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
-def gap_head(width: int, num_classes: int, dropout: float = 0.0, prefix: list[nn.Module] | None = None) -> nn.Sequential:
+def gap_head(
+    width: int, num_classes: int, dropout: float = 0.0, prefix: list[nn.Module] | None = None
+) -> nn.Sequential:
     """Global average pooling, optional dropout, linear classifier (after any ``prefix`` layers)."""
     layers = [*(prefix or []), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     if dropout > 0:

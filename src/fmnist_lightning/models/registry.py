@@ -62,9 +62,13 @@ def _registered_in_source() -> dict[str, str]:
     for path in sorted(Path(__file__).parent.glob("*.py")):
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             for decorator in getattr(node, "decorator_list", []):
-                if (isinstance(node, ast.ClassDef) and isinstance(decorator, ast.Call)
-                        and getattr(decorator.func, "id", None) == "register_model" and decorator.args
-                        and isinstance(decorator.args[0], ast.Constant)):
+                if (
+                    isinstance(node, ast.ClassDef)
+                    and isinstance(decorator, ast.Call)
+                    and getattr(decorator.func, "id", None) == "register_model"
+                    and decorator.args
+                    and isinstance(decorator.args[0], ast.Constant)
+                ):
                     found[str(decorator.args[0].value)] = f"{__package__}.{path.stem}.{node.name}"
     return found
 
@@ -76,8 +80,11 @@ def config_signature(node: Mapping[str, Any]) -> inspect.Signature:
     dotted = _registered_in_source().get(str(name))
     backbone = (source_signature(dotted) if dotted else None) or inspect.signature(_registered(name))
     names = {p.name for p in own}
-    extra = [p.replace(kind=p.KEYWORD_ONLY) for p in backbone.parameters.values()
-             if p.name not in names and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    extra = [
+        p.replace(kind=p.KEYWORD_ONLY)
+        for p in backbone.parameters.values()
+        if p.name not in names and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
     # A backbone that takes **kwargs takes any key, as the check reads a VAR_KEYWORD parameter.
     anything = [p for p in backbone.parameters.values() if p.kind is p.VAR_KEYWORD][:1]
     return inspect.Signature([*own, *extra, *anything])

@@ -40,7 +40,7 @@ def curves_figure(history: History, marked_epoch: int | None = None, label: str 
     Epochs are shown counting from 1, as in the report; ``marked_epoch`` is 0-based like the logs.
     """
     fig = Figure(figsize=(10, 4), layout="constrained")
-    for ax, quantity in zip(fig.subplots(1, 2), ("loss", "acc")):
+    for ax, quantity in zip(fig.subplots(1, 2), ("loss", "acc"), strict=True):
         for stage, style in (("train", "-o"), ("val", "-s")):
             series = history.get(f"{stage}/{quantity}") or {}
             if series:
@@ -141,14 +141,19 @@ def lr_find_figure(lrs: list[float], losses: list[float], suggestion: float, tit
     # Lightning's bias correction of its running mean is one step off (it divides by 1 - 0.98^(n+1) after
     # n steps): the curve starts at about half the real loss and climbs to it over a few dozen steps, which
     # reads as a loss that rises at tiny rates. The first steps, which the suggestion ignores, are greyed.
-    ax.plot(lrs[: SKIP_BEGIN + 1], losses[: SKIP_BEGIN + 1], color="0.7",
-            label=f"first {SKIP_BEGIN} steps (smoothing warm-up, not used)")
+    ax.plot(
+        lrs[: SKIP_BEGIN + 1],
+        losses[: SKIP_BEGIN + 1],
+        color="0.7",
+        label=f"first {SKIP_BEGIN} steps (smoothing warm-up, not used)",
+    )
     ax.plot(lrs[SKIP_BEGIN:], losses[SKIP_BEGIN:], color="tab:blue", label="training loss (smoothed)")
     at = min(range(len(lrs)), key=lambda i: abs(lrs[i] - suggestion))
     ax.axvline(suggestion, color="tab:red", linestyle="--", linewidth=1)
     ax.plot([suggestion], [losses[at]], "o", color="tab:red", label=f"suggestion: {lr_override(suggestion)}")
-    ax.annotate(f"{suggestion:.2e}", (suggestion, losses[at]), xytext=(8, 8), textcoords="offset points",
-                color="tab:red")
+    ax.annotate(
+        f"{suggestion:.2e}", (suggestion, losses[at]), xytext=(8, 8), textcoords="offset points", color="tab:red"
+    )
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")
@@ -156,4 +161,3 @@ def lr_find_figure(lrs: list[float], losses: list[float], suggestion: float, tit
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right")
     return fig
-

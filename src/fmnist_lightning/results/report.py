@@ -19,14 +19,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from fmnist_lightning.config.files import write_text_atomic
+from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES
-from fmnist_lightning.results.split_metrics import (
-    Evaluation,
-    confident_mistakes,
-    evaluate_split,
-    most_confused_pairs,
-    prediction_trainer,
-)
 from fmnist_lightning.results.figures import (
     History,
     confusion_matrix_figure,
@@ -35,6 +29,14 @@ from fmnist_lightning.results.figures import (
     prediction_grid_figure,
     save_figure,
 )
+from fmnist_lightning.results.split_metrics import (
+    Evaluation,
+    confident_mistakes,
+    evaluate_split,
+    most_confused_pairs,
+    prediction_trainer,
+)
+from fmnist_lightning.training.classifier import ImageClassifier
 from fmnist_lightning.training.provenance import describe
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,9 @@ def csv_log_path(config: dict[str, Any]) -> Path | None:
 
 def _load_history(facts: RunFacts) -> History | None:
     if facts.history_csv is None or not facts.history_csv.is_file():
-        log.warning("No CSV metrics log (%s); the report has no loss/accuracy curves", facts.history_csv or "no csv logger")
+        log.warning(
+            "No CSV metrics log (%s); the report has no loss/accuracy curves", facts.history_csv or "no csv logger"
+        )
         return None
     history = read_history(facts.history_csv)
     return history if any(k in history for k in ("train/loss", "val/loss")) else None
@@ -172,7 +176,9 @@ def _summary_rows(evaluation: Evaluation | None, facts: RunFacts) -> list[tuple[
         rows.append(("checkpoint", f"`{facts.checkpoint}`"))
     if evaluation is not None:
         n = evaluation.targets.numel()
-        rows.append(("evaluated on", f"{SPLIT_NAMES[evaluation.split]}, {n:,} images, TTA {'on' if facts.tta else 'off'}"))
+        rows.append(
+            ("evaluated on", f"{SPLIT_NAMES[evaluation.split]}, {n:,} images, TTA {'on' if facts.tta else 'off'}")
+        )
         rows.append((f"{evaluation.split} accuracy", _pct(evaluation.accuracy)))
         rows.append((f"{evaluation.split} macro-F1", f"{evaluation.f1_macro:.4f}"))
     if facts.epoch is not None:
@@ -182,7 +188,9 @@ def _summary_rows(evaluation: Evaluation | None, facts: RunFacts) -> list[tuple[
     info = facts.config.get("model_info") or {}
     if "params" in info:
         flops = info.get("flops_per_image")
-        rows.append(("parameters", f"{info['params']:,}" + (f" ({flops / 1e6:.1f} M FLOPs per image)" if flops else "")))
+        rows.append(
+            ("parameters", f"{info['params']:,}" + (f" ({flops / 1e6:.1f} M FLOPs per image)" if flops else ""))
+        )
     if facts.wall_time_s is not None:
         rows.append(("wall time", f"{facts.wall_time_s:.1f} s"))
     return rows
@@ -190,13 +198,20 @@ def _summary_rows(evaluation: Evaluation | None, facts: RunFacts) -> list[tuple[
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     align = ["---"] + ["---:"] * (len(header) - 1)
-    return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"] + ["| " + " | ".join(r) + " |" for r in rows]
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
 
 
 def per_class_rows(evaluation: Evaluation) -> list[list[str]]:
     return [
-        [name, f"{float(evaluation.precision[i]):.4f}", f"{float(evaluation.recall[i]):.4f}",
-         f"{float(evaluation.f1[i]):.4f}", str(int(evaluation.support[i]))]
+        [
+            name,
+            f"{float(evaluation.precision[i]):.4f}",
+            f"{float(evaluation.recall[i]):.4f}",
+            f"{float(evaluation.f1[i]):.4f}",
+            str(int(evaluation.support[i])),
+        ]
         for i, name in enumerate(CLASS_NAMES)
     ]
 
@@ -208,28 +223,37 @@ def confused_pair_rows(evaluation: Evaluation) -> list[list[str]]:
     rows = []
     for a, b, a_as_b, b_as_a in most_confused_pairs(evaluation.confmat, N_CONFUSED_PAIRS):
         name_a, name_b = CLASS_NAMES[a], CLASS_NAMES[b]
-        rows.append([f"{name_a} / {name_b}", str(a_as_b + b_as_a), f"{a_as_b} {name_a} as {name_b}",
-                     f"{b_as_a} {name_b} as {name_a}"])
+        rows.append(
+            [
+                f"{name_a} / {name_b}",
+                str(a_as_b + b_as_a),
+                f"{a_as_b} {name_a} as {name_b}",
+                f"{b_as_a} {name_b} as {name_a}",
+            ]
+        )
     return rows
 
 
 def report_markdown(evaluation: Evaluation | None, facts: RunFacts, figures: list[Path]) -> str:
     lines = [f"# {facts.title}", ""]
-    lines += _table(["", ""], [[k, v] for k, v in _summary_rows(evaluation, facts)]) + [""]
+    lines += [*_table(["", ""], [[k, v] for k, v in _summary_rows(evaluation, facts)]), ""]
     lines += ["## Key config", ""] + [f"- {k}: {v}" for k, v in key_config(facts.config)] + [""]
     if evaluation is None:
-        lines += ["No evaluation in this run (test=false). Evaluate a checkpoint with "
-                  "`python -m fmnist_lightning.evaluate ckpt_path=<file>`.", ""]
+        lines += [
+            "No evaluation in this run (test=false). Evaluate a checkpoint with "
+            "`python -m fmnist_lightning.evaluate ckpt_path=<file>`.",
+            "",
+        ]
     else:
         where = SPLIT_NAMES[evaluation.split]
-        lines += [f"## Per-class metrics ({where})", ""] + _table(PER_CLASS_HEADER, per_class_rows(evaluation)) + [""]
+        lines += [f"## Per-class metrics ({where})", "", *_table(PER_CLASS_HEADER, per_class_rows(evaluation)), ""]
         pairs = confused_pair_rows(evaluation)
         lines += [f"## Most-confused class pairs ({where})", ""]
         lines += _table(["classes", "mistakes", "one way", "other way"], pairs) if pairs else ["No mistakes."]
         lines += [""]
     origin = facts.config.get("provenance")
     if origin:
-        lines += ["## Provenance of the training run", ""] + _table(["", ""], [list(r) for r in describe(origin)]) + [""]
+        lines += ["## Provenance of the training run", "", *_table(["", ""], [list(r) for r in describe(origin)]), ""]
     if figures:
         lines += ["## Figures", ""] + [f"![{p.stem.replace('_', ' ')}]({p.name})" for p in figures] + [""]
     return "\n".join(lines)
@@ -247,7 +271,9 @@ def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
     def line(row: list[str]) -> str:
         # Names left-aligned, numbers right-aligned.
-        return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
 
     return [line(header)] + [line(r) for r in rows]
 
@@ -283,8 +309,8 @@ def _csv_logger_file(trainer: L.Trainer) -> Path | None:
 @rank_zero_only
 def write_training_report(
     trainer: L.Trainer,
-    module: L.LightningModule,
-    datamodule: L.LightningDataModule,
+    module: ImageClassifier,
+    datamodule: FashionMNISTDataModule,
     config: dict[str, Any],
     metrics: dict[str, Any],
     output_dir: Path,

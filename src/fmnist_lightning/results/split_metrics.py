@@ -22,10 +22,10 @@ from torchmetrics.functional.classification import (
     multiclass_stat_scores,
 )
 
-from fmnist_lightning.training.builders import lightning_info_quiet
-from fmnist_lightning.data.datamodule import normalize
+from fmnist_lightning.data.datamodule import FashionMNISTDataModule, normalize
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
 from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.training.builders import lightning_info_quiet
 from fmnist_lightning.training.precision import AUTO, fast_precision
 
 SPLITS = ("test", "val")
@@ -65,7 +65,8 @@ class Evaluation:
             "per_class": per_class,
             # {true class: {predicted class: images}}
             "confusion_matrix": {
-                true: dict(zip(CLASS_NAMES, map(int, row))) for true, row in zip(CLASS_NAMES, self.confmat)
+                true: dict(zip(CLASS_NAMES, map(int, row), strict=True))
+                for true, row in zip(CLASS_NAMES, self.confmat, strict=True)
             },
         }
 
@@ -75,7 +76,7 @@ def check_split(split: str) -> None:
         raise ConfigError(f"unknown split={split!r}; choose one of: {', '.join(SPLITS)}")
 
 
-def split_dataset(datamodule: L.LightningDataModule, split: str) -> Any:
+def split_dataset(datamodule: FashionMNISTDataModule, split: str) -> Any:
     """The datamodule's test set or its validation split (the run's seed and size, so the same images)."""
     check_split(split)
     datamodule.setup("test" if split == "test" else "fit")
@@ -85,7 +86,7 @@ def split_dataset(datamodule: L.LightningDataModule, split: str) -> Any:
     return dataset
 
 
-def split_loader(datamodule: L.LightningDataModule, dataset: Any) -> DataLoader:
+def split_loader(datamodule: FashionMNISTDataModule, dataset: Any) -> DataLoader:
     """The dataset's images normalised as the datamodule normalises them, in its eval batch size.
 
     Same batches as ``trainer.test`` sees, so the predictions (and the accuracy) are the same numbers.
@@ -106,7 +107,7 @@ def prediction_trainer(
         return L.Trainer(
             accelerator=accelerator,
             devices=1,
-            precision=precision or "32-true",
+            precision=precision or "32-true",  # type: ignore[arg-type]  # a value of trainer.precision, checked there
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
@@ -120,12 +121,12 @@ def predict_probs(trainer: L.Trainer, module: L.LightningModule, loader: DataLoa
     batches = trainer.predict(module, dataloaders=loader)
     if not batches:
         return torch.empty(0, NUM_CLASSES)
-    return torch.cat([b.float().cpu() for b in batches])
+    return torch.cat([torch.as_tensor(b).float().cpu() for b in batches])
 
 
 def compute_metrics(split: str, images: Tensor, targets: Tensor, probs: Tensor) -> Evaluation:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (torchmetrics)."""
-    args = {"num_classes": NUM_CLASSES}
+    args: dict[str, Any] = {"num_classes": NUM_CLASSES}
     return Evaluation(
         split=split,
         images=images,
@@ -143,7 +144,7 @@ def compute_metrics(split: str, images: Tensor, targets: Tensor, probs: Tensor) 
 
 
 def evaluate_split(
-    module: L.LightningModule, datamodule: L.LightningDataModule, split: str, trainer: L.Trainer
+    module: L.LightningModule, datamodule: FashionMNISTDataModule, split: str, trainer: L.Trainer
 ) -> Evaluation:
     """Predict every image of the split (up to the trainer's predict limit) and compute the metrics."""
     dataset = split_dataset(datamodule, split)

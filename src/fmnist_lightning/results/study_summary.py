@@ -45,15 +45,16 @@ def load_study(url: str, name: str | None) -> optuna.Study:
         name = names[0]
     if name not in names:
         there = ", ".join(names) if names else "none"
-        raise FmnistError(f"no study named {name!r} in {mask_text(url)} (studies there: {there}); "
-                          "pass --study <name>")
+        raise FmnistError(f"no study named {name!r} in {mask_text(url)} (studies there: {there}); pass --study <name>")
     return optuna.load_study(study_name=name, storage=storage)
 
 
 def _status(trial: optuna.trial.FrozenTrial) -> str:
     from optuna.trial import TrialState
 
-    return {TrialState.COMPLETE: COMPLETED, TrialState.PRUNED: PRUNED, TrialState.FAIL: FAILED}.get(trial.state, INCOMPLETE)
+    return {TrialState.COMPLETE: COMPLETED, TrialState.PRUNED: PRUNED, TrialState.FAIL: FAILED}.get(
+        trial.state, INCOMPLETE
+    )
 
 
 def _error(trial: optuna.trial.FrozenTrial, retried_as: list[int]) -> str:
@@ -73,10 +74,16 @@ def trial_job(trial: optuna.trial.FrozenTrial, metric: str, retried_as: list[int
     metrics: dict[str, Any] = {key: attrs[key] for key in keys if key in attrs}
     if trial.value is not None and metric not in metrics:
         metrics[metric] = trial.value
-    return Job(name=f"trial_{trial.number}", overrides=overrides, values=values, status=_status(trial),
-               metrics=metrics, error=_error(trial, retried_as),
-               machine={"host": str(attrs.get("host", "")), "cpu": str(attrs.get("cpu", ""))},
-               run_dir=str(attrs.get("run_dir", "")))
+    return Job(
+        name=f"trial_{trial.number}",
+        overrides=overrides,
+        values=values,
+        status=_status(trial),
+        metrics=metrics,
+        error=_error(trial, retried_as),
+        machine={"host": str(attrs.get("host", "")), "cpu": str(attrs.get("cpu", ""))},
+        run_dir=str(attrs.get("run_dir", "")),
+    )
 
 
 def study_summary(url: str, name: str | None, out_dir: Path | None = None, metric: str | None = None) -> Summary:
@@ -87,8 +94,9 @@ def study_summary(url: str, name: str | None, out_dir: Path | None = None, metri
     trials = study.get_trials(deepcopy=False)
     if not trials:
         raise FmnistError(f"study {study.study_name!r} in {mask_text(url)} has no trials yet")
-    metric = metric or next((str(t.user_attrs["optimized_metric"]) for t in trials
-                             if "optimized_metric" in t.user_attrs), DEFAULT_METRIC)
+    metric = metric or next(
+        (str(t.user_attrs["optimized_metric"]) for t in trials if "optimized_metric" in t.user_attrs), DEFAULT_METRIC
+    )
     if "loss" in metric or metric.startswith(("time_to_acc/", "epoch_to_acc/")):
         maximize = False
     else:
@@ -101,6 +109,13 @@ def study_summary(url: str, name: str | None, out_dir: Path | None = None, metri
     jobs = [trial_job(t, metric, retries.get(t.number, [])) for t in trials]
     out_dir = Path(out_dir or Path("outputs") / "studies" / study.study_name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = Summary(out_dir, metric, maximize, rank(jobs, metric, maximize), swept_keys(jobs), machine=True,
-                      title=f"Study summary: {study.study_name} ({mask_text(url)})")
+    summary = Summary(
+        out_dir,
+        metric,
+        maximize,
+        rank(jobs, metric, maximize),
+        swept_keys(jobs),
+        machine=True,
+        title=f"Study summary: {study.study_name} ({mask_text(url)})",
+    )
     return write_files(summary)

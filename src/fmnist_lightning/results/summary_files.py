@@ -19,10 +19,10 @@ from fmnist_lightning.config.files import write_text_atomic
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.results.sweep_summary import (
     COMPLETED,
-    Job,
     FOLD_KEY,
     LOG_SCALE_KEYS,
     MACHINE,
+    Job,
     Summary,
     facts,
     find_jobs,
@@ -39,8 +39,12 @@ def rows(summary: Summary) -> list[dict[str, Any]]:
     for job in summary.jobs:
         row: dict[str, Any] = {"job": job.name, "status": job.status}
         # An explicit null (e.g. model.max_params=null) is a value; a key the job did not set is blank.
-        row.update({key: "null" if key in job.values and job.values[key] is None else job.values.get(key)
-                    for key in summary.swept})
+        row.update(
+            {
+                key: "null" if key in job.values and job.values[key] is None else job.values.get(key)
+                for key in summary.swept
+            }
+        )
         row.update({m: job.metrics.get(m) for m in metric_columns(summary.metric)})
         row.update({f: job.metrics.get(f) for f in facts(summary)})
         row.update({key: job.machine.get(key) for key in MACHINE})
@@ -100,10 +104,14 @@ def write_csv(path: Path, table: Sequence[dict[str, Any]]) -> None:
     write_text_atomic(path, text.getvalue())
 
 
-def write_markdown(summary: Summary, path: Path, table: Sequence[dict[str, Any]], folds: Sequence[dict[str, Any]],
-                   plot: Path | None) -> None:
-    common = [arg for arg in (summary.jobs[0].overrides if summary.jobs else [])
-              if arg.lstrip("+~").partition("=")[0] not in summary.swept]
+def write_markdown(
+    summary: Summary, path: Path, table: Sequence[dict[str, Any]], folds: Sequence[dict[str, Any]], plot: Path | None
+) -> None:
+    common = [
+        arg
+        for arg in (summary.jobs[0].overrides if summary.jobs else [])
+        if arg.lstrip("+~").partition("=")[0] not in summary.swept
+    ]
     better = "higher" if summary.maximize else "lower"
     lines = [
         f"# {summary.heading()}",
@@ -113,13 +121,25 @@ def write_markdown(summary: Summary, path: Path, table: Sequence[dict[str, Any]]
     ]
     if common:
         lines += [f"Overrides common to all jobs: `{' '.join(common)}`", ""]
-    columns = ["job", "status", *summary.swept, *metric_columns(summary.metric), *facts(summary),
-               *machine_columns(summary), "error"]
+    columns = [
+        "job",
+        "status",
+        *summary.swept,
+        *metric_columns(summary.metric),
+        *facts(summary),
+        *machine_columns(summary),
+        "error",
+    ]
     lines += markdown_table(table, columns)
     if folds:
         fold_columns = list(folds[0])
-        lines += ["", f"## Across folds (`{FOLD_KEY}`)", "",
-                  "Mean and sample standard deviation over the completed folds.", ""]
+        lines += [
+            "",
+            f"## Across folds (`{FOLD_KEY}`)",
+            "",
+            "Mean and sample standard deviation over the completed folds.",
+            "",
+        ]
         lines += markdown_table(folds, fold_columns)
     if plot is not None:
         lines += ["", f"![{summary.metric} against each swept parameter]({plot.name})"]
@@ -133,7 +153,7 @@ def metric_figure(summary: Summary) -> Figure | None:
     if not keys:
         return None
     fig = Figure(figsize=(4.2 * len(keys), 3.6), layout="constrained")
-    for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
+    for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys, strict=True):
         points = [(job.values[key], job.score(summary.metric)) for job in scored if key in job.values]
         numeric = all(is_number(x) for x, _ in points)
         # Anything else (model names, null) is a category on the axis.
@@ -149,8 +169,10 @@ def metric_figure(summary: Summary) -> Figure | None:
         ax.set_ylabel(summary.metric)
         ax.grid(True, alpha=0.3)
     not_shown = len(summary.jobs) - len(scored)
-    fig.suptitle(f"{summary.metric} by swept parameter ({len(scored)} jobs"
-                 + (f"; {not_shown} failed or unfinished not shown)" if not_shown else ")"))
+    fig.suptitle(
+        f"{summary.metric} by swept parameter ({len(scored)} jobs"
+        + (f"; {not_shown} failed or unfinished not shown)" if not_shown else ")")
+    )
     return fig
 
 
@@ -170,12 +192,14 @@ def write_summary(sweep_dir: str | Path, metric: str | None = None, machine: boo
         raise FmnistError(f"{sweep_dir} is not a directory; pass a sweep directory such as outputs/multirun/<time>")
     jobs = find_jobs(sweep_dir)
     if not jobs:
-        raise FmnistError(f"no job directories (with .hydra/) in {sweep_dir}; pass a sweep directory, "
-                          "such as outputs/multirun/<time>")
+        raise FmnistError(
+            f"no job directories (with .hydra/) in {sweep_dir}; pass a sweep directory, such as outputs/multirun/<time>"
+        )
     metric = metric or optimized_metric(sweep_dir, jobs)
     maximize = maximizes(sweep_dir, jobs, metric)
-    return write_files(Summary(sweep_dir, metric, maximize, rank(jobs, metric, maximize), swept_keys(jobs),
-                               machine=machine))
+    return write_files(
+        Summary(sweep_dir, metric, maximize, rank(jobs, metric, maximize), swept_keys(jobs), machine=machine)
+    )
 
 
 def write_files(summary: Summary) -> Summary:

@@ -29,7 +29,7 @@ class SweepSummary(Callback):
 
         from fmnist_lightning.results.summary_files import write_summary
 
-        if rank_zero_only.rank != 0:
+        if getattr(rank_zero_only, "rank", 0) != 0:  # Lightning sets .rank on its function
             return
         sweep_dir = Path(config.hydra.sweep.dir)
         try:

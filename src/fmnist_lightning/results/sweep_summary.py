@@ -37,6 +37,8 @@ MACHINE = ("host", "cpu")
 def facts(summary: Summary) -> tuple[str, ...]:
     """The per-job facts shown; where the pruner stopped jobs, the epoch each stopped at."""
     return FACTS + (("pruned_at_epoch",) if summary.count(PRUNED) else ())
+
+
 FOLD_KEY = "data.fold"
 # Plotted on a log axis whatever their range: they are swept in factors, not steps.
 LOG_SCALE_KEYS = ("lr", "weight_decay")
@@ -57,7 +59,7 @@ class Job:
 
     def score(self, metric: str) -> float | None:
         value = self.metrics.get(metric)
-        if is_number(value) and math.isfinite(value):
+        if isinstance(value, (int, float)) and is_number(value) and math.isfinite(value):
             return float(value)
         return None
 
@@ -82,15 +84,19 @@ class Summary:
 
     def counts_text(self) -> str:
         pruned = f"{self.count(PRUNED)} pruned, " if self.count(PRUNED) else ""
-        return (f"{len(self.jobs)} jobs: {self.count(COMPLETED)} completed, {pruned}{self.count(FAILED)} failed, "
-                f"{self.count(INCOMPLETE)} incomplete")
+        return (
+            f"{len(self.jobs)} jobs: {self.count(COMPLETED)} completed, {pruned}{self.count(FAILED)} failed, "
+            f"{self.count(INCOMPLETE)} incomplete"
+        )
 
     def best_text(self) -> str:
         best = self.jobs[0] if self.jobs and self.jobs[0].score(self.metric) is not None else None
         if best is None:
             return f"no job has {self.metric}"
-        return (f"best {self.metric} {best.score(self.metric):.4f} "
-                f"(job {best.name}: {' '.join(swept_overrides(best, self.swept)) or 'no swept values'})")
+        return (
+            f"best {self.metric} {best.score(self.metric):.4f} "
+            f"(job {best.name}: {' '.join(swept_overrides(best, self.swept)) or 'no swept values'})"
+        )
 
     def headline(self) -> str:
         return f"{self.counts_text()}; {self.best_text()}"
@@ -117,7 +123,9 @@ def read_job(job_dir: Path) -> Job:
         job.status = PRUNED if job.metrics.get("pruned_at_epoch") is not None else COMPLETED
     # Whichever was written last tells: a failure after metrics.json (e.g. in the report) makes the
     # job failed; a run resumed after a failure and completed is completed.
-    if status_file.is_file() and (not metrics_file.is_file() or status_file.stat().st_mtime >= metrics_file.stat().st_mtime):
+    if status_file.is_file() and (
+        not metrics_file.is_file() or status_file.stat().st_mtime >= metrics_file.stat().st_mtime
+    ):
         record = json.loads(status_file.read_text())
         job.status = record.get("status", FAILED)
         job.error = record.get("error", "")

@@ -3,7 +3,7 @@ sample test predictions. Callbacks of the training run that draw results, so the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -22,7 +22,7 @@ class AugmentationPreview(L.Callback):
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = trainer.datamodule
+        datamodule: Any = getattr(trainer, "datamodule", None)  # set by Lightning while fitting, not declared
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not loggers or not hasattr(datamodule, "preview"):
             return
@@ -53,22 +53,27 @@ class EvaluationFigures(L.Callback):
         if value is None or (self.best is not None and float(value) <= self.best):
             return
         self.best = float(value)
-        self._log_matrix(trainer, "val", pl_module.val_confmat.compute())
+        self._log_matrix(trainer, "val", cast(Any, pl_module).val_confmat.compute())
 
     def on_test_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
         if batch_idx != 0 or dataloader_idx != 0 or self.n_samples <= 0:
             return
         # The first test batch, predicted again by the module as it tests (TTA included).
         images, labels = batch[0][: self.n_samples], batch[1][: self.n_samples]
-        self.samples = (images.cpu(), labels.cpu(), pl_module.predict_proba(images).cpu())
+        self.samples = (images.cpu(), labels.cpu(), cast(Any, pl_module).predict_proba(images).cpu())
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not hasattr(pl_module, "test_confmat"):
             return
-        self._log_matrix(trainer, "test", pl_module.test_confmat.compute())
+        self._log_matrix(trainer, "test", cast(Any, pl_module).test_confmat.compute())
         if self.samples is not None:
             self._log_samples(trainer, *self.samples)
 
@@ -82,7 +87,9 @@ class EvaluationFigures(L.Callback):
         epoch = f", epoch {trainer.current_epoch + 1}" if stage == "val" else ""
         for logger in self._tensorboards(trainer):
             figures = {
-                f"{stage}/confusion_matrix": confusion_matrix_figure(confmat, True, f"Confusion matrix, {where}{epoch}"),
+                f"{stage}/confusion_matrix": confusion_matrix_figure(
+                    confmat, True, f"Confusion matrix, {where}{epoch}"
+                ),
                 f"{stage}/per_class_accuracy": per_class_accuracy_figure(
                     per_class_accuracy(confmat), f"Per-class accuracy, {where}{epoch}"
                 ),
@@ -95,4 +102,3 @@ class EvaluationFigures(L.Callback):
         for logger in self._tensorboards(trainer):
             figure = prediction_grid_figure(images, labels, probs, title="Sample test predictions (mistakes in red)")
             logger.experiment.add_figure("test/predictions", figure, global_step=trainer.global_step)
-

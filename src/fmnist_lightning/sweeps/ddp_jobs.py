@@ -44,15 +44,21 @@ def relaunches_command(trainer: L.Trainer) -> bool:
     if not in_sweep():
         return False
     launcher = trainer.strategy.launcher
-    return isinstance(launcher, _SubprocessScriptLauncher) and not launcher.cluster_environment.creates_processes_externally
+    return (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and not launcher.cluster_environment.creates_processes_externally
+    )
 
 
 def single_run_command(output_dir: Path) -> list[str]:
     """``python -m fmnist_lightning`` with this job's composition, as a single run in ``output_dir``."""
     hydra_cfg = HydraConfig.get()
     command = [sys.executable, "-m", "fmnist_lightning", f"--config-name={hydra_cfg.job.config_name}"]
-    command += [f"--config-dir={source.path}" for source in hydra_cfg.runtime.config_sources
-                if source.provider == "command-line"]
+    command += [
+        f"--config-dir={source.path}"
+        for source in hydra_cfg.runtime.config_sources
+        if source.provider == "command-line"
+    ]
     command += [str(arg) for arg in hydra_cfg.overrides.task]
     # Quoted as Lightning quotes it for its own ranks; output_subdir=null keeps the job's .hydra as the sweep wrote it.
     command += [f'hydra.run.dir="{output_dir}"', "hydra.output_subdir=null"]

@@ -21,6 +21,7 @@ from fmnist_lightning.sweeps.study_trial import in_search
 
 log = logging.getLogger(__name__)
 
+
 def record_failure(output_dir: Path, exc: BaseException) -> str:
     """Write ``status.json`` (failed, the one-line error) into the run's directory; return the line."""
     status = failure_status(exc)

@@ -39,8 +39,9 @@ class QueueWatcher(SlurmInfoWatcher):
             probe = subprocess.run(["sacct", "-n", "-X", "-j", ids[0]], capture_output=True, text=True, timeout=60)
             self.accounting = ACCOUNTING_OFF not in probe.stderr
             if not self.accounting:
-                log.info("SLURM keeps no accounting here (sacct: %s); job states come from squeue",
-                         probe.stderr.strip())
+                log.info(
+                    "SLURM keeps no accounting here (sacct: %s); job states come from squeue", probe.stderr.strip()
+                )
         return self.accounting
 
     def _make_command(self) -> list[str] | None:

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 def _pid_namespace() -> str:
     # Containers that share a hostname (host networking) each have their own process ids.
     try:
@@ -45,8 +44,12 @@ RETRY_OF = "failed_trial"
 def _states() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     from optuna.trial import TrialState
 
-    return (TrialState.COMPLETE, TrialState.PRUNED), (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
-                                                      TrialState.WAITING)
+    return (TrialState.COMPLETE, TrialState.PRUNED), (
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.RUNNING,
+        TrialState.WAITING,
+    )
 
 
 @dataclass
@@ -95,11 +98,14 @@ def room(study: optuna.Study, max_trials: int, max_retry: int = 0) -> Room:
 
     finished_states, _ = _states()
     trials, holds = _places(study, max_retry)
-    return Room(finished=sum(t.state in finished_states for t in trials), taken=sum(holds.values()),
-                running=sum(t.state == TrialState.RUNNING for t in trials),
-                waiting=sum(t.state == TrialState.WAITING for t in trials),
-                failed_jobs=sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials),
-                max_trials=max_trials)
+    return Room(
+        finished=sum(t.state in finished_states for t in trials),
+        taken=sum(holds.values()),
+        running=sum(t.state == TrialState.RUNNING for t in trials),
+        waiting=sum(t.state == TrialState.WAITING for t in trials),
+        failed_jobs=sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials),
+        max_trials=max_trials,
+    )
 
 
 def over_budget(study: optuna.Study, number: int, max_trials: int, max_retry: int = 0) -> bool:
@@ -114,9 +120,12 @@ def over_budget(study: optuna.Study, number: int, max_trials: int, max_retry: in
     if RETRY_OF in mine.system_attrs:
         return False
     # A failed trial that holds a place is awaiting its retry: ahead whatever its number, as the retry will be.
-    ahead = sum(holds[t.number] and t.number != number
-                and (t.number < number or RETRY_OF in t.system_attrs or t.state == TrialState.FAIL)
-                for t in trials)
+    ahead = sum(
+        holds[t.number]
+        and t.number != number
+        and (t.number < number or RETRY_OF in t.system_attrs or t.state == TrialState.FAIL)
+        for t in trials
+    )
     return ahead >= max_trials
 
 
@@ -149,8 +158,11 @@ def recover(study: optuna.Study, retry: Callable[[optuna.Study, optuna.trial.Fro
             except (ValueError, RuntimeError):  # another worker told it first
                 continue
             told_here.add(trial.number)
-            log.warning("Trial %d was left running by a sweep on this host that is gone (%s); stored as failed",
-                        trial.number, trial.user_attrs.get(SWEEPER_ATTR))
+            log.warning(
+                "Trial %d was left running by a sweep on this host that is gone (%s); stored as failed",
+                trial.number,
+                trial.user_attrs.get(SWEEPER_ATTR),
+            )
             if retry is not None:
                 retry(study, study.trials[trial.number])
     optuna.storages.fail_stale_trials(study)
@@ -159,5 +171,9 @@ def recover(study: optuna.Study, retry: Callable[[optuna.Study, optuna.trial.Fro
         now = after[trial.number]
         # A job that raised stored its error before its worker told FAIL; a dead one stored nothing.
         if now.state == TrialState.FAIL and trial.number not in told_here and "error" not in now.user_attrs:
-            log.warning("Trial %d (on %s) sent no heartbeat for the grace period; stored as failed%s", trial.number,
-                        now.user_attrs.get("host", "an unknown host"), " and queued again" if retry else "")
+            log.warning(
+                "Trial %d (on %s) sent no heartbeat for the grace period; stored as failed%s",
+                trial.number,
+                now.user_attrs.get("host", "an unknown host"),
+                " and queued again" if retry else "",
+            )

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError, first_line
@@ -59,9 +59,11 @@ def _password(url: str) -> str | None:
 
 def journal_path(url: str) -> Path:
     """The file of a ``journal:///<path>`` URL (relative after three slashes, absolute after four)."""
-    path = url[len(JOURNAL_SCHEME):]
+    path = url[len(JOURNAL_SCHEME) :]
     if not url.startswith(JOURNAL_SCHEME) or not path:
-        raise StorageError(f"{url!r} is not a journal URL; write journal:///<relative path> or journal:////<absolute path>")
+        raise StorageError(
+            f"{url!r} is not a journal URL; write journal:///<relative path> or journal:////<absolute path>"
+        )
     return Path(path)
 
 
@@ -74,8 +76,13 @@ def _heartbeat_journal() -> type:
     class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
         """Optuna's journal storage with heartbeats kept as a trial system attribute (wall-clock seconds)."""
 
-        def __init__(self, backend: Any, heartbeat_interval: int | None, grace_period: int | None,
-                     stale_callback: Callable[..., None] | None) -> None:
+        def __init__(
+            self,
+            backend: Any,
+            heartbeat_interval: int | None,
+            grace_period: int | None,
+            stale_callback: Callable[..., None] | None,
+        ) -> None:
             super().__init__(backend)
             self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
             self.stale_callback = stale_callback
@@ -89,8 +96,12 @@ def _heartbeat_journal() -> type:
             running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
             # From the later of its last beat and its start: a retry inherits its failed trial's attributes,
             # the old beat included, and must not count as stale before its own first beat.
-            return [t._trial_id for t in running if HEARTBEAT_ATTR in t.system_attrs
-                    and now - max(float(t.system_attrs[HEARTBEAT_ATTR]), _started(t)) > grace]
+            return [
+                t._trial_id
+                for t in running
+                if HEARTBEAT_ATTR in t.system_attrs
+                and now - max(float(t.system_attrs[HEARTBEAT_ATTR]), _started(t)) > grace
+            ]
 
         def get_heartbeat_interval(self) -> int | None:
             return self.heartbeat_interval
@@ -116,7 +127,7 @@ def local_file(url: str) -> Path | None:
     if url.startswith("journal:"):
         return journal_path(url)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        return Path(url[len("sqlite:///"):])
+        return Path(url[len("sqlite:///") :])
     return None
 
 
@@ -124,9 +135,13 @@ def _started(trial: Any) -> float:
     return trial.datetime_start.timestamp() if trial.datetime_start is not None else 0.0
 
 
-def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 stale_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-                 must_exist: bool = False) -> BaseStorage:
+def open_storage(
+    url: str,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    stale_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+    must_exist: bool = False,
+) -> BaseStorage:
     """The storage a URL names, with heartbeats every ``heartbeat_interval`` seconds when set; a trial
     silent for ``grace_period`` (default twice the interval) is stale and handed to ``stale_callback``.
     ``must_exist``: a sqlite or journal file that is not there is an error, not a new empty study.
@@ -135,8 +150,10 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
 
     path = local_file(url)
     if must_exist and path is not None and not path.is_file():
-        raise StorageError(f"no study storage at {url}: {path.resolve()} does not exist (sqlite:/// and journal:/// "
-                           "take a relative path after three slashes, an absolute one after four)")
+        raise StorageError(
+            f"no study storage at {url}: {path.resolve()} does not exist (sqlite:/// and journal:/// "
+            "take a relative path after three slashes, an absolute one after four)"
+        )
     try:
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
@@ -150,8 +167,13 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
             # A worker that sleeps between trials finds its pooled connection dropped by the server.
             engine_kwargs["pool_pre_ping"] = True
-        return _rdb_storage(url, engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                            heartbeat_stale_trial_callback=stale_callback)
+        return _rdb_storage(
+            url,
+            engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=stale_callback,
+        )
     except StorageError:
         raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy, the driver and the filesystem each raise their own
@@ -180,13 +202,19 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any], **kwargs: Any) -> Base
     raise AssertionError("unreachable")
 
 
+class HeartbeatStorage(Protocol):
+    """A storage that records trial heartbeats: Optuna's RDBStorage, and this module's journal storage."""
+
+    def record_heartbeat(self, trial_id: int) -> None: ...
+
+
 class Heartbeats:
     """Records a heartbeat for some trials every ``interval`` seconds from a daemon thread, until stopped.
 
     A storage call that fails (a database restarting) is logged and tried again at the next beat:
     a trial whose beats stay away longer than the grace period is failed by the other workers."""
 
-    def __init__(self, storage: BaseStorage, trial_ids: Iterable[int], interval: float) -> None:
+    def __init__(self, storage: HeartbeatStorage, trial_ids: Iterable[int], interval: float) -> None:
         self.storage, self.trial_ids, self.interval = storage, list(trial_ids), interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)

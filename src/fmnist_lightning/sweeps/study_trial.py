@@ -13,21 +13,25 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fmnist_lightning.config.record import job_overrides
 from fmnist_lightning.errors import first_line, one_line
-from fmnist_lightning.sweeps.study_storage import Heartbeats, open_storage
+from fmnist_lightning.sweeps.study_storage import Heartbeats, HeartbeatStorage, open_storage
 
 # Where the sweeper (hydra_plugins.fmnist_optuna_sweeper, through hydra.job.env_set) tells a trial's job its storage,
 # study, trial id and heartbeat interval. Defined here, on the job's side: the package never imports its Hydra adapter.
-TRIAL_ENV = {"storage": "FMNIST_OPTUNA_STORAGE", "study": "FMNIST_OPTUNA_STUDY", "trial": "FMNIST_OPTUNA_TRIAL",
-             "heartbeat": "FMNIST_OPTUNA_HEARTBEAT"}
+TRIAL_ENV = {
+    "storage": "FMNIST_OPTUNA_STORAGE",
+    "study": "FMNIST_OPTUNA_STUDY",
+    "trial": "FMNIST_OPTUNA_TRIAL",
+    "heartbeat": "FMNIST_OPTUNA_HEARTBEAT",
+}
 
 if TYPE_CHECKING:
     import optuna
@@ -55,10 +59,10 @@ class StudyTrial:
     heartbeat_interval: float | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> StudyTrial | None:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StudyTrial | None:
         """This job's trial, or None outside an Optuna search (or in one whose study has no storage)."""
-        env = os.environ if env is None else env
-        found = {key: env.get(name, "") for key, name in TRIAL_ENV.items()}
+        source: Mapping[str, str] = os.environ if env is None else env
+        found = {key: source.get(name, "") for key, name in TRIAL_ENV.items()}
         if not (found["storage"] and found["study"] and found["trial"]):
             return None
         interval = float(found["heartbeat"]) if found.get("heartbeat") else None
@@ -93,8 +97,12 @@ class StudyTrial:
 
 def started_attrs(output_dir: Path, cpu: str | None = None) -> dict[str, Any]:
     """Where the trial's job runs: host, CPU (the caller's reading of it), run directory, overrides."""
-    return {"host": socket.gethostname(), "cpu": cpu, "run_dir": str(output_dir.resolve()),
-            "overrides": job_overrides()}
+    return {
+        "host": socket.gethostname(),
+        "cpu": cpu,
+        "run_dir": str(output_dir.resolve()),
+        "overrides": job_overrides(),
+    }
 
 
 def result_attrs(metrics: dict[str, Any], optimized_metric: str | None) -> dict[str, Any]:
@@ -119,7 +127,7 @@ def reporting_trial(output_dir: Path, cpu: str | None = None) -> Iterator[StudyT
     ``result_attrs``. Storage trouble is logged, never fatal: the training itself is the job."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    link = StudyTrial.from_env() if rank_zero_only.rank == 0 else None
+    link = StudyTrial.from_env() if getattr(rank_zero_only, "rank", 0) == 0 else None  # Lightning sets .rank
     if link is None:
         yield None
         return
@@ -127,15 +135,19 @@ def reporting_trial(output_dir: Path, cpu: str | None = None) -> Iterator[StudyT
         link.set_attrs(started_attrs(output_dir, cpu))
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("Could not store where trial %d runs: %s", link.trial_id, first_line(exc))
-    beats = Heartbeats(link.storage, [link.trial_id], link.heartbeat_interval) if link.heartbeat_interval \
+    beats = (
+        Heartbeats(cast(HeartbeatStorage, link.storage), [link.trial_id], link.heartbeat_interval)
+        if link.heartbeat_interval
         else nullcontext()
+    )
     with beats:
         try:
             yield link
         except BaseException as exc:
             try:
-                link.set_attrs({"status": "failed",
-                                "error": one_line(exc) if isinstance(exc, Exception) else type(exc).__name__})
-            except Exception as store_exc:  # noqa: BLE001
+                link.set_attrs(
+                    {"status": "failed", "error": one_line(exc) if isinstance(exc, Exception) else type(exc).__name__}
+                )
+            except Exception as store_exc:  # noqa: BLE001 - the job's own error is the one to raise
                 log.warning("Could not store trial %d's error: %s", link.trial_id, first_line(store_exc))
             raise

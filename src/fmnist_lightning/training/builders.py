@@ -30,7 +30,7 @@ def build(node: Any, what: str, **kwargs: Any) -> Any:
 def instantiate_group(group: DictConfig | None, what: str = "callbacks") -> list[Any]:
     """Instantiate every ``_target_`` node of a callbacks/logger group."""
     return [
-        build(node, f"{what}.{name}", _convert_="all")
+        build(node, f"{what}.{name!s}", _convert_="all")
         for name, node in (group or {}).items()
         if isinstance(node, DictConfig) and "_target_" in node
     ]

@@ -22,9 +22,10 @@ from hydra.utils import instantiate
 
 from fmnist_lightning.config.hydra_compat import ALLOWED
 from fmnist_lightning.config.record import CONFIG_KEY
+from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.data.fashion_mnist import NORMALIZATION
 from fmnist_lightning.errors import CheckpointError, ConfigError, DataError, first_line
-from fmnist_lightning.training.classifier import fill_missing_accumulators
+from fmnist_lightning.training.classifier import ImageClassifier, fill_missing_accumulators
 
 # Modules of the flat layout (before 0.2) whose classes a stored config names, and where they live now.
 LEGACY_MODULES = {
@@ -64,8 +65,10 @@ def current_target(target: str) -> str:
 def with_current_targets(node: Any) -> Any:
     """A copy of a stored config with every ``_target_`` mapped by ``current_target``."""
     if isinstance(node, dict):
-        return {k: current_target(v) if k == "_target_" and isinstance(v, str) else with_current_targets(v)
-                for k, v in node.items()}
+        return {
+            k: current_target(v) if k == "_target_" and isinstance(v, str) else with_current_targets(v)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [with_current_targets(v) for v in node]
     return node
@@ -89,7 +92,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         if unsafe:
             raise CheckpointError(
                 f"refusing to load {path}: it holds a Python object ({unsafe.group(1)}) that would run code when "
-                "unpickled; fmnist_lightning never writes such objects, so the file comes from elsewhere or was tampered with"
+                "unpickled; fmnist_lightning never writes such objects, so the file comes from elsewhere or was "
+                "tampered with"
             ) from exc
         raise CheckpointError(f"{path} is not a readable checkpoint ({first_line(exc)})") from exc
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
@@ -116,10 +120,12 @@ def _build(config: dict[str, Any], key: str, **kwargs: Any) -> Any:
     except (HydraException, KeyError, TypeError, ValueError) as exc:
         # Hydra wraps the constructor's own error; that one says what is wrong.
         cause = exc.__cause__ or exc
-        raise CheckpointError(f"cannot rebuild the run's {key} from the checkpoint's config: {first_line(cause)}") from exc
+        raise CheckpointError(
+            f"cannot rebuild the run's {key} from the checkpoint's config: {first_line(cause)}"
+        ) from exc
 
 
-def module_from_checkpoint(checkpoint: dict[str, Any]) -> L.LightningModule:
+def module_from_checkpoint(checkpoint: dict[str, Any]) -> ImageClassifier:
     """The LightningModule of the run, with the checkpoint's weights, in eval mode."""
     config = run_config(checkpoint)
     net = _build(config, "model")
@@ -135,7 +141,7 @@ def module_from_checkpoint(checkpoint: dict[str, Any]) -> L.LightningModule:
 
 def datamodule_from_config(
     config: dict[str, Any], root: str | None = None, batch_size: int | None = None
-) -> L.LightningDataModule:
+) -> FashionMNISTDataModule:
     """The run's datamodule without augmentation; ``root``/``batch_size`` replace the stored values when given."""
     data = {k: v for k, v in config["data"].items() if k != "augmentation"}
     if root is not None:
@@ -155,7 +161,9 @@ def normalization(config: dict[str, Any]) -> tuple[float, float]:
     """(mean, std) the run's images were normalised with."""
     mode = config["data"].get("normalize", "dataset")
     if mode not in NORMALIZATION:
-        raise ConfigError(f"the checkpoint's data.normalize={mode!r} is unknown; expected one of {', '.join(NORMALIZATION)}")
+        raise ConfigError(
+            f"the checkpoint's data.normalize={mode!r} is unknown; expected one of {', '.join(NORMALIZATION)}"
+        )
     return NORMALIZATION[mode]
 
 
@@ -166,7 +174,8 @@ def check_fits(path: str | Path, module: L.LightningModule, model_name: str) -> 
     stored = checkpoint["state_dict"]
     fill_missing_accumulators(module, stored)
     mismatched = sorted(
-        k for k in expected.keys() | stored.keys()
+        k
+        for k in expected.keys() | stored.keys()
         if k not in expected or k not in stored or expected[k].shape != stored[k].shape
     )
     if mismatched:
@@ -185,7 +194,7 @@ class RestoredRun:
     path: Path
     checkpoint: dict[str, Any]
     config: dict[str, Any]
-    module: L.LightningModule
+    module: ImageClassifier
 
     @property
     def normalization(self) -> tuple[float, float]:
@@ -196,7 +205,7 @@ class RestoredRun:
         """The precision the run trained with (evaluating at another one is the caller's choice)."""
         return (self.config.get("trainer") or {}).get("precision")
 
-    def datamodule(self, root: str | None = None, batch_size: int | None = None) -> L.LightningDataModule:
+    def datamodule(self, root: str | None = None, batch_size: int | None = None) -> FashionMNISTDataModule:
         return datamodule_from_config(self.config, root=root, batch_size=batch_size)
 
 

@@ -82,7 +82,7 @@ class ImageClassifier(L.LightningModule):
         # (exact accuracy, not an average of batch averages) and syncs across processes.
         # validate_args=False: inputs are our own logits and int64 labels (checked when the data
         # is loaded); the per-update value checks cost more than the accuracy itself.
-        metric_args = {"num_classes": num_classes, "validate_args": False}
+        metric_args: dict[str, Any] = {"num_classes": num_classes, "validate_args": False}
         self.train_acc = MulticlassAccuracy(average="micro", **metric_args)
         # nan_strategy="disable": a NaN loss must show in the epoch mean, not be dropped with a warning.
         self.train_loss = MeanMetric(nan_strategy="disable")
@@ -137,7 +137,11 @@ class ImageClassifier(L.LightningModule):
             stored.pop(name, None)
         log.warning(
             "Resuming with another run length: %s is re-planned with %s=%s (was %s) and continues from its step %s",
-            type(scheduler).__name__, key, fresh[key], was, stored.get("last_epoch", 0),
+            type(scheduler).__name__,
+            key,
+            fresh[key],
+            was,
+            stored.get("last_epoch", 0),
         )
         self._closed_form_pending = True
 
@@ -147,8 +151,8 @@ class ImageClassifier(L.LightningModule):
             return
         self._closed_form_pending = False
         # Recursive schedules (cosine) would carry the old plan's current lr on; set the new plan's value.
-        if hasattr(scheduler, "_get_closed_form_lr"):
-            for group, lr in zip(scheduler.optimizer.param_groups, scheduler._get_closed_form_lr()):
+        if hasattr(scheduler, "_get_closed_form_lr") and not isinstance(scheduler, list):
+            for group, lr in zip(scheduler.optimizer.param_groups, scheduler._get_closed_form_lr(), strict=True):
                 group["lr"] = lr
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -222,7 +226,7 @@ class ImageClassifier(L.LightningModule):
         its own would drift from the real run. ``run_steps=None``: a check before the run, which has no length yet.
         """
         factory = self.scheduler_factory
-        target = getattr(factory, "func", factory)
+        target: Any = getattr(factory, "func", factory)
         try:
             takes_total_steps = "total_steps" in inspect.signature(target).parameters
         except (TypeError, ValueError):
@@ -247,7 +251,8 @@ class ImageClassifier(L.LightningModule):
         steps = run_steps()
         if not math.isfinite(steps):
             raise ConfigError(
-                f"{target.__name__} needs a finite run to plan its schedule: set trainer.max_epochs or trainer.max_steps"
+                f"{target.__name__} needs a finite run to plan its schedule: "
+                "set trainer.max_epochs or trainer.max_steps"
             )
         return {"total_steps": int(steps)}
 
@@ -264,7 +269,7 @@ class ImageClassifier(L.LightningModule):
             optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        extra = self._schedule_length(run_steps)
+        extra: dict[str, Any] = self._schedule_length(run_steps)
         max_lr = getattr(self.scheduler_factory, "keywords", {}).get("max_lr")
         if max_lr is not None:
             # OneCycleLR sets every group's rate itself: groups with rates of their own keep their ratios.

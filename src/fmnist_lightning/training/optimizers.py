@@ -44,15 +44,17 @@ class FilterMuon(Optimizer):
 
     def __init__(self, params: Iterable[Any], **options: Any) -> None:
         muon = _muon_class()
-        defaults = {name: p.default for name, p in inspect.signature(muon.__init__).parameters.items()
-                    if name not in ("self", "params")}
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(muon.__init__).parameters.items()
+            if name not in ("self", "params")
+        }
         defaults.update(options)
         # Optimizer's own constructor: torch's Muon refuses anything but 2-D parameters before step() is reached.
         super().__init__(params, defaults)
         self._muon = muon
 
-    def _init_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
-                    bufs: list[Tensor]) -> bool:
+    def _init_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], bufs: list[Tensor]) -> bool:
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -132,25 +134,42 @@ class MuonFilters(Optimizer):
     ``rest`` is an optimizer factory with its own learning rate (``optim.rest.lr``). A group option
     from ``module.param_groups`` (its weight decay, its ``lr_scale``) holds in both."""
 
-    def __init__(self, params: Iterable[Any], rest: Callable[..., Optimizer], lr: float = 0.02, momentum: float = 0.95,
-                 nesterov: bool = True, weight_decay: float = 0.0, ns_steps: int = 5,
-                 adjust_lr_fn: str | None = "original") -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        rest: Callable[..., Optimizer],
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        ns_steps: int = 5,
+        adjust_lr_fn: str | None = "original",
+    ) -> None:
         filter_groups, rest_groups = split_filters(params)
         if not filter_groups:
             raise ConfigError("optim=muon: the model has no convolution filters; use optim=sgd or optim=adamw")
-        self.filters = FilterMuon(filter_groups, lr=lr, momentum=momentum, nesterov=nesterov,
-                                  weight_decay=weight_decay, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
+        self.filters = FilterMuon(
+            filter_groups,
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            ns_steps=ns_steps,
+            adjust_lr_fn=adjust_lr_fn,
+        )
         self.rest = rest(params=rest_groups) if rest_groups else None
         parts = [self.filters] + ([self.rest] if self.rest is not None else [])
         # Optimizer's constructor sets up its hooks; its groups and state are then the parts' own, so
         # schedulers (which set group["lr"]) and Lightning (which moves the state) reach the real ones.
-        super().__init__([{"params": [p for part in parts for g in part.param_groups for p in g["params"]]}],
-                         {"lr": lr, "momentum": momentum})
+        super().__init__(
+            [{"params": [p for part in parts for g in part.param_groups for p in g["params"]]}],
+            {"lr": lr, "momentum": momentum},
+        )
         self.parts = parts
         self.param_groups = [g for part in parts for g in part.param_groups]
 
     @property
-    def state(self) -> Any:  # type: ignore[override]
+    def state(self) -> Any:
         return _PartStates(getattr(self, "parts", []))
 
     @state.setter
@@ -178,14 +197,20 @@ class MuonFilters(Optimizer):
         saved = state_dict.get("parts")
         if saved is None or len(saved) != len(self.parts):
             raise ValueError("this optimizer state is not from optim=muon with the same model")
-        for part, state in zip(self.parts, saved):
+        for part, state in zip(self.parts, saved, strict=True):
             part.load_state_dict(state)
         # Optimizer.load_state_dict gives each part new group dicts: schedulers must reach those.
         self.param_groups = [g for part in self.parts for g in part.param_groups]
 
 
-def lookahead(params: Iterable[Any], base: Callable[..., Optimizer], lr: float, weight_decay: float = 0.0, k: int = 5,
-              alpha: float = 0.5) -> Optimizer:
+def lookahead(
+    params: Iterable[Any],
+    base: Callable[..., Optimizer],
+    lr: float,
+    weight_decay: float = 0.0,
+    k: int = 5,
+    alpha: float = 0.5,
+) -> Optimizer:
     """Lookahead (Zhang et al. 2019; pytorch-optimizer's, a maintained implementation) around ``base``: every
     ``k`` steps the weights move ``alpha`` of the way from their slow copy to the fast ones, and the fast
     ones restart there. ``base`` carries its own options (momentum, betas, ...); ``lr`` and ``weight_decay``,

@@ -46,8 +46,9 @@ def splits_groups(norm_bias_weight_decay: float | None = None, norm_bias_lr_scal
     return norm_bias_weight_decay is not None or norm_bias_lr_scale != 1.0
 
 
-def param_groups(module: nn.Module, norm_bias_weight_decay: float | None = None,
-                 norm_bias_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+def param_groups(
+    module: nn.Module, norm_bias_weight_decay: float | None = None, norm_bias_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
     """The groups to hand the optimizer; with both knobs at their defaults, one group of everything."""
     if norm_bias_lr_scale <= 0:
         raise ValueError(f"module.param_groups.norm_bias_lr_scale must be > 0, got {norm_bias_lr_scale}")

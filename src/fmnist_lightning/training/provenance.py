@@ -1,7 +1,8 @@
 """Where a run came from: the code (git commit, uncommitted changes), the packages, the machine, the
 precision it ran at, its command line, and when it started and ended.
 
-Training writes it to ``run.json`` (``config.files.RUN_FILE``) in the run directory (at the start, and again with the end time),
+Training writes it to ``run.json`` (``config.files.RUN_FILE``) in the run directory (at the start, and again
+with the end time),
 stores it in every checkpoint beside the config, shows it in ``report.md`` and logs it to
 TensorBoard as text; the sweep summary reads its host and CPU, and exports carry the source run's
 commit and precision. Everything here is read, never guessed: a field that cannot be known (no
@@ -15,7 +16,7 @@ import platform
 import socket
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ CODE_DIR = Path(__file__).resolve().parents[1]
 
 def now() -> str:
     """The current time in UTC, ISO 8601 to the second."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _git(where: Path, *args: str) -> str | None:
@@ -51,8 +52,12 @@ def code_state(where: Path = CODE_DIR) -> dict[str, Any] | None:
         return None
     status = _git(where, "status", "--porcelain") or ""
     changed = [line[3:] for line in status.splitlines() if line.strip()]
-    return {"commit": commit.strip(), "dirty": bool(changed), "changed_files": changed[:20],
-            "checkout": (_git(where, "rev-parse", "--show-toplevel") or "").strip() or None}
+    return {
+        "commit": commit.strip(),
+        "dirty": bool(changed),
+        "changed_files": changed[:20],
+        "checkout": (_git(where, "rev-parse", "--show-toplevel") or "").strip() or None,
+    }
 
 
 def package_versions() -> dict[str, str | None]:
@@ -80,7 +85,9 @@ def machine() -> dict[str, Any]:
     import torch
 
     flags = cpu_flags()
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
     return {
         "hostname": socket.gethostname(),
         "cpu": cpu_model(),
@@ -115,11 +122,16 @@ def describe(record: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         source = "not a git checkout"
     gpus = ", ".join(host.get("gpus") or []) or "none"
-    versions = ", ".join(f"{k} {v}" for k, v in packages.items() if v and k in ("python", "torch", "lightning", "hydra-core"))
+    versions = ", ".join(
+        f"{k} {v}" for k, v in packages.items() if v and k in ("python", "torch", "lightning", "hydra-core")
+    )
     rows = [
         ("code", source),
-        ("host", f"{host.get('hostname', '?')}: {host.get('cpu', '?')}, {host.get('cores', '?')} cores"
-                 + (f" ({', '.join(host['cpu_features'])})" if host.get("cpu_features") else "")),
+        (
+            "host",
+            f"{host.get('hostname', '?')}: {host.get('cpu', '?')}, {host.get('cores', '?')} cores"
+            + (f" ({', '.join(host['cpu_features'])})" if host.get("cpu_features") else ""),
+        ),
         ("GPUs", gpus),
         ("precision", str(record.get("precision"))),
         ("packages", versions),

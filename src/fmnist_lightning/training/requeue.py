@@ -62,8 +62,10 @@ def continue_in_place(cfg: DictConfig) -> dict[str, Any] | None:
             return json.loads(metrics_file.read_text())
         if is_first_task():
             moved = set_aside(run, keep=THIS_ATTEMPT)
-            _say(f"{restart}: the last attempt stopped before its first checkpoint; its files are kept in "
-                 f"{moved}, and the run starts over")
+            _say(
+                f"{restart}: the last attempt stopped before its first checkpoint; its files are kept in "
+                f"{moved}, and the run starts over"
+            )
         return None
     checkpoint = readable_checkpoint(run)
     if finished_message(run, checkpoint, ()) is not None:
@@ -78,8 +80,13 @@ def continue_in_place(cfg: DictConfig) -> dict[str, Any] | None:
 def _earlier_attempts(record: dict[str, Any], files: str | None = None) -> list[dict[str, Any]]:
     attempts = record.get("attempts")
     if not attempts:
-        attempts = [{"host": (record.get("machine") or {}).get("hostname"), "started": record.get("started"),
-                     "ended": record.get("ended")}]
+        attempts = [
+            {
+                "host": (record.get("machine") or {}).get("hostname"),
+                "started": record.get("started"),
+                "ended": record.get("ended"),
+            }
+        ]
     return [{**a, "files": files} if files else a for a in attempts]
 
 

@@ -84,8 +84,10 @@ def set_aside(run: Path, keep: Sequence[str] = ()) -> Path:
 def _start_over(run: Path, overrides: list[str]) -> list[str]:
     """The run's own command again, in its own directory, its partial files set aside first."""
     if (run / METRICS_FILE).is_file():
-        raise RunComplete(f"{run} is complete (it has {METRICS_FILE}, and no checkpoint to train on from); "
-                          "its results are left as they are")
+        raise RunComplete(
+            f"{run} is complete (it has {METRICS_FILE}, and no checkpoint to train on from); "
+            "its results are left as they are"
+        )
     if not is_first_task():
         return [*overrides, f"hydra.run.dir={run}"]  # the job's first task sets the files aside
     moved = set_aside(run)
@@ -122,7 +124,9 @@ def readable_checkpoint(run: Path) -> Path:
             log.warning("%s", message)
             print(f"warning: {message}", file=sys.stderr)
         return candidate
-    raise ConfigError(f"resume={run}: no readable checkpoint in {last.parent} ({'; '.join(failures)}); start the run again")
+    raise ConfigError(
+        f"resume={run}: no readable checkpoint in {last.parent} ({'; '.join(failures)}); start the run again"
+    )
 
 
 def _requested(extra: Sequence[str], key: str) -> int | None:
@@ -228,7 +232,11 @@ def auto_resume(args: Sequence[str]) -> list[str]:
     overrides = resume_overrides(run, [a for a in rest if a not in original])
     checkpoint = [a.partition("=")[2] for a in overrides if _key(a) == "ckpt_path"]
     if checkpoint:
-        restart = f"SLURM job {os.environ.get('SLURM_JOB_ID')}, start {scheduler_restarts() + 1}: " if scheduler_restarts() else ""
+        restart = (
+            f"SLURM job {os.environ.get('SLURM_JOB_ID')}, start {scheduler_restarts() + 1}: "
+            if scheduler_restarts()
+            else ""
+        )
         print(f"{restart}continuing the run in {run} from {checkpoint[-1]}", file=sys.stderr, flush=True)
     return overrides
 

@@ -32,7 +32,9 @@ def header_lines(cfg: DictConfig, run: Any) -> list[str]:
     schedule = choices.get("sched", "none" if cfg.sched.get("scheduler") is None else "?")
     epochs, steps = trainer.max_epochs, trainer.max_steps
     length = f"{epochs} epoch{'s' if epochs != 1 else ''}" if steps in (-1, None) else f"{steps} steps"
-    devices = f"{trainer.num_devices} {trainer.strategy.root_device.type} device{'s' if trainer.num_devices > 1 else ''}"
+    devices = (
+        f"{trainer.num_devices} {trainer.strategy.root_device.type} device{'s' if trainer.num_devices > 1 else ''}"
+    )
     nodes = f" x {trainer.num_nodes} nodes" if trainer.num_nodes > 1 else ""
     return [
         f"Run directory: {cfg.paths.output_dir}",

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, open_dict
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.record import hydra_choices, run_record
 from fmnist_lightning.config.run_names import name_tracker_runs
+from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.errors import ConfigError, FmnistError, typed_line
 from fmnist_lightning.training.builders import build, instantiate_group, model_info
 from fmnist_lightning.training.callbacks.checkpointing import best_checkpoint
@@ -23,6 +24,7 @@ from fmnist_lightning.training.callbacks.optuna_pruning import OptunaPruning
 from fmnist_lightning.training.callbacks.run_clock import RunClock
 from fmnist_lightning.training.callbacks.run_record import RunRecord
 from fmnist_lightning.training.checkpoints import check_fits
+from fmnist_lightning.training.classifier import ImageClassifier
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,8 @@ def without_validation(cfg: DictConfig) -> None:
 class Run:
     """The built parts of one training run, and the callbacks whose results end up in metrics.json."""
 
-    datamodule: L.LightningDataModule
-    module: L.LightningModule
+    datamodule: FashionMNISTDataModule
+    module: ImageClassifier
     trainer: L.Trainer
     record: dict[str, Any]
     info: dict[str, int]
@@ -78,9 +80,9 @@ class Run:
         return metrics
 
 
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+def build_datamodule(cfg: DictConfig) -> FashionMNISTDataModule:
     """The run's datamodule, its data read and validated, so bad data stops the run before anything else."""
-    datamodule: L.LightningDataModule = build(cfg.data, "data", _recursive_=True)
+    datamodule: FashionMNISTDataModule = build(cfg.data, "data", _recursive_=True)
     datamodule.prepare_data()
     datamodule.setup("fit")
     if not datamodule.has_validation:
@@ -88,23 +90,27 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
         without_validation(cfg)
     augmentation = getattr(datamodule, "augmentation", None)
     if cfg.module.get("tta") and not getattr(augmentation, "flips_horizontally", False):
-        log.warning("module.tta=true tests each image with its mirror image, but the training augmentation (aug=) "
-                    "never flips images horizontally: expect a lower test accuracy than with module.tta=false")
+        log.warning(
+            "module.tta=true tests each image with its mirror image, but the training augmentation (aug=) "
+            "never flips images horizontally: expect a lower test accuracy than with module.tta=false"
+        )
     return datamodule
 
 
-def build_module(cfg: DictConfig, net: Any = None) -> L.LightningModule:
+def build_module(cfg: DictConfig, net: Any = None) -> ImageClassifier:
     """The LightningModule around the configured backbone (or ``net``), its optimizer and scheduler built once as a
     check: a combination that cannot work is refused with one line before any data is read."""
-    module: L.LightningModule = build(cfg.module, "module", net=net if net is not None else build(cfg.model, "model"))
+    module: ImageClassifier = build(cfg.module, "module", net=net if net is not None else build(cfg.model, "model"))
     try:
         module.optimization()
     except FmnistError:
         raise
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         choices = ", ".join(f"{g}={c}" for g, c in hydra_choices(("optim", "sched")).items())
-        raise ConfigError(f"the optimizer and scheduler cannot be built for this model{f' ({choices})' if choices else ''}: "
-                          f"{typed_line(exc)}; check the optim.*, sched.* and module.param_groups.* values") from exc
+        raise ConfigError(
+            f"the optimizer and scheduler cannot be built for this model{f' ({choices})' if choices else ''}: "
+            f"{typed_line(exc)}; check the optim.*, sched.* and module.param_groups.* values"
+        ) from exc
     return module
 
 
@@ -116,8 +122,13 @@ def assemble(cfg: DictConfig, started: float, origin: dict[str, Any] | None = No
     module = build_module(cfg)
     datamodule = build_datamodule(cfg)
     info = model_info(module)
-    log.info("Model %s: %s parameters, %s FLOPs per image", cfg.model.name, f"{info['params']:,}",
-             f"{info['flops_per_image']:,}", extra=FILE_ONLY)
+    log.info(
+        "Model %s: %s parameters, %s FLOPs per image",
+        cfg.model.name,
+        f"{info['params']:,}",
+        f"{info['flops_per_image']:,}",
+        extra=FILE_ONLY,
+    )
     record = run_record(cfg, model_info=info, **({"provenance": origin} if origin else {}))
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
     for callback in callbacks:
@@ -132,8 +143,16 @@ def assemble(cfg: DictConfig, started: float, origin: dict[str, Any] | None = No
         # LearningRateMonitor refuses to run without a logger; with logger=none there is nothing to monitor into.
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer: L.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
-    return Run(datamodule, module, trainer, record, info, clock=_first(callbacks, RunClock),
-               pruning=_first(callbacks, OptunaPruning), ema=_first(callbacks, EMA))
+    return Run(
+        datamodule,
+        module,
+        trainer,
+        record,
+        info,
+        clock=_first(callbacks, RunClock),
+        pruning=_first(callbacks, OptunaPruning),
+        ema=_first(callbacks, EMA),
+    )
 
 
 def _first(callbacks: list[Any], kind: type) -> Any:
@@ -145,7 +164,9 @@ def fit(run: Run, ckpt_path: str | None, model_name: str) -> dict[str, float]:
     if ckpt_path:
         check_fits(ckpt_path, run.module, model_name)
     # weights_only: resuming never runs code stored in a checkpoint file.
-    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    run.trainer.fit(
+        run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None
+    )
     return {k: float(v) for k, v in run.trainer.callback_metrics.items()}
 
 

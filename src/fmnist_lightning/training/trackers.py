@@ -38,6 +38,7 @@ def check_trackers(group: DictConfig | None) -> None:
     for name, node in (group or {}).items():
         if not isinstance(node, DictConfig):
             continue
+        name = str(name)
         kind = str(node.get("_target_", "")).rsplit(".", 1)[-1]
         if kind in TRACKERS:
             package, choice = TRACKERS[kind]
@@ -97,7 +98,7 @@ def close_trackers(loggers: Sequence[Logger], status: str = "success") -> None:
                 import wandb
 
                 wandb.finish(exit_code=0 if status == "success" else 1)
-        except Exception as exc:  # a tracker that cannot close must not hide the run's own result or error
+        except Exception as exc:  # noqa: BLE001 - a tracker that cannot close must not hide the run's own result or error
             log.warning("Could not close the %s logger: %s", type(logger).__name__, exc)
 
 
@@ -105,10 +106,11 @@ def _masked_mlflow_link(logger: Logger) -> str | None:
     """The link to the run that MLflow would print, the password masked (``_check_mlflow`` turned MLflow's off)."""
     if type(logger).__name__ != "MLFlowLogger":
         return None
-    uri = str(logger.experiment.tracking_uri)
+    mlflow_logger: Any = logger  # an MLFlowLogger, whose module imports mlflow: not imported for this check
+    uri = str(mlflow_logger.experiment.tracking_uri)
     if not uri.startswith(("http://", "https://")) or not holds_secret(uri):
         return None
-    run = f"{mask_text(uri).rstrip('/')}/#/experiments/{logger.experiment_id}/runs/{logger.run_id}"
+    run = f"{mask_text(uri).rstrip('/')}/#/experiments/{mlflow_logger.experiment_id}/runs/{mlflow_logger.run_id}"
     return f"MLflow run: {run}"
 
 

@@ -15,7 +15,7 @@ def translate(x: Tensor, dy: int, dx: int) -> Tensor:
     s = max(abs(dy), abs(dx))
     h, w = x.shape[-2:]
     padded = F.pad(x, [s, s, s, s], mode="replicate")
-    return padded[..., s - dy: s - dy + h, s - dx: s - dx + w]
+    return padded[..., s - dy : s - dy + h, s - dx : s - dx + w]
 
 
 def tta_views(x: Tensor, shift: int = 0) -> list[Tensor]:

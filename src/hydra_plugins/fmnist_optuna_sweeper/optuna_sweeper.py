@@ -21,24 +21,19 @@ import json
 import logging
 import time
 from contextlib import nullcontext
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, Transformer
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import get_method, instantiate
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config.files import METRICS_FILE
-from fmnist_lightning.config.hydra_compat import ALLOWED
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import first_line
-from fmnist_lightning.sweeps.study_storage import Heartbeats, absolute_url, local_file, open_storage
-from fmnist_lightning.sweeps.study_trial import TRIAL_ENV
+from fmnist_lightning.sweeps.search_space import OBSOLETE, built, search_space
 from fmnist_lightning.sweeps.study_budget import (
     SWEEPER_ATTR,
     SWEEPER_ID,
@@ -46,58 +41,14 @@ from fmnist_lightning.sweeps.study_budget import (
     recover,
     room,
 )
+from fmnist_lightning.sweeps.study_storage import Heartbeats, absolute_url, local_file, open_storage
+from fmnist_lightning.sweeps.study_trial import TRIAL_ENV
 
 if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
 
 log = logging.getLogger(__name__)
-
-def built(node: Any) -> Any:
-    """The sampler or pruner object: Hydra 1.3 instantiates a plugin's config recursively and passes it built;
-    Hydra 1.4 instantiates plugins with _recursive_=False, so it arrives here as its config node."""
-    if OmegaConf.is_dict(node) and "_target_" in node:
-        return instantiate(node, **ALLOWED)  # the project's whitelist (Hydra 1.4), which has optuna's
-    return node
-
-
-# Keys of hydra-optuna-sweeper 1.x that have no meaning here.
-OBSOLETE = {"search_space": "write the search space under hydra.sweeper.params with interval()/choice()/range()"}
-
-
-def distribution(override: Override) -> BaseDistribution | None:
-    """The Optuna distribution of one sweep override, or None for a fixed value."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    if not override.is_sweep_override():
-        return None
-    value = override.value()
-    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
-        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
-    if override.is_range_sweep():
-        if any(isinstance(v, float) for v in (value.start, value.stop, value.step)):
-            # range()'s stop is exclusive, Optuna's high inclusive.
-            return FloatDistribution(value.start, value.stop - value.step, step=value.step)
-        return IntDistribution(int(value.start), int(value.stop) - int(value.step), step=int(value.step))
-    log_scale = "log" in value.tags
-    if isinstance(value.start, int) and isinstance(value.end, int):
-        return IntDistribution(value.start, value.end, log=log_scale)
-    return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-
-
-def search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
-    """``({key: distribution}, {key: fixed value})`` from Hydra override strings; later ones win."""
-    space: dict[str, BaseDistribution] = {}
-    fixed: dict[str, str] = {}
-    for override in OverridesParser.create().parse_overrides(list(arguments)):
-        key = override.get_key_element()
-        found = distribution(override)
-        space.pop(key, None), fixed.pop(key, None)
-        if found is None:
-            fixed[key] = override.get_value_element_as_str()
-        else:
-            space[key] = found
-    return space, fixed
 
 
 class OptunaSweeper(Sweeper):
@@ -120,20 +71,31 @@ class OptunaSweeper(Sweeper):
         **obsolete: Any,
     ) -> None:
         for key in obsolete:
-            raise ValueError(f"hydra.sweeper.{key} is not supported by this Optuna sweeper: "
-                             f"{OBSOLETE.get(key, 'remove it (see README: Optuna searches)')}")
+            raise ValueError(
+                f"hydra.sweeper.{key} is not supported by this Optuna sweeper: "
+                f"{OBSOLETE.get(key, 'remove it (see README: Optuna searches)')}"
+            )
         if not 0 <= max_failure_rate <= 1 or (n_trials is not None and n_trials < 1) or n_jobs < 1:
-            raise ValueError(f"need n_trials >= 1, n_jobs >= 1 and 0 <= max_failure_rate <= 1 "
-                             f"(got {n_trials}, {n_jobs}, {max_failure_rate})")
+            raise ValueError(
+                f"need n_trials >= 1, n_jobs >= 1 and 0 <= max_failure_rate <= 1 "
+                f"(got {n_trials}, {n_jobs}, {max_failure_rate})"
+            )
         if n_trials is None and max_trials is None:
             raise ValueError("hydra.sweeper.n_trials=null needs hydra.sweeper.max_trials (the study-wide budget)")
-        if (max_trials is not None and max_trials < 1) or retry_failed < 0 or \
-                (heartbeat_interval is not None and heartbeat_interval < 1):
-            raise ValueError(f"need max_trials >= 1, retry_failed >= 0 and heartbeat_interval >= 1 or null "
-                             f"(got {max_trials}, {retry_failed}, {heartbeat_interval})")
+        if (
+            (max_trials is not None and max_trials < 1)
+            or retry_failed < 0
+            or (heartbeat_interval is not None and heartbeat_interval < 1)
+        ):
+            raise ValueError(
+                f"need max_trials >= 1, retry_failed >= 0 and heartbeat_interval >= 1 or null "
+                f"(got {max_trials}, {retry_failed}, {heartbeat_interval})"
+            )
         if heartbeat_interval and grace_period is not None and grace_period <= heartbeat_interval:
-            raise ValueError(f"hydra.sweeper.grace_period ({grace_period} s) must be longer than heartbeat_interval "
-                             f"({heartbeat_interval} s), or live trials would be failed")
+            raise ValueError(
+                f"hydra.sweeper.grace_period ({grace_period} s) must be longer than heartbeat_interval "
+                f"({heartbeat_interval} s), or live trials would be failed"
+            )
         if retry_failed and not heartbeat_interval:
             raise ValueError("hydra.sweeper.retry_failed needs heartbeats: set hydra.sweeper.heartbeat_interval")
         import optuna
@@ -145,7 +107,7 @@ class OptunaSweeper(Sweeper):
         # No storage, no heartbeats: an in-memory study lives and dies with this process.
         self.heartbeat_interval = heartbeat_interval if storage else None
         self.grace_period = grace_period
-        self.params = params or {}
+        self.params: dict[str, Any] = dict(params or {})
         self.extend_space = get_method(custom_search_space) if custom_search_space else None
         self.job_idx = 0
         self.retry: Any = None
@@ -162,14 +124,21 @@ class OptunaSweeper(Sweeper):
             self.extend_space(self.config, trial)
         values = dict(trial.params)
         # Absolute: a job may run in another working directory, or on another machine of a shared filesystem.
-        env = {"storage": absolute_url(str(self.storage)), "study": study.study_name, "trial": str(trial._trial_id),
-               "heartbeat": str(self.heartbeat_interval or "")}
+        env = {
+            "storage": absolute_url(str(self.storage)),
+            "study": study.study_name,
+            "trial": str(trial._trial_id),
+            "heartbeat": str(self.heartbeat_interval or ""),
+        }
         return (
             *(f"{key}={value}" for key, value in {**values, **fixed}.items()),
             # Named by the study's own trial number, which no other worker of the study can be given.
             f"hydra.sweep.subdir=trial_{trial.number}",
-            *(f"++hydra.job.env_set.{TRIAL_ENV[k]}={json.dumps(v, ensure_ascii=False)}" for k, v in env.items()
-              if self.storage),
+            *(
+                f"++hydra.job.env_set.{TRIAL_ENV[k]}={json.dumps(v, ensure_ascii=False)}"
+                for k, v in env.items()
+                if self.storage
+            ),
         )
 
     def _open_study(self) -> optuna.Study:
@@ -178,16 +147,24 @@ class OptunaSweeper(Sweeper):
         storage = None
         if self.storage:
             # Optuna 4.9 renamed RetryFailedTrialCallback (same behaviour); the old name goes in 6.0.
-            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) \
+            retry = (
+                getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
                 or optuna.storages.RetryFailedTrialCallback
+            )
             self.retry = retry(max_retry=self.retry_failed) if self.retry_failed else None
             storage = open_storage(self.storage, self.heartbeat_interval, self.grace_period, self.retry)
         self.study_storage = storage
-        return optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
-                                   pruner=self.pruner, direction=self.direction, load_if_exists=True)
+        return optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.sampler,
+            pruner=self.pruner,
+            direction=self.direction,  # type: ignore[arg-type]  # Optuna checks the value itself
+            load_if_exists=True,
+        )
 
     def sweep(self, arguments: list[str]) -> None:
-        space, fixed = search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
+        space, fixed = search_space([f"{k!s}={v}" for k, v in self.params.items()] + list(arguments))
         study = self._open_study()
         if self.max_trials is not None:
             # Workers started with one command share its seed; each must draw its own parameters.
@@ -195,9 +172,15 @@ class OptunaSweeper(Sweeper):
         recover(study, self.retry)
         where = local_file(self.storage) if self.storage else None
         # The file's absolute path: every worker of one study must name the same file.
-        log.info("Study %s in %s: %d trials so far; %s, %s, %s", study.study_name,
-                 where.resolve() if where else mask_text(str(self.storage)), len(study.trials),
-                 type(self.sampler).__name__, type(self.pruner).__name__, self.direction)
+        log.info(
+            "Study %s in %s: %d trials so far; %s, %s, %s",
+            study.study_name,
+            where.resolve() if where else mask_text(str(self.storage)),
+            len(study.trials),
+            type(self.sampler).__name__,
+            type(self.pruner).__name__,
+            self.direction,
+        )
         asked, waiting = 0, False
         while self.n_trials is None or asked < self.n_trials:
             recover(study, self.retry)
@@ -207,8 +190,12 @@ class OptunaSweeper(Sweeper):
                 if self._too_many_failures(study, budget.failed_jobs):
                     break
                 if budget.done:
-                    log.info("Study %s holds %d finished trials (max_trials=%d): done", study.study_name,
-                             budget.finished, self.max_trials)
+                    log.info(
+                        "Study %s holds %d finished trials (max_trials=%d): done",
+                        study.study_name,
+                        budget.finished,
+                        self.max_trials,
+                    )
                     break
                 if budget.free <= 0:
                     if not self.heartbeat_interval:
@@ -216,8 +203,9 @@ class OptunaSweeper(Sweeper):
                         break
                     # Wait for the others' running trials: any that dies is failed here and asked again.
                     if not waiting:
-                        log.info("Waiting for %d running trials of study %s to finish", budget.running,
-                                 study.study_name)
+                        log.info(
+                            "Waiting for %d running trials of study %s to finish", budget.running, study.study_name
+                        )
                     waiting = True
                     time.sleep(self.heartbeat_interval)
                     continue
@@ -251,15 +239,21 @@ class OptunaSweeper(Sweeper):
     def _run_batch(self, study: optuna.Study, trials: list[optuna.Trial], fixed: dict[str, str]) -> None:
         overrides = [self._trial_overrides(trial, fixed, study) for trial in trials]
         # Beats from here too: a job may wait in a cluster's queue, or take a while to start.
-        beats = Heartbeats(self.study_storage, [t._trial_id for t in trials], self.heartbeat_interval) \
-            if self.heartbeat_interval else nullcontext()
+        beats = (
+            Heartbeats(self.study_storage, [t._trial_id for t in trials], self.heartbeat_interval)
+            if self.heartbeat_interval
+            else nullcontext()
+        )
+        assert self.launcher is not None  # setup() made it
         with beats:
             returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
         self.job_idx += len(returns)
-        failures = sum(not self._tell(study, trial, ret) for trial, ret in zip(trials, returns))
+        failures = sum(not self._tell(study, trial, ret) for trial, ret in zip(trials, returns, strict=True))
         if failures / len(returns) > self.max_failure_rate:
-            raise RuntimeError(f"{failures} of {len(returns)} trials failed (max_failure_rate="
-                               f"{self.max_failure_rate}); see the jobs' status.json")
+            raise RuntimeError(
+                f"{failures} of {len(returns)} trials failed (max_failure_rate="
+                f"{self.max_failure_rate}); see the jobs' status.json"
+            )
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any) -> bool:
         """Store the trial's outcome; False if it failed."""
@@ -292,17 +286,24 @@ class OptunaSweeper(Sweeper):
     def _too_many_failures(self, study: optuna.Study, failed: int) -> bool:
         """A study-wide loop stops when its jobs keep failing: more than max_failure_rate of max_trials, and
         at most max_trials, failed jobs (not counting trials whose worker died)."""
-        if failed <= self.max_failure_rate * self.max_trials and failed < self.max_trials:
+        if self.max_trials is None or (failed <= self.max_failure_rate * self.max_trials and failed < self.max_trials):
             return False
-        log.warning("Study %s has %d failed jobs (max_failure_rate=%s of max_trials=%d); stopping; see the failed "
-                    "trials' errors", study.study_name, failed, self.max_failure_rate, self.max_trials)
+        log.warning(
+            "Study %s has %d failed jobs (max_failure_rate=%s of max_trials=%d); stopping; see the failed "
+            "trials' errors",
+            study.study_name,
+            failed,
+            self.max_failure_rate,
+            self.max_trials,
+        )
         return True
 
     @staticmethod
     def _pruned_at(study: optuna.Study, trial: optuna.Trial, ret: Any) -> int | None:
         # The job stored it in its trial; a job that could not reach the storage wrote it in its metrics.json.
         stored = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number).user_attrs.get(
-            "pruned_at_epoch")
+            "pruned_at_epoch"
+        )
         if stored is not None:
             return int(stored)
         metrics = Path(ret.hydra_cfg.hydra.runtime.output_dir) / METRICS_FILE
@@ -320,4 +321,5 @@ class OptunaSweeper(Sweeper):
         if done:
             results.update(best_params=study.best_trial.params, best_value=study.best_value)
             log.info("Best value %s with %s", study.best_value, study.best_trial.params)
+        assert self.config is not None  # setup() set it
         OmegaConf.save(OmegaConf.create(results), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")

@@ -19,9 +19,12 @@ from fmnist_lightning.config.files import LAST_CHECKPOINT_NAME
 
 def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
     """The ModelCheckpoint that keeps the best model (``callbacks.model_checkpoint``), not the one keeping last.ckpt."""
-    kept = [cb for cb in trainer.checkpoint_callbacks if cb.filename != LAST_CHECKPOINT_NAME]
+    kept = [
+        cb
+        for cb in trainer.checkpoint_callbacks
+        if isinstance(cb, ModelCheckpoint) and cb.filename != LAST_CHECKPOINT_NAME
+    ]
     return kept[0] if kept else None
-
 
 
 class InterruptCheckpoint(L.Callback):
@@ -55,8 +58,9 @@ class InterruptCheckpoint(L.Callback):
             global _stopped_by
             signal.signal(signal.SIGINT, signal.default_int_handler)
             _stopped_by = signal.SIGINT
-            rank_zero_only(print)("Ctrl-C: stopping after this batch (press Ctrl-C again to stop at once)",
-                                  file=sys.stderr, flush=True)
+            rank_zero_only(print)(
+                "Ctrl-C: stopping after this batch (press Ctrl-C again to stop at once)", file=sys.stderr, flush=True
+            )
             stop_after_batch(signum, frame)
 
         signal.signal(signal.SIGINT, first_ctrl_c)
@@ -97,9 +101,12 @@ def _stop_before_requeue(stop_after_batch: object) -> None:
     def stop_then_requeue(signum: int, frame: FrameType | None) -> None:
         global _stopped_by
         _stopped_by = signum
-        rank_zero_only(print)(f"{signal.Signals(signum).name} from SLURM (time limit or preemption): stopping "
-                              "after this batch; the job is requeued and goes on from its last checkpoint",
-                              file=sys.stderr, flush=True)
+        rank_zero_only(print)(
+            f"{signal.Signals(signum).name} from SLURM (time limit or preemption): stopping "
+            "after this batch; the job is requeued and goes on from its last checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
         stop_after_batch(signum, frame)
 
     signal.signal(requeue, stop_then_requeue)

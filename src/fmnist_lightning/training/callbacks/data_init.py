@@ -15,6 +15,7 @@ a plain ``nn.Conv2d``: the backbone itself knows nothing of it.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import lightning as L
 import torch
@@ -35,7 +36,8 @@ def image_patches(images: Tensor, kernel: tuple[int, int]) -> Tensor:
 def whitening_filters(images: Tensor, kernel: tuple[int, int], eps: float = 5e-4) -> Tensor:
     """``[2 * C * kh * kw, C, kh, kw]``: the whitening filters then their negatives, largest eigenvalue first."""
     # Summed over chunks: all 5,000 images' patches at once would be ~250 MB of float64 for one matmul.
-    covariance, count = 0.0, 0
+    covariance: Tensor | float = 0.0
+    count = 0
     for chunk in images.split(500):
         patches = image_patches(chunk, kernel)
         covariance = covariance + patches.T @ patches
@@ -55,7 +57,8 @@ def convolutions(module: nn.Module) -> list[nn.Conv2d]:
 def whiten_first_conv(net: nn.Module, images: Tensor, eps: float = 5e-4) -> int:
     """Set the first convolution's filters to whitening ones (as many as it has, largest first); returns how many."""
     first = convolutions(net)[0]
-    filters = whitening_filters(images, tuple(first.kernel_size), eps)
+    kh, kw = first.kernel_size[0], first.kernel_size[-1]
+    filters = whitening_filters(images, (kh, kw), eps)
     n = min(first.out_channels, filters.shape[0])
     with torch.no_grad():
         first.weight[:n] = filters[:n].to(first.weight.dtype)
@@ -90,7 +93,7 @@ class DataInit(L.Callback):
             log.warning("init: the model has no convolution; nothing to initialise")
             return
         if self.whiten:
-            dm = trainer.datamodule
+            dm: Any = getattr(trainer, "datamodule", None)  # the run's FashionMNISTDataModule
             # The same draw on every rank (the split is seeded), so DDP ranks start alike.
             images = normalize(dm.train_set.images[: self.images].cpu(), dm.mean, dm.std)
             n = whiten_first_conv(net, images, self.eps)

@@ -25,13 +25,25 @@ class EMA(EMAWeightAveraging):
 
     # Lightning's arguments spelled out (its **kwargs go to torch's AveragedModel, which a config has no
     # use for), so that a mistyped key is refused before the run starts (config.checks).
-    def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, update_starting_at_step: int | None = None,
-                 update_starting_at_epoch: int | None = None, use_buffers: bool = True,
-                 device: torch.device | str | int | None = None) -> None:
+    def __init__(
+        self,
+        decay: float = 0.999,
+        update_every_n_steps: int = 1,
+        update_starting_at_step: int | None = None,
+        update_starting_at_epoch: int | None = None,
+        use_buffers: bool = True,
+        device: torch.device | str | int | None = None,
+    ) -> None:
         if not 0.0 < decay < 1.0:
             raise ConfigError(f"callbacks.ema.decay must be between 0 and 1 (exclusive), got {decay}")
-        super().__init__(device=device, use_buffers=use_buffers, decay=decay, update_every_n_steps=update_every_n_steps,
-                         update_starting_at_step=update_starting_at_step, update_starting_at_epoch=update_starting_at_epoch)
+        super().__init__(
+            device=device,
+            use_buffers=use_buffers,
+            decay=decay,
+            update_every_n_steps=update_every_n_steps,
+            update_starting_at_step=update_starting_at_step,
+            update_starting_at_epoch=update_starting_at_epoch,
+        )
         self.decay = decay
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -53,4 +65,6 @@ class EMA(EMAWeightAveraging):
         super().on_save_checkpoint(trainer, pl_module, checkpoint)
         if getattr(self, "swapped", False) and "current_model_state" in checkpoint:
             checkpoint["state_dict"], checkpoint["current_model_state"] = (
-                checkpoint["current_model_state"], checkpoint["state_dict"])
+                checkpoint["current_model_state"],
+                checkpoint["state_dict"],
+            )

@@ -34,6 +34,6 @@ class FiniteLossGuard(L.Callback):
             lrs = sorted({group["lr"] for opt in trainer.optimizers for group in opt.param_groups})
             raise TrainingError(
                 f"the training loss became {float(loss)} at epoch {trainer.current_epoch}, step {trainer.global_step} "
-                f"(learning rate {', '.join(f'{lr:g}' for lr in lrs)}); try a lower learning rate, e.g. optim.lr={lrs[-1] / 10:g}"
+                f"(learning rate {', '.join(f'{lr:g}' for lr in lrs)}); try a lower learning rate, "
+                f"e.g. optim.lr={lrs[-1] / 10:g}"
             )
-

@@ -17,9 +17,10 @@ class LearningRateTag(LearningRateMonitor):
     (With a scheduler, ``ImageClassifier`` names it ``lr`` in its scheduler config.)
     """
 
-    def _find_names_from_optimizers(self, optimizers: list[Any], *args: Any, **kwargs: Any) -> tuple[list[list[str]], list[Any]]:
+    def _find_names_from_optimizers(
+        self, optimizers: list[Any], *args: Any, **kwargs: Any
+    ) -> tuple[list[list[str]], list[Any]]:
         names, found = super()._find_names_from_optimizers(optimizers, *args, **kwargs)
         if len(names) == 1 and len(names[0]) == 1:
             names = [[LR_TAG]]
         return names, found
-

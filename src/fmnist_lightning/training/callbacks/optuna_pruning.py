@@ -11,7 +11,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from fmnist_lightning.errors import first_line
 from fmnist_lightning.sweeps.study_trial import StudyTrial
 
-
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +67,7 @@ class OptunaPruning(L.Callback):
         if prune:
             self.pruned_at_epoch = epoch
             trainer.should_stop = True
-            rank_zero_only(print)(f"Optuna trial {self.trial.number} pruned after epoch {epoch} "
-                                  f"({self.monitor} {float(value):.4f})", flush=True)
-
+            rank_zero_only(print)(
+                f"Optuna trial {self.trial.number} pruned after epoch {epoch} ({self.monitor} {float(value):.4f})",
+                flush=True,
+            )

@@ -38,4 +38,3 @@ class RngState(L.Callback):
         if "cuda" in self.pending and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self.pending["cuda"])
         self.pending = None
-

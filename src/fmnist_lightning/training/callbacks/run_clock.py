@@ -41,10 +41,11 @@ class RunClock(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Applied when fitting starts: testing a checkpoint (trainer.test(ckpt_path=...)) restores callback
         # states too, and must not add that checkpoint's time to this run's.
-        self.pending = state_dict
+        self.pending: dict[str, Any] | None = state_dict
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        state, self.pending = getattr(self, "pending", None), None
+        state: dict[str, Any] | None = getattr(self, "pending", None)
+        self.pending = None
         if state is not None:
             # This invocation's own time so far (setup, loading) is counted on top of the restored total.
             self.previous_s = float(state["elapsed_s"])
@@ -61,7 +62,7 @@ class RunClock(L.Callback):
                 self.reached[key] = {"time_s": round(self.elapsed(), 2), "epoch": trainer.current_epoch + 1}
                 new[f"time_to_acc/{key}"] = self.reached[key]["time_s"]
                 new[f"epoch_to_acc/{key}"] = self.reached[key]["epoch"]
-        if new and not trainer.fast_dev_run:
+        if new and not getattr(trainer, "fast_dev_run", False):  # set by Lightning, not declared on Trainer
             for logger in trainer.loggers:
                 logger.log_metrics(new, step=trainer.global_step)
 
@@ -72,4 +73,3 @@ class RunClock(L.Callback):
             out[f"time_to_acc/{key}"] = hit["time_s"]
             out[f"epoch_to_acc/{key}"] = hit["epoch"]
         return out
-

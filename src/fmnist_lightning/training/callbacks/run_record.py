@@ -82,4 +82,3 @@ def flag_as_differing(experiment: Summary, names: Collection[str]) -> Summary:
         info.differs = info.name in names
     value.metadata.plugin_data.content = data.SerializeToString()
     return experiment
-

@@ -1,0 +1,70 @@
+"""An Optuna search space from Hydra's sweep grammar: ``interval()``, ``range()`` and ``choice()`` overrides as
+Optuna distributions, and the sweeper's config nodes (sampler, pruner) built through the project's whitelist."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from fmnist_lightning.config.hydra_compat import ALLOWED
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+
+def built(node: Any) -> Any:
+    """The sampler or pruner object: Hydra 1.3 instantiates a plugin's config recursively and passes it built;
+    Hydra 1.4 instantiates plugins with _recursive_=False, so it arrives here as its config node."""
+    if OmegaConf.is_dict(node) and "_target_" in node:
+        return instantiate(node, **ALLOWED)  # the project's whitelist (Hydra 1.4), which has optuna's
+    return node
+
+
+# Keys of hydra-optuna-sweeper 1.x that have no meaning here.
+OBSOLETE = {"search_space": "write the search space under hydra.sweeper.params with interval()/choice()/range()"}
+
+
+def distribution(override: Override) -> BaseDistribution | None:
+    """The Optuna distribution of one sweep override, or None for a fixed value."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if not override.is_sweep_override():
+        return None
+    value = override.value()
+    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+        choices: list[Any] = list(override.sweep_iterator(transformer=Transformer.encode))
+        return CategoricalDistribution(choices)
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        assert start is not None and stop is not None  # the grammar's range() has both
+        if any(isinstance(v, float) for v in (start, stop, step)):
+            # range()'s stop is exclusive, Optuna's high inclusive.
+            return FloatDistribution(start, stop - step, step=step)
+        return IntDistribution(int(start), int(stop) - int(step), step=int(step))
+    if not isinstance(value, IntervalSweep):
+        raise ValueError(f"{override.input_line}: not a sweep Optuna can search (choice, range or interval)")
+    log_scale = "log" in value.tags
+    if isinstance(value.start, int) and isinstance(value.end, int):
+        return IntDistribution(value.start, value.end, log=log_scale)
+    assert value.start is not None and value.end is not None  # the grammar's interval() has both
+    return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+
+
+def search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution], dict[str, str]]:
+    """``({key: distribution}, {key: fixed value})`` from Hydra override strings; later ones win."""
+    space: dict[str, BaseDistribution] = {}
+    fixed: dict[str, str] = {}
+    for override in OverridesParser.create().parse_overrides(list(arguments)):
+        key = override.get_key_element()
+        found = distribution(override)
+        space.pop(key, None), fixed.pop(key, None)
+        if found is None:
+            fixed[key] = override.get_value_element_as_str()
+        else:
+            space[key] = found
+    return space, fixed
