@@ -17,7 +17,7 @@ from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.models.registry import count_parameters
 from fmnist_lightning.train import train
 from fmnist_lightning.training.builders import instantiate_group
-from fmnist_lightning.training.callbacks.run_record import RunRecord
+from fmnist_lightning.training.callbacks.config_in_checkpoints import RunRecord
 from fmnist_lightning.training.classifier import ImageClassifier
 from fmnist_lightning.training.precision import resolve_precision
 

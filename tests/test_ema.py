@@ -21,7 +21,7 @@ from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.evaluate import evaluate
 from fmnist_lightning.train import train
-from fmnist_lightning.training import checkpoints
+from fmnist_lightning.training import checkpoint_files
 from test_resume import COMPARED, EXACT
 
 # A short average (about 3 steps), so 8 steps leave it well apart from the raw weights.
@@ -30,7 +30,9 @@ TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=4", "seed=3"]
 
 
 def _test_loss(module: L.LightningModule, cfg_data_root: Path, checkpoint: dict) -> float:
-    datamodule = checkpoints.datamodule_from_config(checkpoints.run_config(checkpoint), root=str(cfg_data_root))
+    datamodule = checkpoint_files.datamodule_from_config(
+        checkpoint_files.run_config(checkpoint), root=str(cfg_data_root)
+    )
     tester = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -46,14 +48,14 @@ def _test_loss(module: L.LightningModule, cfg_data_root: Path, checkpoint: dict)
 def test_checkpoint_test_and_evaluate_use_the_average(make_cfg, data_root: Path, tmp_path: Path) -> None:
     metrics = train(make_cfg(*EMA, *TINY))
     assert metrics["ema_decay"] == 0.7
-    checkpoint = checkpoints.load_checkpoint(metrics["best_model_path"])
+    checkpoint = checkpoint_files.load_checkpoint(metrics["best_model_path"])
     # The checkpoint holds both: the average as its state_dict, the raw weights to resume from.
     average, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     weights = [k for k in average if k.startswith("net.") and average[k].is_floating_point()]
     assert weights and any(not torch.equal(average[k], raw[k]) for k in weights)
 
     # The run's test/loss is the average's, not the raw weights'.
-    module = checkpoints.module_from_checkpoint(checkpoint)
+    module = checkpoint_files.module_from_checkpoint(checkpoint)
     assert _test_loss(module, data_root, checkpoint) == pytest.approx(metrics["test/loss"], abs=1e-5)
     module.load_state_dict(raw)
     assert _test_loss(module, data_root, checkpoint) != pytest.approx(metrics["test/loss"], abs=1e-5)

@@ -32,7 +32,7 @@ from fmnist_lightning.results.report import (
     PER_CLASS_PNG,
     REPORT_MD,
 )
-from fmnist_lightning.training import checkpoints
+from fmnist_lightning.training import checkpoint_files
 
 # Two epochs of a few batches; validation and test are not limited, so they cover the whole
 # (tiny) validation split and test set, as an evaluation of the checkpoint does.
@@ -144,9 +144,9 @@ def test_evaluate_with_precision_auto_picks_this_machines_autocast(
 def _restored_split(run_dir: Path, data_root: Path, split: str):
     """The run's best checkpoint restored by hand: its path, module, datamodule, ``split`` and normalised images."""
     ckpt_path = _metrics(run_dir)["best_model_path"]
-    checkpoint = checkpoints.load_checkpoint(ckpt_path)
-    module = checkpoints.module_from_checkpoint(checkpoint)
-    datamodule = checkpoints.datamodule_from_config(checkpoints.run_config(checkpoint), root=str(data_root))
+    checkpoint = checkpoint_files.load_checkpoint(ckpt_path)
+    module = checkpoint_files.module_from_checkpoint(checkpoint)
+    datamodule = checkpoint_files.datamodule_from_config(checkpoint_files.run_config(checkpoint), root=str(data_root))
     dataset = split_metrics.split_dataset(datamodule, split)
     return ckpt_path, module, datamodule, dataset, normalize(dataset.images, datamodule.mean, datamodule.std)
 

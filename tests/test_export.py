@@ -246,7 +246,7 @@ def planted_near_tie(checkpoint: Path, data_root: Path, out: Path) -> tuple[Path
     hair's breadth: the image, and its two classes (first the one the checkpoint ranks first)."""
     from fmnist_lightning.data.datamodule import normalize
     from fmnist_lightning.data.fashion_mnist import NORMALIZATION
-    from fmnist_lightning.training.checkpoints import restore_run
+    from fmnist_lightning.training.checkpoint_files import restore_run
 
     run = restore_run(checkpoint)
     state = torch.load(checkpoint, weights_only=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fmnist_lightning.train import train
-from fmnist_lightning.training import checkpoints
+from fmnist_lightning.training import checkpoint_files
 from fmnist_lightning.training.precision import cpu_flags, fast_precision
 
 
@@ -48,7 +48,7 @@ def test_auto_precision_trains_and_records_the_concrete_value(make_cfg) -> None:
     expected = fast_precision("cpu")
     assert cfg.trainer.precision == expected
     # The checkpoint stores what ran, so evaluate and predict use the same autocast.
-    stored = checkpoints.run_config(torch.load(metrics["best_model_path"], weights_only=True))
+    stored = checkpoint_files.run_config(torch.load(metrics["best_model_path"], weights_only=True))
     assert stored["trainer"]["precision"] == expected
 
 

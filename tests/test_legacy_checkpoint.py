@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import run_cli
 from fmnist_lightning.data.idx_files import load_split
-from fmnist_lightning.training import checkpoints
+from fmnist_lightning.training import checkpoint_files
 
 LEGACY_RUN = Path(__file__).parent / "fixtures" / "legacy_run"
 LEGACY_CKPT = LEGACY_RUN / "checkpoints" / "last.ckpt"
@@ -32,7 +32,7 @@ def test_the_fixture_holds_old_paths_and_they_map_to_todays() -> None:
     stored = torch.load(LEGACY_CKPT, map_location="cpu", weights_only=True)["fmnist_config"]
     old = [t for t in _targets(stored) if t.startswith("fmnist_lightning.")]
     assert "fmnist_lightning.module.ImageClassifier" in old and "fmnist_lightning.augment.RandomCrop" in old
-    run = checkpoints.restore_run(LEGACY_CKPT)
+    run = checkpoint_files.restore_run(LEGACY_CKPT)
     current = [t for t in _targets(run.config) if t.startswith("fmnist_lightning.")]
     assert len(current) == len(old)
     for target in current:  # every one imports from today's layout
@@ -104,10 +104,36 @@ def test_an_old_run_resumes_in_place(data_root: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2
-    resumed = checkpoints.load_checkpoint(run / "checkpoints" / "last.ckpt")
+    resumed = checkpoint_files.load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert (
         resumed["epoch"] == 1
         and resumed["global_step"] > torch.load(LEGACY_CKPT, map_location="cpu", weights_only=True)["global_step"]
     )
     # The resumed checkpoint stores today's paths.
     assert resumed["fmnist_config"]["module"]["_target_"] == "fmnist_lightning.training.classifier.ImageClassifier"
+
+
+@pytest.mark.parametrize(
+    ("stored", "today"),
+    [
+        (
+            "fmnist_lightning.training.loggers.ResumableCSVLogger",
+            "fmnist_lightning.training.csv_logger.ResumableCSVLogger",
+        ),
+        ("fmnist_lightning.loggers.ResumableCSVLogger", "fmnist_lightning.training.csv_logger.ResumableCSVLogger"),
+        (
+            "fmnist_lightning.training.callbacks.run_record.RunRecord",
+            "fmnist_lightning.training.callbacks.config_in_checkpoints.RunRecord",
+        ),
+        (
+            "fmnist_lightning.callbacks.InterruptCheckpoint",
+            "fmnist_lightning.training.callbacks.interrupt_checkpoint.InterruptCheckpoint",
+        ),
+        ("torch.optim.AdamW", "torch.optim.AdamW"),
+    ],
+)
+def test_a_target_stored_before_a_module_moved_is_found_where_it_lives_now(stored: str, today: str) -> None:
+    from hydra.utils import get_object
+
+    assert checkpoint_files.current_target(stored) == today
+    get_object(today)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_overrides, run_cli
-from fmnist_lightning.results.sweep_summary import find_jobs
+from fmnist_lightning.results.sweep_results import find_jobs
 
 optuna = pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
 

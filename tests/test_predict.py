@@ -22,7 +22,7 @@ from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
 from fmnist_lightning.data.idx_files import load_split
 from fmnist_lightning.data.image_files import read_image
 from fmnist_lightning.predict import predict
-from fmnist_lightning.training import checkpoints
+from fmnist_lightning.training import checkpoint_files
 
 SCALE = 4  # "4x larger"
 TOP_K = 3
@@ -126,10 +126,12 @@ def test_predict_classifies_images_as_the_model_classifies_the_tensors(
             assert f"{path}: {row['class_1']} " in result.stdout
 
     # The model's own predictions on the dataset tensors.
-    checkpoint = checkpoints.load_checkpoint(checkpoint_path)
-    module = checkpoints.module_from_checkpoint(checkpoint)
+    checkpoint = checkpoint_files.load_checkpoint(checkpoint_path)
+    module = checkpoint_files.module_from_checkpoint(checkpoint)
     with torch.no_grad():
-        probs = module(normalize(images, *checkpoints.normalization(checkpoints.run_config(checkpoint)))).softmax(-1)
+        probs = module(
+            normalize(images, *checkpoint_files.normalization(checkpoint_files.run_config(checkpoint)))
+        ).softmax(-1)
     top_probs, top_classes = probs.topk(TOP_K)
     # Saved as they are, in RGB, or inverted on white: all three come back as exactly the same tensor.
     for way in ("plain", "rgb", "inverted"):

@@ -85,7 +85,7 @@ def test_the_learning_rate_is_logged_as_lr_whatever_the_optimizer(make_cfg, tmp_
 
 
 def test_a_jobs_own_overrides_come_first_in_its_hparams(make_cfg) -> None:
-    from fmnist_lightning.config.record import hparams_from_record, job_hparam_names, run_record
+    from fmnist_lightning.config.run_record import hparams_from_record, job_hparam_names, run_record
 
     cfg = make_cfg("optim.lr=0.02", "model=lenet", "data.batch_size=16")
     record = run_record(cfg)

@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 from conftest import cli_overrides, run_cli
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import INIT_ARGS
-from fmnist_lightning.results.summary_files import metric_figure, write_summary
-from fmnist_lightning.results.sweep_summary import find_jobs
+from fmnist_lightning.results.summary_writers import metric_figure, write_summary
+from fmnist_lightning.results.sweep_results import find_jobs
 
 TINY = [
     "model=linear",

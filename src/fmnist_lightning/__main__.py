@@ -51,7 +51,7 @@ def main(cfg: DictConfig) -> float | None:
     from fmnist_lightning.sweeps.job_failures import record_failure, sweep_job_failed
     from fmnist_lightning.sweeps.study_trial import reporting_trial
     from fmnist_lightning.train import train
-    from fmnist_lightning.training.callbacks.checkpointing import interrupted_exit_code, requeue_if_asked
+    from fmnist_lightning.training.callbacks.interrupt_checkpoint import interrupted_exit_code, requeue_if_asked
     from fmnist_lightning.training.provenance import cpu_model
 
     route_lightning_logs()

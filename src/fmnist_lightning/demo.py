@@ -51,13 +51,13 @@ def load_model(cfg: DictConfig) -> tuple[DemoModel, Path]:
 
     if cfg.get("model_file"):
         # Imported here, and nothing of torch with it: an ONNX model is served on onnxruntime alone.
-        from fmnist_lightning.deploy.classifiers import exported_classifier
+        from fmnist_lightning.deploy.predictors import exported_classifier
         from fmnist_lightning.deploy.runtime import load_exported
 
         model = load_exported(cfg.model_file)
         classify = exported_classifier(model, int(cfg.batch_size), bool(cfg.tta))
         return DemoModel(classify, exported_card(model), int(cfg.top_k)), Path(cfg.data_root or default_data_root())
-    from fmnist_lightning.deploy.classifiers import without_tta
+    from fmnist_lightning.deploy.predictors import without_tta
     from fmnist_lightning.predict import restored_classifier
 
     classify, run = restored_classifier(cfg)

@@ -22,7 +22,7 @@ from fmnist_lightning.errors import ConfigError
 # handlers Lightning installs at import (otherwise every Lightning message prints twice).
 from fmnist_lightning.results.report import RunFacts, checkpoint_facts, csv_log_path, format_summary, write_report
 from fmnist_lightning.results.split_metrics import check_split, evaluate_split, prediction_trainer
-from fmnist_lightning.training.checkpoints import restore_run
+from fmnist_lightning.training.checkpoint_files import restore_run
 
 log = logging.getLogger("fmnist_lightning")
 

@@ -36,7 +36,7 @@ from fmnist_lightning.deploy.served_model import (
     served_metadata,
 )
 from fmnist_lightning.errors import ConfigError, ExportError
-from fmnist_lightning.training.checkpoints import RestoredRun, restore_run
+from fmnist_lightning.training.checkpoint_files import RestoredRun, restore_run
 
 log = logging.getLogger("fmnist_lightning")
 

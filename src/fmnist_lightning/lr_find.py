@@ -37,7 +37,7 @@ from fmnist_lightning.config.checks import check_config
 from fmnist_lightning.config.files import CONF_DIR, FILE_ONLY, write_text_atomic
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.config.masking import mask_text
-from fmnist_lightning.config.record import job_overrides
+from fmnist_lightning.config.run_record import job_overrides
 from fmnist_lightning.training.lr_range_test import RangeTest, check_settings, lr_override, run_range_test
 
 log = logging.getLogger("fmnist_lightning")

@@ -25,11 +25,11 @@ from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightni
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.data.image_files import Result, input_files, read_image, top_classes, write_csv
-from fmnist_lightning.deploy.classifiers import Classifier, ModulePredictor, checkpoint_classifier, exported_classifier
+from fmnist_lightning.deploy.predictors import Classifier, ModulePredictor, checkpoint_classifier, exported_classifier
 from fmnist_lightning.errors import ConfigError, DataError, FmnistError
 
 if TYPE_CHECKING:
-    from fmnist_lightning.training.checkpoints import RestoredRun
+    from fmnist_lightning.training.checkpoint_files import RestoredRun
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -60,7 +60,7 @@ def classifier(cfg: DictConfig) -> Classifier:
 
 def restored_classifier(cfg: DictConfig) -> tuple[Classifier, RestoredRun]:
     """``cfg.ckpt_path``'s classifier (its run's normalisation and precision; ``cfg.tta`` or the run's TTA) and run."""
-    from fmnist_lightning.training.checkpoints import restore_run
+    from fmnist_lightning.training.checkpoint_files import restore_run
 
     route_lightning_logs()
     quiet_lightning_info()

@@ -3,9 +3,9 @@
 
 Writes summary.csv, summary.md and summary.png (and summary_folds.csv for a sweep over
 ``data.fold``). From a sweep directory, it reads the job directories alone, so it also
-summarises a sweep that is still running or was interrupted (``results.sweep_summary``); from a
+summarises a sweep that is still running or was interrupted (``results.sweep_results``); from a
 study's storage, it reads what each trial's job stored there, so it works on a machine that ran
-none of the trials (``results.study_summary``).
+none of the trials (``results.study_results``).
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.storage:
-            from fmnist_lightning.results.study_summary import study_summary
+            from fmnist_lightning.results.study_results import study_summary
 
             summary = study_summary(args.storage, args.study, args.out, args.metric)
         else:
-            from fmnist_lightning.results.summary_files import write_summary
+            from fmnist_lightning.results.summary_writers import write_summary
 
             summary = write_summary(args.sweep_dir, args.metric, args.machine)
     except FmnistError as exc:

@@ -18,17 +18,17 @@ from omegaconf import DictConfig
 
 from fmnist_lightning.config.checks import check_config
 from fmnist_lightning.config.files import FILE_ONLY, METRICS_FILE, RUN_FILE, write_json
-from fmnist_lightning.config.record import job_overrides
+from fmnist_lightning.config.run_record import job_overrides
 from fmnist_lightning.results.report import write_training_report
 from fmnist_lightning.results.tracker_uploads import upload_run_files
 from fmnist_lightning.sweeps.ddp_jobs import relaunches_command, run_in_own_process
-from fmnist_lightning.training.callbacks.checkpointing import stop_signal_name
+from fmnist_lightning.training.callbacks.interrupt_checkpoint import stop_signal_name
 from fmnist_lightning.training.precision import resolve_precision
 from fmnist_lightning.training.provenance import now, provenance
 from fmnist_lightning.training.requeue import attempts, continue_in_place, end_attempt
 from fmnist_lightning.training.run_header import print_header
 from fmnist_lightning.training.run_setup import Run, assemble, best_checkpoint_path, fit, test_best
-from fmnist_lightning.training.trackers import check_trackers, close_trackers, tracker_loggers
+from fmnist_lightning.training.tracker_checks import check_trackers, close_trackers, tracker_loggers
 
 log = logging.getLogger(__name__)
 

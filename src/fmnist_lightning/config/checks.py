@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fmnist_lightning.config.hydra_compat import TARGETS, allowed
-from fmnist_lightning.config.record import hydra_choices
+from fmnist_lightning.config.run_record import hydra_choices
 from fmnist_lightning.config.signatures import lookup
 from fmnist_lightning.errors import ConfigError
 

@@ -3,7 +3,7 @@
 ``POST /api/predict`` takes one image (a multipart ``file`` field, or the raw bytes as the body)
 and answers with the classes and probabilities ``fmnist-predict`` gives for the same file: the
 upload goes through ``data.image_files.read_image``, the same preparation, and the same classifier
-(``deploy.classifiers``). Bad input is a 4xx with ``{"error": "<one line>"}``; nothing a client
+(``deploy.predictors``). Bad input is a 4xx with ``{"error": "<one line>"}``; nothing a client
 sends can stop the server. Uploads are written to the server's own temporary folder only.
 """
 
@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES
 from fmnist_lightning.data.image_files import read_image, top_classes
-from fmnist_lightning.deploy.classifiers import Classifier
+from fmnist_lightning.deploy.predictors import Classifier
 from fmnist_lightning.errors import ConfigError, DataError, FmnistError, first_line
 
 PAGE = "demo_page.html"  # package data beside this module

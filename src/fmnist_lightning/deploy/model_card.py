@@ -19,7 +19,7 @@ from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, IMAGE_SIZE
 from fmnist_lightning.deploy.runtime import ExportedModel
 
 if TYPE_CHECKING:
-    from fmnist_lightning.training.checkpoints import RestoredRun
+    from fmnist_lightning.training.checkpoint_files import RestoredRun
 
 # The official test split's files under <data root>/FashionMNIST/raw/, and their IDX magic numbers.
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"

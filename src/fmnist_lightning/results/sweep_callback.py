@@ -27,7 +27,7 @@ class SweepSummary(Callback):
         # start; predict model=<file> runs without Lightning, and a config error answers before matplotlib loads.
         from lightning.pytorch.utilities import rank_zero_only
 
-        from fmnist_lightning.results.summary_files import write_summary
+        from fmnist_lightning.results.summary_writers import write_summary
 
         if getattr(rank_zero_only, "rank", 0) != 0:  # Lightning sets .rank on its function
             return

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from fmnist_lightning.config.record import job_overrides
+from fmnist_lightning.config.run_record import job_overrides
 from fmnist_lightning.errors import first_line, one_line
 from fmnist_lightning.sweeps.study_storage import Heartbeats, HeartbeatStorage, open_storage
 

@@ -102,7 +102,7 @@ def readable_checkpoint(run: Path) -> Path:
     a truncated copy), the newest readable checkpoint of the run, with a warning naming both."""
     # Imported here: prepare_argv runs for every command line, --help included, which must answer
     # without the seconds-long import of Lightning and torch.
-    from fmnist_lightning.training.checkpoints import load_checkpoint
+    from fmnist_lightning.training.checkpoint_files import load_checkpoint
 
     last = run / LAST_CHECKPOINT
     others = sorted((p for p in last.parent.glob("*.ckpt") if p != last), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -152,7 +152,7 @@ def finished_message(run: Path, checkpoint: Path, extra: Sequence[str]) -> str |
     Complete means: ``metrics.json`` was written from the state ``checkpoint`` holds (same global
     step), so fitting again would only re-test and overwrite the results with a poorer copy.
     """
-    from fmnist_lightning.training.checkpoints import load_checkpoint, run_config  # as in readable_checkpoint
+    from fmnist_lightning.training.checkpoint_files import load_checkpoint, run_config  # as in readable_checkpoint
 
     metrics_file = run / METRICS_FILE
     if not metrics_file.is_file():

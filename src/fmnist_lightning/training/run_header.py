@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.masking import mask_text
-from fmnist_lightning.config.record import hydra_choices, job_overrides
+from fmnist_lightning.config.run_record import hydra_choices, job_overrides
 
 log = logging.getLogger(__name__)
 

@@ -13,17 +13,17 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, open_dict
 
 from fmnist_lightning.config.files import FILE_ONLY
-from fmnist_lightning.config.record import hydra_choices, run_record
 from fmnist_lightning.config.run_names import name_tracker_runs
+from fmnist_lightning.config.run_record import hydra_choices, run_record
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.errors import ConfigError, FmnistError, typed_line
 from fmnist_lightning.training.builders import build, instantiate_group, model_info
-from fmnist_lightning.training.callbacks.checkpointing import best_checkpoint
+from fmnist_lightning.training.callbacks.config_in_checkpoints import RunRecord
 from fmnist_lightning.training.callbacks.ema import EMA
+from fmnist_lightning.training.callbacks.interrupt_checkpoint import best_checkpoint
 from fmnist_lightning.training.callbacks.optuna_pruning import OptunaPruning
 from fmnist_lightning.training.callbacks.run_clock import RunClock
-from fmnist_lightning.training.callbacks.run_record import RunRecord
-from fmnist_lightning.training.checkpoints import check_fits
+from fmnist_lightning.training.checkpoint_files import check_fits
 from fmnist_lightning.training.classifier import ImageClassifier
 
 log = logging.getLogger(__name__)

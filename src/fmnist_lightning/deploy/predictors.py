@@ -15,7 +15,7 @@ import numpy as np
 from fmnist_lightning.deploy.runtime import ExportedModel
 
 if TYPE_CHECKING:
-    from fmnist_lightning.training.checkpoints import RestoredRun
+    from fmnist_lightning.training.checkpoint_files import RestoredRun
 
 # uint8 images [N, 1, 28, 28] -> probabilities [N, classes]
 Classifier = Callable[[np.ndarray], np.ndarray]

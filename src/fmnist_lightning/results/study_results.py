@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError
-from fmnist_lightning.results.summary_files import write_files
-from fmnist_lightning.results.sweep_summary import (
+from fmnist_lightning.results.summary_writers import write_files
+from fmnist_lightning.results.sweep_results import (
     COMPLETED,
     DEFAULT_METRIC,
     FACTS,

@@ -1,5 +1,5 @@
 """Writing a summary: summary.csv, summary.md, summary.png (and summary_folds.csv), for a sweep directory
-or for a study read from its storage (``results.study_summary``)."""
+or for a study read from its storage (``results.study_results``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from matplotlib.ticker import NullFormatter
 from fmnist_lightning.config.checks import is_number
 from fmnist_lightning.config.files import write_text_atomic
 from fmnist_lightning.errors import FmnistError
-from fmnist_lightning.results.sweep_summary import (
+from fmnist_lightning.results.sweep_results import (
     COMPLETED,
     FOLD_KEY,
     LOG_SCALE_KEYS,

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config.masking import mask_values
 
-# The key under which every checkpoint stores the run record (``training.callbacks.run_record``).
+# The key under which every checkpoint stores the run record (``training.callbacks.config_in_checkpoints``).
 CONFIG_KEY = "fmnist_config"
 
 # Groups whose chosen option names a run (model=tinyvgg, aug=light, ...).

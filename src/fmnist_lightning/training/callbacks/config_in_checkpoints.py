@@ -13,7 +13,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch.utils.tensorboard.summary import hparams
 
-from fmnist_lightning.config.record import CONFIG_KEY, hparams_from_record, job_hparam_names
+from fmnist_lightning.config.run_record import CONFIG_KEY, hparams_from_record, job_hparam_names
 from fmnist_lightning.training.provenance import as_markdown
 
 

@@ -1,6 +1,6 @@
 """Reading checkpoints safely, and rebuilding a trained model and its data from one alone.
 
-Every checkpoint carries the run's resolved config (``training.callbacks.run_record``), so
+Every checkpoint carries the run's resolved config (``training.callbacks.config_in_checkpoints``), so
 evaluate, predict and export need nothing but the file: the backbone, the LightningModule
 and the datamodule (same normalisation, same validation split) come from it. Checkpoints
 written before the package was split into concern packages store the old ``_target_``
@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 
 from fmnist_lightning.config.hydra_compat import ALLOWED
-from fmnist_lightning.config.record import CONFIG_KEY
+from fmnist_lightning.config.run_record import CONFIG_KEY
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
 from fmnist_lightning.data.fashion_mnist import NORMALIZATION
 from fmnist_lightning.errors import CheckpointError, ConfigError, DataError, first_line
@@ -34,13 +34,13 @@ LEGACY_MODULES = {
     "fmnist_lightning.augment": "fmnist_lightning.data.transforms",
     "fmnist_lightning.policies": "fmnist_lightning.data.policies",
     "fmnist_lightning.models": "fmnist_lightning.models.registry",
-    "fmnist_lightning.loggers": "fmnist_lightning.training.loggers",
+    "fmnist_lightning.loggers": "fmnist_lightning.training.csv_logger",
     "fmnist_lightning.sweep": "fmnist_lightning.results.sweep_callback",
 }
 # The flat callbacks.py held every callback; each has a module of its own now.
 LEGACY_CALLBACKS = {
-    "RunRecord": "fmnist_lightning.training.callbacks.run_record",
-    "InterruptCheckpoint": "fmnist_lightning.training.callbacks.checkpointing",
+    "RunRecord": "fmnist_lightning.training.callbacks.config_in_checkpoints",
+    "InterruptCheckpoint": "fmnist_lightning.training.callbacks.interrupt_checkpoint",
     "RngState": "fmnist_lightning.training.callbacks.rng_state",
     "RunClock": "fmnist_lightning.training.callbacks.run_clock",
     "FiniteLossGuard": "fmnist_lightning.training.callbacks.loss_guard",
@@ -52,14 +52,21 @@ LEGACY_CALLBACKS = {
 }
 
 
+# Modules renamed since (2026-12-06) so that a module's name tells it from its neighbours.
+RENAMED_MODULES = {
+    "fmnist_lightning.training.loggers": "fmnist_lightning.training.csv_logger",
+    "fmnist_lightning.training.callbacks.run_record": "fmnist_lightning.training.callbacks.config_in_checkpoints",
+    "fmnist_lightning.training.callbacks.checkpointing": "fmnist_lightning.training.callbacks.interrupt_checkpoint",
+}
+
+
 def current_target(target: str) -> str:
-    """Today's import path of a ``_target_`` that a checkpoint of the flat layout stored (others unchanged)."""
+    """Today's import path of a ``_target_`` that an older checkpoint stored (the flat layout, a renamed module)."""
     module, _, name = target.rpartition(".")
     if module == "fmnist_lightning.callbacks" and name in LEGACY_CALLBACKS:
-        return f"{LEGACY_CALLBACKS[name]}.{name}"
-    if module in LEGACY_MODULES:
-        return f"{LEGACY_MODULES[module]}.{name}"
-    return target
+        module = LEGACY_CALLBACKS[name]
+    module = LEGACY_MODULES.get(module, module)
+    return f"{RENAMED_MODULES.get(module, module)}.{name}" if module else target
 
 
 def with_current_targets(node: Any) -> Any:
