@@ -39,6 +39,7 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
     from fmnist_lightning.sweeps.study_storage import Heartbeats, open_storage
     from fmnist_lightning.sweeps.study_trial import TRIAL_ENV, StudyTrial, started_attrs
     from fmnist_lightning.training.callbacks.optuna_pruning import OptunaPruning
+    from fmnist_lightning.training.provenance import cpu_model
 
     spent: dict[str, float] = defaultdict(float)
 
@@ -85,7 +86,7 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
         with TimedBeats(storage, [trial._trial_id], 1):  # the sweeper's beats while the job runs
             link = StudyTrial.from_env()
             with timed("job: start, reports, results"):
-                link.set_attrs(started_attrs(run_dir, "bench"))
+                link.set_attrs(started_attrs(run_dir, cpu_model()))
                 pruning = OptunaPruning()
                 pruning.connect()
             with TimedBeats(link.storage, [trial._trial_id], 1):  # the job's own
