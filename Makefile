@@ -23,17 +23,18 @@ train: install
 
 # Two workers (one torch thread each), a test file per worker at a time, so session fixtures that train run once.
 # The simulated-host tests (marker hosts: network namespaces, a PostgreSQL server, root only) are test-hosts';
-# CI runs both. MARK narrows any of them further (MARK='not slow'); ARGS adds pytest arguments (files, -k, -x).
+# CI runs both. A tier is --tier (tests/conftest.py), so a -m never replaces it: MARK='not slow' or
+# ARGS='-m "not slow"' narrows a tier; ARGS adds any pytest arguments (files, -k, -x).
 MARK   ?=
-select  = -m "$(1)$(if $(MARK), and ($(MARK)))"
+select  = --tier=$(1)$(if $(MARK), -m "$(MARK)")
 
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile $(call select,not hosts) --durations=15 $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(call select,full) --durations=15 $(ARGS)
 
 # The unit and compose tests (no CLI, training, server or subprocess; tests/conftest.py marks the others
 # integration): about a minute on 2 cores. Run it while you work.
 test-fast: install
-	$(PY) -m pytest -n 2 --dist loadfile $(call select,not integration and not slow and not hosts and not cuda) --durations=10 $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(call select,fast) --durations=10 $(ARGS)
 
 # ruff (lint and format) on src/, tests/ and bench/, and mypy on src/ (configs in pyproject.toml); CI runs it
 # first, and .pre-commit-config.yaml on every commit. `make format` rewrites what ruff can fix itself.

@@ -63,8 +63,32 @@ INTEGRATION_CALLS = re.compile(
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark integration tests (see above), so that ``make test-fast`` runs the unit and compose tests alone."""
+# The Makefile's tiers. A tier is chosen with --tier, not with -m, so that a -m of the user's own
+# (make test ARGS='-m "not slow"') narrows the tier instead of replacing it.
+TIERS = {
+    "fast": lambda item: not any(item.get_closest_marker(m) for m in ("integration", "slow", "hosts", "cuda")),
+    "full": lambda item: item.get_closest_marker("hosts") is None,
+    "hosts": lambda item: item.get_closest_marker("hosts") is not None,
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--tier", choices=sorted(TIERS), help="the Makefile's test tier: fast, full (no hosts), hosts")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark integration tests (see above), so that ``make test-fast`` runs the unit and compose tests alone;
+    then keep the tests of ``--tier``, if one is chosen."""
+    mark_integration(items)
+    tier = config.getoption("--tier")
+    if tier:
+        dropped = [item for item in items if not TIERS[tier](item)]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [item for item in items if TIERS[tier](item)]
+
+
+def mark_integration(items: list[pytest.Item]) -> None:
     for item in items:
         function = getattr(item, "function", None)
         source = inspect.getsource(function) if function is not None else ""

@@ -27,7 +27,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ("dev", "sweeps", "tracking", "demo")  # as make install
-FAST_TIER = "not integration and not slow and not hosts and not cuda"
 SEARCH = [
     "hparams_search=lr_wd",
     "hydra.sweeper.n_trials=2",
@@ -86,7 +85,7 @@ def main() -> int:
     print(f"hydra-core {versions[0]}, omegaconf {versions[1]} in {args.venv}", flush=True)
     env = os.environ | {"HYDRA_DEPRECATION_WARNINGS_AS_ERRORS": "1"}
     tests = subprocess.run(
-        [str(python), "-m", "pytest", "-n", "2", "--dist", "loadfile", "-m", FAST_TIER, "-q", "-p", "no:cacheprovider"],
+        [str(python), "-m", "pytest", "-n", "2", "--dist", "loadfile", "--tier=fast", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT,
         env=env,
     )
