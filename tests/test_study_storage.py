@@ -20,6 +20,7 @@ from fmnist_lightning.config.masking import mask_text  # noqa: E402 - after the 
 from fmnist_lightning.sweeps.study_budget import over_budget, recover, room  # noqa: E402 - after the skip
 from fmnist_lightning.sweeps.study_storage import (  # noqa: E402 - after the skip
     HEARTBEAT_ATTR,
+    Heartbeats,
     StorageError,
     journal_path,
     open_storage,
@@ -178,3 +179,20 @@ def test_a_study_whose_jobs_all_fail_stops_at_max_trials_failures(data_root: Pat
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
     assert all("max_params" in t.user_attrs["error"] for t in trials)
     assert "has 2 failed jobs" in result.stdout + result.stderr
+
+
+def test_a_journal_lock_left_by_a_killed_worker_is_broken_before_live_trials_look_dead(tmp_path: Path) -> None:
+    """A worker killed with kill -9 while it held the journal's lock leaves the lock file behind. Every heartbeat
+    waits behind it until it is broken as stale: that must happen well within the heartbeat grace period, or
+    the other workers fail trials that are alive (seen in CI: Optuna's 30 s against a 6 s grace period)."""
+    url = f"journal:///{tmp_path / 'study.journal'}"
+    storage = open_storage(url, heartbeat_interval=1, grace_period=6)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask(SPACE)
+    lock = tmp_path / "study.journal.lock"
+    lock.symlink_to(tmp_path / "study.journal")  # as the killed holder left it
+    started = time.monotonic()
+    Heartbeats(storage, [trial._trial_id], 1).beat()
+    waited = time.monotonic() - started
+    assert waited < 6 - 1, f"the heartbeat waited {waited:.1f} s behind the dead worker's lock"
+    assert not lock.exists()

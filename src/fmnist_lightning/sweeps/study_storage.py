@@ -135,6 +135,22 @@ def _started(trial: Any) -> float:
     return trial.datetime_start.timestamp() if trial.datetime_start is not None else 0.0
 
 
+# Optuna's own: a journal lock unchanged this long was left by a dead process, and is broken.
+JOURNAL_LOCK_GRACE = 30
+
+
+def journal_lock_grace(heartbeat_interval: int | None, grace_period: int | None) -> int:
+    """Seconds before a journal's lock, left by a worker killed while it held it, is broken.
+
+    Until then no heartbeat can be written: a live trial whose beats wait that long behind the lock
+    would look dead to the other workers. So the lock is broken within half of what the heartbeat
+    grace period leaves after one interval, and never later than Optuna's default."""
+    if not heartbeat_interval:
+        return JOURNAL_LOCK_GRACE
+    grace = grace_period or 2 * heartbeat_interval
+    return max(1, min(JOURNAL_LOCK_GRACE, (grace - heartbeat_interval) // 2))
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None = None,
@@ -160,7 +176,8 @@ def open_storage(
 
             assert path is not None
             path.parent.mkdir(parents=True, exist_ok=True)
-            backend = JournalFileBackend(str(path), lock_obj=JournalFileSymlinkLock(str(path)))
+            lock = JournalFileSymlinkLock(str(path), grace_period=journal_lock_grace(heartbeat_interval, grace_period))
+            backend = JournalFileBackend(str(path), lock_obj=lock)
             return _heartbeat_journal()(backend, heartbeat_interval, grace_period, stale_callback)
         engine_kwargs: dict[str, Any] = {}
         if url.startswith(("postgresql", "mysql")):
