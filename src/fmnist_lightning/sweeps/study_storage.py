@@ -137,6 +137,8 @@ def _started(trial: Any) -> float:
 
 # Optuna's own: a journal lock unchanged this long was left by a dead process, and is broken.
 JOURNAL_LOCK_GRACE = 30
+# ... and the least it calls safe: a shorter one warns that a live holder's lock may be broken.
+JOURNAL_LOCK_LEAST = 3
 
 
 def journal_lock_grace(heartbeat_interval: int | None, grace_period: int | None) -> int:
@@ -144,11 +146,12 @@ def journal_lock_grace(heartbeat_interval: int | None, grace_period: int | None)
 
     Until then no heartbeat can be written: a live trial whose beats wait that long behind the lock
     would look dead to the other workers. So the lock is broken within half of what the heartbeat
-    grace period leaves after one interval, and never later than Optuna's default."""
+    grace period leaves after one interval, never later than Optuna's default and never sooner than
+    the 3 s Optuna calls safe (a live holder's lock must not be broken)."""
     if not heartbeat_interval:
         return JOURNAL_LOCK_GRACE
     grace = grace_period or 2 * heartbeat_interval
-    return max(1, min(JOURNAL_LOCK_GRACE, (grace - heartbeat_interval) // 2))
+    return max(JOURNAL_LOCK_LEAST, min(JOURNAL_LOCK_GRACE, (grace - heartbeat_interval) // 2))
 
 
 def open_storage(
