@@ -11,14 +11,18 @@ Needs root, ``ip`` and ``unshare``; ``unavailable()`` says why not, for a skip.
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SUBNET = "10.77.0"
@@ -256,3 +260,45 @@ class Postgres:
         if self.log is not None:
             self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+DUMP_TRIALS = """
+import json, sys
+import optuna
+from fmnist_lightning.sweeps.study_storage import open_storage
+study = optuna.load_study(study_name=sys.argv[2], storage=open_storage(sys.argv[1], must_exist=True))
+print(json.dumps([{"number": t.number, "state": t.state.name, "host": t.user_attrs.get("host"),
+                   "retry_of": t.system_attrs.get("failed_trial"), "not_run": t.user_attrs.get("not_run")}
+                  for t in study.trials]))
+"""
+
+# Runs a command on some host of the test: ``hosts.run`` bound to a host, or a SLURM cluster's login node.
+OnHost = Callable[[list[str]], subprocess.CompletedProcess]
+
+
+def killed_trial_rerun(run: OnHost, storage: str, study: str, max_trials: int) -> tuple[list[dict], dict, dict]:
+    """The study's trials read from its storage alone, checked after one worker died mid-trial: the budget held
+    exactly, nothing left running, one trial FAIL (not an unrun loser of a race) and rerun to completion.
+    Returns ``(trials, killed, retry)``."""
+    dumped = run([sys.executable, "-c", DUMP_TRIALS, storage, study])
+    assert dumped.returncode == 0, dumped.stderr[-3000:]
+    trials = json.loads(dumped.stdout)
+    states = [t["state"] for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == max_trials, trials
+    assert "RUNNING" not in states and "WAITING" not in states, trials
+    (killed,) = [t for t in trials if t["state"] == "FAIL" and not t["not_run"]]
+    (retry,) = [t for t in trials if t["retry_of"] == killed["number"]]
+    assert retry["state"] == "COMPLETE", retry
+    return trials, killed, retry
+
+
+def summary_from_storage(run: OnHost, storage: str, study: str, out: Path, trials: list[dict]) -> list[dict]:
+    """``summarize --storage`` of the study: its summary.csv rows, one per trial."""
+    summary = run(
+        [sys.executable, "-m", "fmnist_lightning.summarize", "--storage", storage, "--study", study, "--out", str(out)]
+    )
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    with (out / "summary.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(row["job"] for row in rows) == sorted(f"trial_{t['number']}" for t in trials)
+    return rows

@@ -9,7 +9,6 @@ Debian's slurm-wlm and munge (``.ci/run`` installs them): skipped with the reaso
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_overrides, run_cli
-from simulated_hosts import Hosts, unavailable
+from simulated_hosts import Hosts, killed_trial_rerun, summary_from_storage, unavailable
 from slurm_cluster import SlurmCluster, slurm_unavailable
 
 WHY_NOT = unavailable() or slurm_unavailable()
@@ -268,15 +267,6 @@ def test_two_node_ddp_through_slurm_matches_ddp_on_one_host(
     assert sorted(r["rank"] for r in ranks) == [0, 1] and {r["host"] for r in ranks} == set(NODES), ranks
 
 
-DUMP_TRIALS = """
-import json, sys
-import optuna
-from fmnist_lightning.sweeps.study_storage import open_storage
-study = optuna.load_study(study_name=sys.argv[2], storage=open_storage(sys.argv[1], must_exist=True))
-print(json.dumps([{"number": t.number, "state": t.state.name, "host": t.user_attrs.get("host"),
-                   "retry_of": t.system_attrs.get("failed_trial"), "not_run": t.user_attrs.get("not_run")}
-                  for t in study.trials]))
-"""
 MAX_TRIALS = 6
 TRIAL = [
     "model=linear",
@@ -334,34 +324,10 @@ def test_an_array_of_optuna_workers_shares_one_study_and_survives_a_cancelled_ta
         assert cluster.job_state(f"{array_id}_{task}") == "COMPLETED", output[-3000:]
     assert cluster.job_state(f"{array_id}_1") == "CANCELLED"
 
-    dumped = cluster.run(LOGIN, [sys.executable, "-c", DUMP_TRIALS, storage, "array"])
-    assert dumped.returncode == 0, dumped.stderr[-3000:]
-    trials = json.loads(dumped.stdout)
-    states = [t["state"] for t in trials]
-    assert states.count("COMPLETE") + states.count("PRUNED") == MAX_TRIALS, trials  # the study-wide budget held
-    assert "RUNNING" not in states and "WAITING" not in states, trials
-    (killed,) = [t for t in trials if t["state"] == "FAIL" and not t["not_run"]]
-    (retry,) = [t for t in trials if t["retry_of"] == killed["number"]]
-    assert retry["state"] == "COMPLETE"
+    def on_login(argv: list[str]) -> subprocess.CompletedProcess:
+        return cluster.run(LOGIN, argv)
 
-    out = tmp_path / "summary"
-    summary = cluster.run(
-        LOGIN,
-        [
-            sys.executable,
-            "-m",
-            "fmnist_lightning.summarize",
-            "--storage",
-            storage,
-            "--study",
-            "array",
-            "--out",
-            str(out),
-        ],
-    )
-    assert summary.returncode == 0, summary.stderr[-3000:]
-    with (out / "summary.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    assert sorted(row["job"] for row in rows) == sorted(f"trial_{t['number']}" for t in trials)
+    trials, _, _ = killed_trial_rerun(on_login, storage, "array", MAX_TRIALS)
+    rows = summary_from_storage(on_login, storage, "array", tmp_path / "summary", trials)
     assert {row["host"] for row in rows if row["status"] == "completed"} <= set(NODES)
-    assert os.path.getsize(out / "summary.md") > 0
+    assert os.path.getsize(tmp_path / "summary" / "summary.md") > 0

@@ -8,7 +8,6 @@ started here on one of them. Needs root and ``ip``: skipped with the reason othe
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -19,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_overrides, run_cli
-from simulated_hosts import Hosts, Postgres, postgres_bin, unavailable
+from simulated_hosts import (
+    DUMP_TRIALS,
+    Hosts,
+    Postgres,
+    killed_trial_rerun,
+    postgres_bin,
+    summary_from_storage,
+    unavailable,
+)
 
 pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
 WHY_NOT = unavailable()
@@ -36,16 +43,6 @@ TRIAL = [
     "trainer.max_epochs=3",
     "hydra/sweeper/pruner=none",
 ]
-
-DUMP_TRIALS = """
-import json, sys
-import optuna
-from fmnist_lightning.sweeps.study_storage import open_storage
-study = optuna.load_study(study_name=sys.argv[2], storage=open_storage(sys.argv[1], must_exist=True))
-print(json.dumps([{"number": t.number, "state": t.state.name, "host": t.user_attrs.get("host"),
-                   "retry_of": t.system_attrs.get("failed_trial"), "not_run": t.user_attrs.get("not_run")}
-                  for t in study.trials]))
-"""
 
 
 def worker_command(data_root: Path, log_dir: Path, storage: str) -> list[str]:
@@ -87,36 +84,12 @@ def run_study(hosts: Hosts, data_root: Path, tmp_path: Path, storage: str) -> No
     for host in ("h1", "h3"):
         assert workers[host].wait(timeout=300) == 0, (tmp_path / f"{host}.log").read_text()[-3000:]
 
-    dumped = hosts.run("h4", [sys.executable, "-c", DUMP_TRIALS, storage, "shared"])
-    assert dumped.returncode == 0, dumped.stderr[-3000:]
-    trials = json.loads(dumped.stdout)
-    states = [t["state"] for t in trials]
-    assert states.count("COMPLETE") + states.count("PRUNED") == MAX_TRIALS, trials
-    assert "RUNNING" not in states and "WAITING" not in states, trials
-    (killed,) = [t for t in trials if t["state"] == "FAIL" and not t["not_run"]]
-    assert killed["host"] == "h2"
-    (retry,) = [t for t in trials if t["retry_of"] == killed["number"]]
-    assert retry["state"] == "COMPLETE" and retry["host"] in ("h1", "h3")
+    def on_h4(argv: list[str]) -> subprocess.CompletedProcess:
+        return hosts.run("h4", argv)
 
-    out = tmp_path / "summary"
-    summary = hosts.run(
-        "h4",
-        [
-            sys.executable,
-            "-m",
-            "fmnist_lightning.summarize",
-            "--storage",
-            storage,
-            "--study",
-            "shared",
-            "--out",
-            str(out),
-        ],
-    )
-    assert summary.returncode == 0, summary.stderr[-3000:]
-    with (out / "summary.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    assert sorted(row["job"] for row in rows) == sorted(f"trial_{t['number']}" for t in trials)
+    trials, killed, retry = killed_trial_rerun(on_h4, storage, "shared", MAX_TRIALS)
+    assert killed["host"] == "h2" and retry["host"] in ("h1", "h3")
+    rows = summary_from_storage(on_h4, storage, "shared", tmp_path / "summary", trials)
     assert {row["host"] for row in rows} >= {"h1", "h2", "h3"}
     by_job = {row["job"]: row for row in rows}
     assert by_job[f"trial_{killed['number']}"]["status"] == "failed"
