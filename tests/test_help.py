@@ -33,7 +33,11 @@ def test_help_describes_the_command(args: list[str], expected: str) -> None:
         assert TRAINING_HEADER not in result.stdout  # not the training command's help under another name
 
 
-@pytest.mark.parametrize("args", [["-m", "fmnist_lightning", "--help"], ["-m", "fmnist_lightning.lr_find", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [["-m", "fmnist_lightning", *c[0]] if c[0][0] != "-m" else c[0] for c in COMMANDS],
+    ids=[c[0][1] if len(c[0]) > 1 else "train" for c in COMMANDS],
+)
 def test_help_into_a_closed_pipe_ends_quietly(args: list[str]) -> None:
     # `fmnist --help | head -2`: the reader is gone before the help is written; no traceback, no error line.
     read_end, write_end = os.pipe()
@@ -44,5 +48,6 @@ def test_help_into_a_closed_pipe_ends_quietly(args: list[str]) -> None:
         )
     finally:
         os.close(write_end)
-    assert result.returncode == 1
+    # Hydra's commands exit 1 (cli.exits); argparse (summarize) swallows its help's failed write and exits 0.
+    assert result.returncode == (0 if "fmnist_lightning.summarize" in args else 1)
     assert result.stderr == ""

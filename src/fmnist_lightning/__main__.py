@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
-from fmnist_lightning.cli.hydra_entry import route_lightning_logs, run_hydra
-from fmnist_lightning.config.files import CONF_DIR, FILE_ONLY
-from fmnist_lightning.config.hydra_compat import MAIN_ARGS
+from fmnist_lightning.cli.hydra_entry import route_lightning_logs
+from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.training.resume import MULTIRUN_FLAGS, RunComplete, prepare_argv
@@ -39,8 +37,8 @@ def check_before_import(cfg: DictConfig) -> None:
         exit_with_error(exc)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", **MAIN_ARGS)
-def main(cfg: DictConfig) -> float | None:
+def train_command(cfg: DictConfig) -> float | None:
+    """One run (or one job of a sweep): checked, trained, its failure recorded where a user and a sweep look."""
     check_before_import(cfg)
     # Imported here, not at the top: --help, a config error or resume of a finished run answer without
     # the 3 s import of torch and Lightning. Lightning, imported after Hydra set up logging, sees the
@@ -98,18 +96,17 @@ def searches_are_sweeps(args: list[str]) -> list[str]:
     return [*args, "--multirun"] if search and not any(a in MULTIRUN_FLAGS for a in args) else args
 
 
-def cli() -> None:
-    """Entry point: expand ``resume=<run dir>`` (Hydra fixes the run directory before ``main`` runs), then run."""
+def training_arguments(args: list[str]) -> list[str]:
+    """The command line with ``resume=<run dir>`` expanded (Hydra fixes the run directory before the run starts)
+    and ``--multirun`` added to a search; resuming a finished run ends here, with exit 0."""
     try:
-        sys.argv[1:] = searches_are_sweeps(prepare_argv(sys.argv[1:]))
-    except FmnistError as exc:
-        exit_with_error(exc)
+        return searches_are_sweeps(prepare_argv(args))
     except RunComplete as done:
         print(done)
         raise SystemExit(0) from None
-    except Exception as exc:  # noqa: BLE001 - e.g. a run directory whose overrides.yaml was damaged by hand
-        exit_with_failure(exc)
-    run_hydra(main)
+
+
+cli = hydra_command("config", train_command, arguments=training_arguments)
 
 
 if __name__ == "__main__":

@@ -1,56 +1,57 @@
 """``python -m fmnist_lightning.augment aug=<preset> [out=<file.png>] [draws=N] [scale=N] [any override]``.
 
-Draws what an augmentation preset does to the training images, as one PNG grid: one training
-image per class in the first column, augmented draws beside it, through the same transforms
-(either data pipeline) as training.
+Also ``fmnist-augment``. Draws what an augmentation preset does to the training images, as one PNG grid: one
+training image per class in the first column, augmented draws beside it, through the same transforms (either
+data pipeline) as training. Written to ``outputs/augment/<time>/<preset>.png`` unless ``out=`` names a file.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from torchvision.utils import save_image
+from omegaconf import DictConfig
 
-from fmnist_lightning.cli.hydra_entry import run_hydra
-from fmnist_lightning.config.files import CONF_DIR
-from fmnist_lightning.config.hydra_compat import ALLOWED, INIT_ARGS
+from fmnist_lightning.cli.commands import hydra_command, with_settings
 
-OWN_KEYS = ("out", "draws", "scale")
+# The preview's own keys, given on the command line as out=, draws=, scale= (no config group has them).
+PREVIEW_KEYS = {"out": None, "draws": 7, "scale": 3}
+OWN_HYDRA_SETTINGS = {
+    "hydra.run.dir": "${paths.log_dir}/augment/${now:%Y-%m-%d_%H-%M-%S_%f}",
+    "hydra/help": "augment",
+}
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
+def preview(cfg: DictConfig) -> Path:
     """Write the preview grid of the composed config's augmentation; return the PNG's path."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    own = {k: v for k, _, v in (a.partition("=") for a in args) if k in OWN_KEYS}
-    overrides = [a for a in args if a.partition("=")[0] not in own]
-    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    aug_name = cfg.hydra.runtime.choices.get("aug", "custom")
-    out = Path(own.get("out") or Path(cfg.paths.log_dir) / "augment" / f"{aug_name}.png")
+    import torch.nn.functional as F
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+    from torchvision.utils import save_image
+
+    from fmnist_lightning.config.hydra_compat import ALLOWED
+
+    own = {**PREVIEW_KEYS, **(cfg.get("preview") or {})}
+    aug_name = HydraConfig.get().runtime.choices.get("aug", "custom")
+    out = Path(own["out"]) if own["out"] else Path(HydraConfig.get().runtime.output_dir) / f"{aug_name}.png"
     datamodule = instantiate(cfg.data, **ALLOWED)
     datamodule.prepare_data()
-    grid = datamodule.preview(n_draws=int(own.get("draws", 7)))
-    scale = int(own.get("scale", 3))
+    grid = datamodule.preview(n_draws=int(own["draws"]))
     # Nearest-neighbour upscaling keeps 28x28 pixels crisp in an image viewer.
-    grid = F.interpolate(grid[None], scale_factor=scale, mode="nearest")[0]
+    grid = F.interpolate(grid[None], scale_factor=int(own["scale"]), mode="nearest")[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, out)
     print(f"wrote {out} (aug={aug_name}, pipeline={cfg.data.pipeline}): originals left, augmented draws right")
     return out
 
 
-def cli() -> None:
-    """Entry point: ``--help`` prints this module's usage; any failure ends as one ``error:`` line."""
-    args = sys.argv[1:]
-    if any(arg in ("-h", "--help") for arg in args):
-        print(__doc__.strip())
-        return
-    run_hydra(lambda: main(args))
+def preview_arguments(args: list[str]) -> list[str]:
+    """``out=``, ``draws=`` and ``scale=`` as keys of the config's ``preview`` node, and the command's own
+    output directory and help."""
+    own = [f"+preview.{a}" if a.partition("=")[0] in PREVIEW_KEYS else a for a in args]
+    return with_settings(OWN_HYDRA_SETTINGS)(own)
+
+
+cli = hydra_command("config", preview, arguments=preview_arguments)
 
 
 if __name__ == "__main__":

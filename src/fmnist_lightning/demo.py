@@ -8,20 +8,14 @@ without importing torch or Lightning.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
-from fmnist_lightning.cli.hydra_entry import run_hydra
-from fmnist_lightning.config.files import CONF_DIR
-from fmnist_lightning.config.hydra_compat import MAIN_ARGS
-from fmnist_lightning.errors import ConfigError, FmnistError
+from fmnist_lightning.cli.commands import hydra_command
+from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.predict import model_file_arguments
 
 if TYPE_CHECKING:
@@ -96,21 +90,8 @@ def serve(cfg: DictConfig) -> None:
             tempfile.tempdir = None
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="demo", **MAIN_ARGS)
-def main(cfg: DictConfig) -> None:
-    # Not run_command: it imports Lightning first, and an ONNX model is served without it.
-    try:
-        serve(cfg)
-    except FmnistError as exc:
-        exit_with_error(exc)
-    except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
-        exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))
-
-
-def cli() -> None:
-    """Entry point; ``model=<file>`` is the config's ``model_file`` (as in fmnist-predict)."""
-    sys.argv[1:] = model_file_arguments(sys.argv[1:])
-    run_hydra(main)
+# Lightning is not routed up front: an exported ONNX model is served without importing it.
+cli = hydra_command("demo", serve, arguments=model_file_arguments)
 
 
 if __name__ == "__main__":

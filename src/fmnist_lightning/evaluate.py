@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lightning.cli.hydra_entry import checkpoint_command
+from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.config.files import METRICS_FILE, write_json
 from fmnist_lightning.errors import ConfigError
 
@@ -70,8 +70,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-main = checkpoint_command("evaluate", evaluate)
+# Lightning's per-Trainer info lines are noise in a command's output.
+cli = hydra_command("evaluate", evaluate, quiet_trainers=True)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

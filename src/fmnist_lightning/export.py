@@ -23,7 +23,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lightning.cli.hydra_entry import checkpoint_command
+from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.config.files import write_json
 from fmnist_lightning.deploy.parity import check_parity, parity, reference_probabilities
 from fmnist_lightning.deploy.quantization import QUANTIZE, quantize
@@ -179,8 +179,9 @@ def _calibration_images(run: RestoredRun, cfg: DictConfig) -> np.ndarray:
     return (images.float() / 255).numpy()
 
 
-main = checkpoint_command("export", export)
+# Lightning's per-Trainer info lines are noise in a command's output.
+cli = hydra_command("export", export, quiet_trainers=True)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -24,18 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lightning.cli.console import keep_file_only_records_off_console
-from fmnist_lightning.cli.hydra_entry import run_command, run_hydra
+from fmnist_lightning.cli.commands import hydra_command, with_settings
 from fmnist_lightning.config.checks import check_config
-from fmnist_lightning.config.files import CONF_DIR, FILE_ONLY, write_text_atomic
-from fmnist_lightning.config.hydra_compat import MAIN_ARGS
+from fmnist_lightning.config.files import FILE_ONLY, write_text_atomic
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.config.run_record import job_overrides
 from fmnist_lightning.training.lr_range_test import RangeTest, check_settings, lr_override, run_range_test
@@ -107,19 +103,13 @@ def save_lr_find_figure(test: RangeTest, result: dict[str, Any], path: Path) -> 
     save_figure(lr_find_figure(test.lrs, test.losses, test.suggestion, title), path)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", **MAIN_ARGS)
-def main(cfg: DictConfig) -> None:
+def lr_find_command(cfg: DictConfig) -> dict[str, Any]:
     # The whole config goes to the log file only, as a training run's does (cli.console keeps it off the console).
-    keep_file_only_records_off_console()
     log.info("Composed config:\n%s", mask_text(OmegaConf.to_yaml(cfg, resolve=True)), extra=FILE_ONLY)
-    run_command(find_lr, cfg)
+    return find_lr(cfg)
 
 
-def cli() -> None:
-    """Entry point: the root config with its own output directories and help, unless the command line names them."""
-    given = {arg.partition("=")[0].lstrip("+~") for arg in sys.argv[1:]}
-    sys.argv += [f"{key}={value}" for key, value in OWN_HYDRA_SETTINGS.items() if key not in given]
-    run_hydra(main)
+cli = hydra_command("config", lr_find_command, arguments=with_settings(OWN_HYDRA_SETTINGS), lightning=True)
 
 
 if __name__ == "__main__":

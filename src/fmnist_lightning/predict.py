@@ -15,18 +15,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import hydra
 import numpy as np
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
-from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs, run_hydra
-from fmnist_lightning.config.files import CONF_DIR
-from fmnist_lightning.config.hydra_compat import MAIN_ARGS
+from fmnist_lightning.cli.commands import hydra_command
+from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs
 from fmnist_lightning.data.image_files import Result, input_files, read_image, top_classes, write_csv
 from fmnist_lightning.deploy.predictors import Classifier, ModulePredictor, checkpoint_classifier, exported_classifier
-from fmnist_lightning.errors import ConfigError, DataError, FmnistError
+from fmnist_lightning.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from fmnist_lightning.training.checkpoint_files import RestoredRun
@@ -34,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fmnist_lightning")
 
 EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
 USAGE = "python -m fmnist_lightning.predict ckpt_path=<file.ckpt> (or model=<file.onnx>) inputs=<image or folder>"
 
 
@@ -104,30 +99,22 @@ def predict(cfg: DictConfig) -> list[Result]:
     return results
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="predict", **MAIN_ARGS)
-def main(cfg: DictConfig) -> None:
-    try:
-        results = predict(cfg)
-    except FmnistError as exc:
-        exit_with_error(exc, EXIT_USAGE)
-    except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
-        exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))
+def predict_command(cfg: DictConfig) -> None:
+    """Classify the inputs; exit 1 if any file could not be read, after classifying the others."""
+    results = predict(cfg)
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"{failed} of {len(results)} files could not be classified", file=sys.stderr)
         raise SystemExit(EXIT_SOME_FAILED)
 
 
-def cli() -> None:
-    """Entry point. ``model=<file>`` names the exported model; the config calls it ``model_file``, because
-    ``model`` is also the name of a config group, which Hydra would look the file up in."""
-    sys.argv[1:] = model_file_arguments(sys.argv[1:])
-    run_hydra(main)
-
-
 def model_file_arguments(args: list[str]) -> list[str]:
-    """``args`` with ``model=<file>`` spelled ``model_file=<file>`` (the key of predict's and demo's configs)."""
+    """``args`` with ``model=<file>`` spelled ``model_file=<file>`` (the key of predict's and demo's configs):
+    ``model`` is also the name of a config group, which Hydra would look the file up in."""
     return [f"model_file={a.partition('=')[2]}" if a.startswith("model=") else a for a in args]
+
+
+cli = hydra_command("predict", predict_command, arguments=model_file_arguments)
 
 
 if __name__ == "__main__":

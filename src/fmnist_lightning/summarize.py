@@ -11,12 +11,10 @@ none of the trials (``results.study_results``).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_failure
-from fmnist_lightning.errors import FmnistError
+from fmnist_lightning.cli.commands import argparse_command
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -48,29 +46,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        if args.storage:
-            from fmnist_lightning.results.study_results import study_summary
+def summarize(args: argparse.Namespace) -> None:
+    """Write the summary files and print summary.md."""
+    if args.storage:
+        from fmnist_lightning.results.study_results import study_summary
 
-            summary = study_summary(args.storage, args.study, args.out, args.metric)
-        else:
-            from fmnist_lightning.results.summary_writers import write_summary
+        summary = study_summary(args.storage, args.study, args.out, args.metric)
+    else:
+        from fmnist_lightning.results.summary_writers import write_summary
 
-            summary = write_summary(args.sweep_dir, args.metric, args.machine)
-    except FmnistError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - e.g. a job directory whose files were damaged by hand
-        exit_with_failure(exc, args.sweep_dir)
-    try:
-        print((summary.sweep_dir / "summary.md").read_text())
-        print("Wrote " + ", ".join(str(p) for p in summary.written))
-    except BrokenPipeError:
-        exit_on_closed_output()
-    return 0
+        summary = write_summary(args.sweep_dir, args.metric, args.machine)
+    print((summary.sweep_dir / "summary.md").read_text())
+    print("Wrote " + ", ".join(str(p) for p in summary.written))
+
+
+# argparse, not Hydra: the command composes no config (it reads what the jobs wrote), its subject is a directory
+# given as a positional path, and a Hydra run directory of its own would be one more folder beside the sweep's.
+cli = argparse_command(parse_args, summarize, where=lambda args: args.sweep_dir)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli()

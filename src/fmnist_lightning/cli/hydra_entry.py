@@ -8,34 +8,12 @@ import re
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TextIO, TypeVar
-
-import hydra
-from omegaconf import DictConfig
+from typing import Any, TextIO
 
 from fmnist_lightning.cli.console import keep_file_only_records_off_console
 from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
-from fmnist_lightning.config.files import CONF_DIR
-from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError, first_line
-
-T = TypeVar("T")
-
-
-def run_command(command: Callable[[Any], T], cfg: Any) -> T:
-    """Run a Hydra command's body: bad input ends as one ``error:`` line (exit 2), any other failure as one
-    line too (exit 1) with the traceback in the command's output directory."""
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        route_lightning_logs()
-        return command(cfg)
-    except FmnistError as exc:
-        exit_with_error(exc)
-    except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
-        exit_with_failure(exc, Path(HydraConfig.get().runtime.output_dir))
 
 
 def _raised_in(exc: BaseException, packages: tuple[str, ...]) -> bool:
@@ -133,15 +111,3 @@ def route_lightning_logs() -> None:
 def quiet_lightning_info() -> None:
     """Silence the device summary and tips Lightning logs for every Trainer; they are noise in a command's output."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-
-
-def checkpoint_command(config_name: str, body: Callable[[DictConfig], Any]) -> Callable[[], None]:
-    """The Hydra entry point of a command that reads a checkpoint (evaluate, export): ``conf/<config_name>.yaml``,
-    Lightning's per-Trainer info lines off, and any failure of ``body`` as one ``error:`` line."""
-
-    @hydra.main(config_path=str(CONF_DIR), config_name=config_name, **MAIN_ARGS)
-    def main(cfg: DictConfig) -> None:
-        quiet_lightning_info()
-        run_command(body, cfg)
-
-    return lambda: run_hydra(main)

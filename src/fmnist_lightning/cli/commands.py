@@ -1,0 +1,111 @@
+"""How every command starts: its parsing (Hydra's, or argparse's for ``summarize``), its ``--help``, and its end
+on a failure: one ``error:`` line, exit code 2 for bad input and 1 for anything else, and a quiet exit when the
+reader of its output went away (``fmnist --help | head``). A command module is its body and one call here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hydra
+from omegaconf import DictConfig
+
+from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
+from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs, run_hydra
+from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import MAIN_ARGS
+from fmnist_lightning.errors import FmnistError
+
+T = TypeVar("T")
+Arguments = Callable[[list[str]], list[str]]
+
+
+def guarded(body: Callable[[Any], T], value: Any, where: Callable[[], Path | None]) -> T:
+    """``body(value)``, every failure ending the command: bad input (an ``FmnistError``) as one ``error:`` line
+    and exit 2; anything else as one line too, exit 1, with the traceback in ``where()`` (a bug report's file)."""
+    try:
+        return body(value)
+    except BrokenPipeError:
+        exit_on_closed_output()
+    except FmnistError as exc:
+        exit_with_error(exc)
+    except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
+        exit_with_failure(exc, where())
+
+
+def hydra_output_dir() -> Path | None:
+    """The running Hydra job's output directory (where its error.log goes), if Hydra has started one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def hydra_command(
+    config_name: str,
+    body: Callable[[DictConfig], Any],
+    *,
+    arguments: Arguments | None = None,
+    lightning: bool = False,
+    quiet_trainers: bool = False,
+) -> Callable[[], None]:
+    """The entry point of a command on ``conf/<config_name>.yaml``: Hydra parses the command line and prints
+    ``--help`` (the config's ``hydra/help``), and Hydra's own errors end as one line (``run_hydra``).
+
+    ``arguments`` rewrites the command line before Hydra reads it (e.g. ``model=<file>`` into a key that is not a
+    config group). ``lightning``: route Lightning's log records through Hydra's handlers before the body (for
+    bodies that import Lightning at once); ``quiet_trainers``: also drop the device summary every Trainer logs.
+    """
+
+    def run(cfg: DictConfig) -> Any:
+        if lightning or quiet_trainers:
+            route_lightning_logs()
+        if quiet_trainers:
+            quiet_lightning_info()
+        return body(cfg)
+
+    @hydra.main(config_path=str(CONF_DIR), config_name=config_name, **MAIN_ARGS)
+    def main(cfg: DictConfig) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # A job of a sweep raises to its launcher, which records it as that job's failure (an Optuna trial
+            # FAIL); the sweep goes on, and ends as one line if it cannot (run_hydra).
+            return run(cfg)
+        return guarded(run, cfg, hydra_output_dir)
+
+    def cli() -> None:
+        if arguments is not None:
+            sys.argv[1:] = guarded(arguments, sys.argv[1:], lambda: None)
+        run_hydra(main)
+
+    return cli
+
+
+def with_settings(settings: dict[str, str]) -> Arguments:
+    """A command line with the command's own Hydra settings (its output directory, its help) added, unless the
+    user named them: for commands on the training config, which is ``fmnist``'s."""
+
+    def arguments(args: list[str]) -> list[str]:
+        given = {arg.partition("=")[0].lstrip("+~") for arg in args}
+        return [*args, *(f"{key}={value}" for key, value in settings.items() if key not in given)]
+
+    return arguments
+
+
+def argparse_command(
+    parse: Callable[[Sequence[str] | None], argparse.Namespace],
+    body: Callable[[argparse.Namespace], Any],
+    where: Callable[[argparse.Namespace], Path | None] = lambda _: None,
+) -> Callable[..., None]:
+    """The entry point ``cli(argv=None)`` of a command on argparse (its ``--help`` and usage errors, exit 2, are
+    argparse's); the body's failures end as a Hydra command's do, the traceback in ``where(args)``."""
+
+    def cli(argv: Sequence[str] | None = None) -> None:
+        args = guarded(parse, argv, lambda: None)
+        guarded(body, args, lambda: where(args))
+
+    return cli

@@ -1,0 +1,104 @@
+"""Every command starts one way (``cli.commands``): Hydra's or argparse's parsing and help, one ``error:`` line with
+exit code 2 for bad input and 1 for a failure, its traceback in ``error.log``, and one console script each."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fmnist_lightning.cli.commands import argparse_command, guarded, with_settings
+from fmnist_lightning.config.files import project_root
+from fmnist_lightning.errors import ConfigError
+
+PACKAGE = project_root() / "src" / "fmnist_lightning"
+# The top-level modules that are not commands: the package's errors, and train(), which __main__ runs.
+NOT_COMMANDS = {"__init__", "errors", "train"}
+
+
+def command_modules() -> list[str]:
+    return sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in NOT_COMMANDS)
+
+
+def entry_of(module: str) -> str | None:
+    """The helper a module's ``cli`` comes from (``cli = hydra_command(...)``), or None."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    for node in tree.body:
+        named = isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "cli" for t in node.targets)
+        if named and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name):
+            return node.value.func.id
+    return None
+
+
+@pytest.mark.parametrize("module", command_modules())
+def test_every_command_starts_through_the_entry_helper(module: str) -> None:
+    assert entry_of(module) in ("hydra_command", "argparse_command"), f"{module}.py builds its own entry point"
+
+
+def test_every_command_has_a_console_script_on_its_cli() -> None:
+    scripts = tomllib.loads((project_root() / "pyproject.toml").read_text())["project"]["scripts"]
+    targets = set(scripts.values())
+    expected = {f"fmnist_lightning.{module}:cli" for module in command_modules()}
+    assert targets == expected
+
+
+def test_bad_input_is_one_error_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    def body(_: object) -> None:
+        raise ConfigError("unknown option optim=adamx; choose one of adamw, sgd")
+
+    with pytest.raises(SystemExit) as exit_:
+        guarded(body, None, lambda: None)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "error: unknown option optim=adamx; choose one of adamw, sgd\n"
+
+
+def test_a_failure_is_one_line_and_exit_1_with_its_traceback_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def body(_: object) -> None:
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    with pytest.raises(SystemExit) as exit_:
+        guarded(body, None, lambda: tmp_path)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: RuntimeError: CUDA error: device-side assert triggered")
+    assert f"traceback in {tmp_path / 'error.log'}" in err[0]
+    assert 'raise RuntimeError("CUDA error' in (tmp_path / "error.log").read_text()
+
+
+def test_a_command_value_passes_through() -> None:
+    assert guarded(lambda x: x + 1, 41, lambda: None) == 42
+
+
+def test_own_settings_are_added_unless_the_user_named_them() -> None:
+    arguments = with_settings({"hydra.run.dir": "out/x", "hydra/help": "augment"})
+    assert arguments(["aug=strong"]) == ["aug=strong", "hydra.run.dir=out/x", "hydra/help=augment"]
+    assert arguments(["hydra.run.dir=mine"]) == ["hydra.run.dir=mine", "hydra/help=augment"]
+
+
+def test_an_argparse_command_ends_like_a_hydra_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def parse(argv: list[str] | None) -> argparse.Namespace:
+        parser = argparse.ArgumentParser(prog="probe")
+        parser.add_argument("path", type=Path)
+        return parser.parse_args(argv)
+
+    def body(args: argparse.Namespace) -> None:
+        if not args.path.exists():
+            raise ConfigError(f"{args.path} does not exist: pass a sweep directory")
+        raise ValueError("damaged summary")
+
+    cli = argparse_command(parse, body, where=lambda args: args.path)
+    with pytest.raises(SystemExit) as exit_:
+        cli([str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'} does not exist: pass a sweep directory\n"
+    with pytest.raises(SystemExit) as exit_:
+        cli([str(tmp_path)])
+    assert exit_.value.code == 1 and (tmp_path / "error.log").is_file()
+    with pytest.raises(SystemExit) as exit_:
+        cli([])  # argparse's own usage error
+    assert exit_.value.code == 2
