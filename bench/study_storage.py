@@ -1,11 +1,11 @@
 """What a study's storage costs per trial: sqlite, a journal file and PostgreSQL, three workers at once.
 
 Three worker processes on three simulated hosts (network namespaces, ``tests/simulated_hosts.py``;
-PostgreSQL on a fourth) share one study with a study-wide budget. Each worker makes exactly the
-storage calls one trial of ``hparams_search=...`` makes, through the project's own code: the
-sweeper's recovery and budget checks, ask, its heartbeats; the job's start attributes, heartbeats,
-one report and pruning check per epoch (``OptunaPruning``), its results; the tell. Training itself is
-a sleep, so the figure is the storage's time alone: the seconds spent inside storage calls per trial.
+PostgreSQL on a fourth) share one study with a study-wide budget. Each worker runs the sweeper's own
+trial loop (``OptunaSweeper.sweep``: recovery and budget checks, ask, its heartbeats, the tell) with a
+launcher whose jobs make the storage calls a trial's job makes, through the project's own code: the
+start attributes, heartbeats, one report and pruning check per epoch (``OptunaPruning``), the results.
+Training itself is a sleep, so the figure is the storage's time alone: the seconds spent inside storage calls per trial.
 The heartbeat threads' calls run beside training; they are counted too, and shown on their own.
 
 Needs root (network namespaces) and Debian's postgresql. Usage:
@@ -23,86 +23,121 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 WORKERS = ("h1", "h2", "h3")
+ENV_SET = "++hydra.job.env_set."
+
+
+SWEEPER = "sweeper: recover, budget, ask, tell"
+JOB = "job: start, reports, results"
+OPEN = "open (once per worker)"
 
 
 def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) -> None:
-    """One worker's loop: the storage calls of each trial, timed by kind."""
-    import optuna
+    """One worker: the sweeper's own loop (``OptunaSweeper.sweep``, as ``hparams_search=`` runs it) with a launcher
+    whose jobs sleep instead of training; the seconds inside storage calls, by kind."""
+    from omegaconf import OmegaConf
 
-    from fmnist_lightning.sweeps.study_budget import SWEEPER_ATTR, SWEEPER_ID, over_budget, recover, room
-    from fmnist_lightning.sweeps.study_storage import Heartbeats, open_storage
-    from fmnist_lightning.sweeps.study_trial import TRIAL_ENV, StudyTrial, started_attrs
-    from fmnist_lightning.training.callbacks.optuna_pruning import OptunaPruning
-    from fmnist_lightning.training.provenance import cpu_model
+    from fmnist_lightning.sweeps import study_storage
+    from hydra_plugins.fmnist_optuna_sweeper import optuna_sweeper
 
     spent: dict[str, float] = defaultdict(float)
+    # Every heartbeat, the sweeper's and the jobs', is timed: the bench's own process alone.
+    study_storage.Heartbeats.beat = timed(spent, "heartbeats")(study_storage.Heartbeats.beat)  # type: ignore[method-assign]
+    # The sweeper's waits for other workers' last trials are not storage time (its module's sleep alone: Optuna's
+    # own retries on a locked journal are).
+    optuna_sweeper.time = SimpleNamespace(sleep=timed(spent, "waiting")(time.sleep))  # type: ignore[assignment]  # bench timer
+    sweeper = optuna_sweeper.OptunaSweeper(
+        sampler=OmegaConf.create({"_target_": "optuna.samplers.TPESampler"}),
+        storage=url,
+        study_name="bench",
+        n_trials=None,
+        max_trials=max_trials,
+        heartbeat_interval=1,
+        retry_failed=1,
+        params=OmegaConf.create({"optim.lr": "tag(log, interval(1e-4, 1e-1))"}),
+    )
+    sweeper._open_study = timed(spent, OPEN)(sweeper._open_study)  # type: ignore[method-assign]  # its own column
+    sweep_dir = Path(tempfile.mkdtemp())
+    sweeper.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
+    launcher = SleepingLauncher(epochs, train_s, sweep_dir, spent)
+    sweeper.launcher = launcher
+    started = time.perf_counter()
+    sweeper.sweep([])
+    spent[SWEEPER] = time.perf_counter() - started - spent.pop("waiting", 0.0) - spent[OPEN] - launcher.wall
+    out.write_text(json.dumps({"trials": launcher.ran, "spent": spent}))
 
-    @contextmanager
-    def timed(kind: str):
-        start = time.perf_counter()
-        yield
-        spent[kind] += time.perf_counter() - start
 
-    class TimedBeats(Heartbeats):
-        def beat(self) -> None:
-            with timed("heartbeats"):
-                super().beat()
+def timed(spent: dict[str, float], kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A function's calls timed into ``spent[kind]``."""
 
-    space = {"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
-    with timed("open (once per worker)"):
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-        storage = open_storage(url, heartbeat_interval=1, stale_callback=retry)
-        study = optuna.create_study(study_name="bench", storage=storage, direction="maximize", load_if_exists=True)
-    ran = 0
-    run_dir = Path(tempfile.mkdtemp())
-    while True:
-        with timed("sweeper: recover, budget, ask, tell"):
-            recover(study, retry)
-            budget = room(study, max_trials, max_retry=1)
-            if budget.done:
-                break
-            if budget.free <= 0:
-                time.sleep(0.2)
-                continue
-            trial = study.ask(space)
-            if over_budget(study, trial.number, max_trials, max_retry=1):
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                continue
-            trial.set_user_attr(SWEEPER_ATTR, SWEEPER_ID)
-        os.environ.update(
-            {
-                TRIAL_ENV["storage"]: url,
-                TRIAL_ENV["study"]: "bench",
-                TRIAL_ENV["trial"]: str(trial._trial_id),
-                TRIAL_ENV["heartbeat"]: "1",
-            }
-        )
-        with TimedBeats(storage, [trial._trial_id], 1):  # the sweeper's beats while the job runs
-            link = StudyTrial.from_env()
-            with timed("job: start, reports, results"):
-                link.set_attrs(started_attrs(run_dir, cpu_model()))
-                pruning = OptunaPruning()
-                pruning.connect()
-            with TimedBeats(link.storage, [trial._trial_id], 1):  # the job's own
-                for epoch in range(1, epochs + 1):
-                    time.sleep(train_s / epochs)
-                    with timed("job: start, reports, results"):
-                        pruning.trial.report(0.5 + 0.01 * epoch, step=epoch)
-                        pruning.trial.should_prune()
-            with timed("job: start, reports, results"):
-                link.record_results(
-                    {"val/acc_best": 0.55, "test/acc": 0.55, "params": 7850, "epochs": epochs}, "val/acc_best"
-                )
-        with timed("sweeper: recover, budget, ask, tell"):
-            study.tell(trial, 0.55)
-        ran += 1
-    out.write_text(json.dumps({"trials": ran, "spent": spent}))
+    def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[kind] += time.perf_counter() - start
+
+        return timed_call
+
+    return wrap
+
+
+class SleepingLauncher:
+    """Hydra's launcher interface (``launch``) for the sweeper: each job sleeps where training would run and makes
+    the storage calls a trial's job makes, through the project's code: its start attributes and heartbeats, a
+    report and pruning check per epoch (``OptunaPruning``), its results."""
+
+    def __init__(self, epochs: int, train_s: float, sweep_dir: Path, spent: dict[str, float]) -> None:
+        self.epochs, self.train_s, self.sweep_dir, self.spent = epochs, train_s, sweep_dir, spent
+        self.ran, self.wall = 0, 0.0
+
+    def launch(self, job_overrides: list[tuple[str, ...]], initial_job_idx: int) -> list[Any]:
+        from hydra.core.utils import JobReturn, JobStatus
+        from omegaconf import OmegaConf
+
+        returns = []
+        started = time.perf_counter()
+        for number, overrides in enumerate(job_overrides, initial_job_idx):
+            # The trial's environment, as hydra.job.env_set gives it to a job.
+            for key, _, value in (o.partition("=") for o in overrides):
+                if key.startswith(ENV_SET):
+                    os.environ[key.removeprefix(ENV_SET)] = json.loads(value)
+            run_dir = self.sweep_dir / str(number)
+            run_dir.mkdir()
+            self.job(run_dir)
+            hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(run_dir)}}})
+            returns.append(JobReturn(overrides, hydra_cfg=hydra_cfg, status=JobStatus.COMPLETED, _return_value=0.55))
+        self.wall += time.perf_counter() - started
+        return returns
+
+    def job(self, run_dir: Path) -> None:
+        from fmnist_lightning.sweeps.study_storage import Heartbeats
+        from fmnist_lightning.sweeps.study_trial import StudyTrial, started_attrs
+        from fmnist_lightning.training.callbacks.optuna_pruning import OptunaPruning
+        from fmnist_lightning.training.provenance import cpu_model
+
+        link = StudyTrial.from_env()
+        assert link is not None  # the sweeper's overrides name the trial
+        in_storage = timed(self.spent, JOB)
+        in_storage(link.set_attrs)(started_attrs(run_dir, cpu_model()))
+        pruning = OptunaPruning()
+        in_storage(pruning.connect)()
+        with Heartbeats(link.storage, [link.trial_id], 1):
+            for epoch in range(1, self.epochs + 1):
+                time.sleep(self.train_s / self.epochs)
+                in_storage(pruning.trial.report)(0.5 + 0.01 * epoch, step=epoch)
+                in_storage(pruning.trial.should_prune)()
+        results = {"val/acc_best": 0.55, "test/acc": 0.55, "params": 7850, "epochs": self.epochs}
+        in_storage(link.record_results)(results, "val/acc_best")
+        self.ran += 1
 
 
 def run_storage(kind: str, args: argparse.Namespace, work: Path) -> dict:
@@ -155,7 +190,7 @@ def run_storage(kind: str, args: argparse.Namespace, work: Path) -> dict:
         "wall_s": wall,
         "per_trial_s": per_trial,
         "storage_s_per_trial": sum(per_trial.values()),
-        "open_s_per_worker": totals["open (once per worker)"] / len(results),
+        "open_s_per_worker": totals[OPEN] / len(results),
     }
 
 
@@ -186,7 +221,7 @@ def table(rounds: list[list[dict]], cpu: str, args: argparse.Namespace) -> str:
 
         lines.append(
             f"| {kind} | {rows[0]['trials']} | {cell([r['storage_s_per_trial'] for r in rows])} | "
-            f"{part('sweeper: recover, budget, ask, tell')} | {part('job: start, reports, results')} | "
+            f"{part(SWEEPER)} | {part(JOB)} | "
             f"{part('heartbeats')} | {cell([r['open_s_per_worker'] for r in rows])} |"
         )
     return "\n".join(lines) + "\n"

@@ -196,3 +196,30 @@ def test_a_journal_lock_left_by_a_killed_worker_is_broken_before_live_trials_loo
     waited = time.monotonic() - started
     assert waited < 6 - 1, f"the heartbeat waited {waited:.1f} s behind the dead worker's lock"
     assert not lock.exists()
+
+
+OPEN_AT = """
+import sys, time
+import optuna
+from fmnist_lightning.sweeps.study_storage import open_storage
+for n, url in enumerate(sys.argv[2:]):
+    time.sleep(max(0.0, float(sys.argv[1]) + 2 * n - time.time()))
+    optuna.create_study(study_name="race", storage=open_storage(url), load_if_exists=True)
+"""
+
+
+def test_workers_started_together_on_a_new_sqlite_file_all_open_it(tmp_path: Path) -> None:
+    # Four workers create Optuna's tables in the same fresh file at the same instant, three times: the
+    # losers of the race ("table studies already exists", alembic's version row twice) open it on a retry.
+    import subprocess
+    import sys
+
+    urls = [f"sqlite:///{tmp_path / f'race{n}.db'}" for n in range(3)]
+    start = str(time.time() + 5)  # past every worker's imports
+    workers = [
+        subprocess.Popen([sys.executable, "-c", OPEN_AT, start, *urls], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 4, "\n".join(errors)[-2000:]
+    assert all(len(optuna.get_all_study_names(url)) == 1 for url in urls)

@@ -213,10 +213,11 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any], **kwargs: Any) -> Base
     for attempt in range(3):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
-            # Workers started together on an empty database race to create Optuna's tables (a duplicate
-            # type or table); the losers find them made on the next try.
-            if attempt == 2 or not re.search(r"duplicate|already exists", str(exc)):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
+            # Workers started together on an empty database race to create Optuna's tables (a duplicate type or
+            # table; in SQLite "table ... already exists" or alembic's version row twice); the losers find them
+            # made on the next try.
+            if attempt == 2 or not re.search(r"duplicate|already exists|UNIQUE constraint failed", str(exc)):
                 raise
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
