@@ -86,7 +86,7 @@ def time_calls(run: Callable[[np.ndarray], Any], x: np.ndarray, calls: int, warm
     return (time.perf_counter() - start) / calls * 1000
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["tinyvgg", "compact", "resnet"])
     parser.add_argument("--repeats", type=int, default=5)
@@ -96,15 +96,14 @@ def main() -> None:
     parser.add_argument(
         "--root", default=None, help="folder containing FashionMNIST/raw/ (default: as training finds it)"
     )
-    args = parser.parse_args()
-    import torch
+    return parser.parse_args()
 
+
+def load_inputs(root: str | None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Real images for the static calibration, and a fixed-seed input per batch size so every arm sees the same."""
     from fmnist_lightning.data.idx_files import load_split, resolve_data_root
 
-    repeats = 1 if args.smoke else args.repeats
-    calls = {1: 3, 256: 1} if args.smoke else {1: 200, 256: 10}
-    warmup = 1 if args.smoke else args.warmup
-    train_images = load_split(resolve_data_root(args.root), "train")[0]
+    train_images = load_split(resolve_data_root(root), "train")[0]
     calibration = (train_images[:1000].float() / 255).numpy()
     inputs_pool = min(len(train_images), max(BATCHES))
     rng = np.random.default_rng(0)
@@ -112,18 +111,33 @@ def main() -> None:
         b: (train_images[rng.choice(len(train_images), b, replace=b > inputs_pool)].float() / 255).numpy()
         for b in BATCHES
     }
+    return calibration, inputs
 
+
+def measure(
+    models: list[str],
+    calibration: np.ndarray,
+    inputs: dict[int, np.ndarray],
+    repeats: int,
+    calls: dict[int, int],
+    warmup: int,
+) -> dict[tuple[str, str, int], list[float]]:
+    """Per-call milliseconds of every (model, arm, batch) cell, one sample per repeat."""
     samples: dict[tuple[str, str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        arms = {model: runners(model, Path(tmp), calibration) for model in args.models}
+        arms = {model: runners(model, Path(tmp), calibration) for model in models}
         for r in range(repeats):
-            for model in args.models:
+            for model in models:
                 for batch in BATCHES:
                     order = ARMS[r % len(ARMS) :] + ARMS[: r % len(ARMS)]  # rotate which arm goes first
                     for arm in order:
                         ms = time_calls(arms[model][arm], inputs[batch], calls[batch], warmup)
                         samples.setdefault((model, arm, batch), []).append(ms)
+    return samples
 
+
+def summary_rows(samples: dict[tuple[str, str, int], list[float]]) -> list[dict[str, Any]]:
+    """The median and spread of each cell: the median resists a repeat disturbed by other work on the CPU."""
     rows = []
     for (model, arm, batch), values in samples.items():
         median = statistics.median(values)
@@ -139,6 +153,18 @@ def main() -> None:
                 "repeats": len(values),
             }
         )
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
+    repeats = 1 if args.smoke else args.repeats
+    calls = {1: 3, 256: 1} if args.smoke else {1: 200, 256: 10}
+    warmup = 1 if args.smoke else args.warmup
+    calibration, inputs = load_inputs(args.root)
+    samples = measure(args.models, calibration, inputs, repeats, calls, warmup)
     report = {
         "cpu": cpu_name(),
         "torch": torch.__version__,
@@ -147,7 +173,7 @@ def main() -> None:
         "repeats": repeats,
         "calls": calls,
         "command": "python bench/export_latency.py" + (" --smoke" if args.smoke else ""),
-        "rows": rows,
+        "rows": summary_rows(samples),
     }
     write_results(args.out, "export_latency", report, markdown(report))
 

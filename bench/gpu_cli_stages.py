@@ -108,76 +108,93 @@ def stage_speedrun(root: Path, work: Path, smoke: bool, timeout: float, extra: l
     return row
 
 
+def grid_shape(smoke: bool) -> tuple[int, int, int]:
+    """(warmup steps, timed steps, batch size): the smoke run checks the path on a CPU, so it times next to nothing."""
+    return (1, 2, 64) if smoke else (10, 100, 256)
+
+
+def throughput_command(
+    root: Path, log_dir: Path, smoke: bool, compiled: str, extra: list[str], models: list[str], precisions: list[str]
+) -> list[str]:
+    """The Hydra multirun for one model.compile value: every model, precision and memory layout as one sweep."""
+    warmup, steps, batch = grid_shape(smoke)
+    accelerator = ["trainer.accelerator=cpu", "trainer.devices=1"] if smoke else ["trainer=gpu"]
+    # The smoke run compiles one cell only (a CPU compile takes ~10 s): enough to keep the path working.
+    layouts = "false" if smoke and compiled == "true" else "false,true"
+    precs = precisions[0] if smoke and compiled == "true" else ",".join(precisions)
+    return [
+        sys.executable,
+        "-m",
+        "fmnist_lightning",
+        "-m",
+        f"model={','.join(models)}",
+        *accelerator,
+        f"trainer.precision={precs}",
+        f"model.channels_last={layouts}",
+        f"model.compile={compiled}",
+        "aug=shift_flip",
+        "optim=sgd",
+        "optim.momentum=0.9",
+        "sched=none",
+        f"data.batch_size={batch}",
+        "data.val_size=0",
+        "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={warmup + steps}",
+        "trainer.limit_val_batches=0",
+        "test=false",
+        "report=false",
+        "+callbacks.bench_timer._target_=gpu_check.SyncedStepTimer",
+        f"+callbacks.bench_timer.warmup={warmup}",
+        f"+callbacks.bench_timer.steps={steps}",
+        "+callbacks.bench_timer.out=${paths.output_dir}/timing.json",
+        *base_overrides(root, log_dir),
+        *extra,
+    ]
+
+
+def job_row(overrides_file: Path, status: int | None, smoke: bool) -> dict[str, Any]:
+    """One multirun job's cell, named by the overrides Hydra recorded for it, with its timing or why it has none."""
+    warmup, steps, batch = grid_shape(smoke)
+    job = overrides_file.parent.parent
+    chosen = dict(
+        line.strip().lstrip("- ").split("=", 1)
+        for line in overrides_file.read_text().splitlines()
+        if line.strip().startswith("- ") and "=" in line
+    )
+    row = {
+        "model": chosen.get("model"),
+        "precision": chosen.get("trainer.precision"),
+        # Hydra records a swept bool as Python writes it (False); the table uses YAML's spelling.
+        "channels_last": chosen.get("model.channels_last", "").lower(),
+        "compile": chosen.get("model.compile", "").lower(),
+        "batch": batch,
+        "steps": steps,
+        "warmup": warmup,
+    }
+    if (job / "timing.json").is_file():
+        row.update(json.loads((job / "timing.json").read_text()))
+    elif (job / "status.json").is_file():
+        row["error"] = json.loads((job / "status.json").read_text()).get("error", "failed")
+    else:
+        row["error"] = "timed out" if status is None else "no timing written"
+    return row
+
+
 def throughput_grid(
     root: Path, work: Path, smoke: bool, timeout_at: float, extra: list[str], models: list[str], precisions: list[str]
 ) -> list[dict[str, Any]]:
     """One Hydra multirun per model.compile value; every cell's images/s (or why there is none)."""
-    warmup, steps, batch = (1, 2, 64) if smoke else (10, 100, 256)
-    accelerator = ["trainer.accelerator=cpu", "trainer.devices=1"] if smoke else ["trainer=gpu"]
     rows = []
     for compiled in ("false", "true"):
         log_dir = work / f"throughput_compile_{compiled}"
-        # The smoke run compiles one cell only (a CPU compile takes ~10 s): enough to keep the path working.
-        layouts = "false" if smoke and compiled == "true" else "false,true"
-        precs = precisions[0] if smoke and compiled == "true" else ",".join(precisions)
-        cmd = [
-            sys.executable,
-            "-m",
-            "fmnist_lightning",
-            "-m",
-            f"model={','.join(models)}",
-            *accelerator,
-            f"trainer.precision={precs}",
-            f"model.channels_last={layouts}",
-            f"model.compile={compiled}",
-            "aug=shift_flip",
-            "optim=sgd",
-            "optim.momentum=0.9",
-            "sched=none",
-            f"data.batch_size={batch}",
-            "data.val_size=0",
-            "trainer.max_epochs=1",
-            f"trainer.limit_train_batches={warmup + steps}",
-            "trainer.limit_val_batches=0",
-            "test=false",
-            "report=false",
-            "+callbacks.bench_timer._target_=gpu_check.SyncedStepTimer",
-            f"+callbacks.bench_timer.warmup={warmup}",
-            f"+callbacks.bench_timer.steps={steps}",
-            "+callbacks.bench_timer.out=${paths.output_dir}/timing.json",
-            *base_overrides(root, log_dir),
-            *extra,
-        ]
+        cmd = throughput_command(root, log_dir, smoke, compiled, extra, models, precisions)
         left = timeout_at - time.perf_counter()
         if left < 20:
             rows.append({"cells": f"model.compile={compiled}", "error": "not run: the time budget was spent"})
             continue
         status, seconds, tail = run(cmd, work / f"throughput_compile_{compiled}.log", left)
         jobs = sorted(log_dir.glob("multirun/*/*/.hydra/overrides.yaml"))
-        for overrides_file in jobs:
-            job = overrides_file.parent.parent
-            chosen = dict(
-                line.strip().lstrip("- ").split("=", 1)
-                for line in overrides_file.read_text().splitlines()
-                if line.strip().startswith("- ") and "=" in line
-            )
-            row = {
-                "model": chosen.get("model"),
-                "precision": chosen.get("trainer.precision"),
-                # Hydra records a swept bool as Python writes it (False); the table uses YAML's spelling.
-                "channels_last": chosen.get("model.channels_last", "").lower(),
-                "compile": chosen.get("model.compile", "").lower(),
-                "batch": batch,
-                "steps": steps,
-                "warmup": warmup,
-            }
-            if (job / "timing.json").is_file():
-                row.update(json.loads((job / "timing.json").read_text()))
-            elif (job / "status.json").is_file():
-                row["error"] = json.loads((job / "status.json").read_text()).get("error", "failed")
-            else:
-                row["error"] = "timed out" if status is None else "no timing written"
-            rows.append(row)
+        rows.extend(job_row(overrides_file, status, smoke) for overrides_file in jobs)
         if not jobs:
             rows.append(
                 {

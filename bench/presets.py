@@ -113,7 +113,7 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", required=True)
     # Empty: only the baseline runs, e.g. right after a long preset's own seeds, when running both arms
@@ -127,18 +127,17 @@ def main() -> None:
     parser.add_argument(
         "overrides", nargs="*", help="extra overrides for both arms (e.g. trainer.precision=bf16-mixed)"
     )
-    args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "src"))
-    from fmnist_lightning.data.idx_files import resolve_data_root
-    from fmnist_lightning.training.provenance import cpu_model
+    return parser.parse_args()
 
-    # The baseline's worktree lies in a temporary folder, away from the offline copy beside this checkout.
-    data_root = [f"data.root={resolve_data_root(args.root)}"]
+
+def new_report(args: argparse.Namespace) -> dict[str, Any]:
+    """The report before any run, naming the commit and CPU: wall times compare only within one sitting."""
+    from fmnist_lightning.training.provenance import cpu_model
 
     head = subprocess.run(
         ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    report: dict[str, Any] = {
+    return {
         "preset": args.preset,
         "cpu": cpu_model(),
         "date": time.strftime("%Y-%m-%d"),
@@ -146,6 +145,10 @@ def main() -> None:
         "labels": {"new": f"this checkout ({head})"},
         "new": [],
     }
+
+
+def run_arms(args: argparse.Namespace, report: dict[str, Any], extra: list[str]) -> None:
+    """Both arms seed by seed, interleaved, so that a slow spell of the machine touches both alike."""
     with tempfile.TemporaryDirectory() as tmp:
         baseline_dir = Path(tmp) / "baseline"
         baseline_seeds: list[int] = []
@@ -162,21 +165,23 @@ def main() -> None:
             for seed in sorted(set(args.seeds) | set(baseline_seeds)):
                 if seed in baseline_seeds:
                     report["baseline"].append(
-                        run_preset(
-                            args.baseline_preset or args.preset, seed, baseline_dir, [*data_root, *args.overrides]
-                        )
+                        run_preset(args.baseline_preset or args.preset, seed, baseline_dir, extra)
                     )
                     print("baseline", report["baseline"][-1], flush=True)
                 if seed in args.seeds:
-                    report["new"].append(run_preset(args.preset, seed, ROOT, [*data_root, *args.overrides]))
+                    report["new"].append(run_preset(args.preset, seed, ROOT, extra))
                     print("new", report["new"][-1], flush=True)
         finally:
             if args.baseline:
                 subprocess.run(["git", "worktree", "remove", "--force", str(baseline_dir)], cwd=ROOT, check=False)
+
+
+def add_summaries(report: dict[str, Any], baseline: str | None) -> None:
+    """Per-arm summaries and, with a baseline, the wall-time ratio over only the seeds both arms completed."""
     for arm in ("baseline", "new"):
         if arm in report:
             report[f"{arm}_summary"] = summary(report[arm])
-    if args.baseline:
+    if baseline:
         both = {r["seed"]: r for r in report["baseline"] if "error" not in r}
         pairs = [
             (both[r["seed"]]["wall_time_s"], r["wall_time_s"])
@@ -186,6 +191,18 @@ def main() -> None:
         if pairs:
             report["ratio"] = sum(n for _, n in pairs) / sum(b for b, _ in pairs)
             report["ratio_seeds"] = ", ".join(str(r["seed"]) for r in report["new"] if r["seed"] in both)
+
+
+def main() -> None:
+    args = parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    from fmnist_lightning.data.idx_files import resolve_data_root
+
+    # The baseline's worktree lies in a temporary folder, away from the offline copy beside this checkout.
+    data_root = [f"data.root={resolve_data_root(args.root)}"]
+    report = new_report(args)
+    run_arms(args, report, [*data_root, *args.overrides])
+    add_summaries(report, args.baseline)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.preset}.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / f"{args.preset}.md").write_text(markdown(report))

@@ -244,7 +244,7 @@ def reused(reports: list[dict[str, Any]], overrides: list[str], epochs: int, see
     return None
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
@@ -270,46 +270,60 @@ def main() -> None:
         action="store_true",
         help="rerun the given rows and seeds into the existing <out>/recipes.json (a failed cell)",
     )
-    args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "src"))
+    return parser.parse_args()
+
+
+def rerun_cells(args: argparse.Namespace) -> dict[str, Any]:
+    """The existing report with the given cells run again; only on its own CPU, or the rows would not compare."""
     from fmnist_lightning.training.provenance import cpu_model
 
+    report = json.loads((args.out / "recipes.json").read_text())
+    if report["cpu"] != cpu_model():
+        sys.exit(f"error: {args.out}/recipes.json was measured on {report['cpu']}, this is {cpu_model()}")
+    for seed in args.seeds:
+        for name in args.rows:
+            runs = report["rows"].setdefault(name, [])
+            report["overrides"][name] = ALL_ROWS[name]
+            runs[:] = [r for r in runs if r["seed"] != seed] + [
+                run_row(ALL_ROWS[name], seed, report["epochs"]) | {"seed": seed}
+            ]
+            runs.sort(key=lambda r: r["seed"])
+            print(name, seed, runs, flush=True)
+    report["reruns"] = [*report.get("reruns", []), "python bench/recipes.py " + " ".join(sys.argv[1:])]
+    return report
+
+
+def run_cells(args: argparse.Namespace) -> dict[str, Any]:
+    """A new report, each cell run unless a --reuse file measured it on this CPU already."""
+    from fmnist_lightning.training.provenance import cpu_model
+
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
+    earlier = [json.loads(path.read_text()) for path in args.reuse]
+    if any(r["cpu"] != cpu_model() for r in earlier):
+        sys.exit(f"error: --reuse: every file must have been measured on this CPU ({cpu_model()})")
+    for seed in args.seeds:
+        for name in args.rows:
+            done = reused(earlier, ALL_ROWS[name], args.epochs, seed)
+            rows[name].append(done or run_row(ALL_ROWS[name], seed, args.epochs) | {"seed": seed})
+            print(name, seed, rows[name][-1], flush=True)
+    return {
+        "cpu": cpu_model(),
+        "date": time.strftime("%Y-%m-%d"),
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "command": "python bench/recipes.py " + " ".join(sys.argv[1:]),
+        "rows": rows,
+        "overrides": {name: ALL_ROWS[name] for name in args.rows},
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
     if args.render:
         (args.out / "recipes.md").write_text(markdown(json.loads((args.out / "recipes.json").read_text())))
         return
-    if args.replace:
-        report = json.loads((args.out / "recipes.json").read_text())
-        if report["cpu"] != cpu_model():
-            sys.exit(f"error: {args.out}/recipes.json was measured on {report['cpu']}, this is {cpu_model()}")
-        for seed in args.seeds:
-            for name in args.rows:
-                runs = report["rows"].setdefault(name, [])
-                report["overrides"][name] = ALL_ROWS[name]
-                runs[:] = [r for r in runs if r["seed"] != seed] + [
-                    run_row(ALL_ROWS[name], seed, report["epochs"]) | {"seed": seed}
-                ]
-                runs.sort(key=lambda r: r["seed"])
-                print(name, seed, runs, flush=True)
-        report["reruns"] = [*report.get("reruns", []), "python bench/recipes.py " + " ".join(sys.argv[1:])]
-    else:
-        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
-        earlier = [json.loads(path.read_text()) for path in args.reuse]
-        if any(r["cpu"] != cpu_model() for r in earlier):
-            sys.exit(f"error: --reuse: every file must have been measured on this CPU ({cpu_model()})")
-        for seed in args.seeds:
-            for name in args.rows:
-                done = reused(earlier, ALL_ROWS[name], args.epochs, seed)
-                rows[name].append(done or run_row(ALL_ROWS[name], seed, args.epochs) | {"seed": seed})
-                print(name, seed, rows[name][-1], flush=True)
-        report = {
-            "cpu": cpu_model(),
-            "date": time.strftime("%Y-%m-%d"),
-            "epochs": args.epochs,
-            "seeds": args.seeds,
-            "command": "python bench/recipes.py " + " ".join(sys.argv[1:]),
-            "rows": rows,
-            "overrides": {name: ALL_ROWS[name] for name in args.rows},
-        }
+    report = rerun_cells(args) if args.replace else run_cells(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recipes.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "recipes.md").write_text(markdown(report))

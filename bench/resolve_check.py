@@ -31,12 +31,15 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = 77
+BUILDING = threading.Lock()
 # Packages whose chosen versions the table shows (the rest are in the JSON report).
 SHOWN = (
     "torch",
@@ -184,6 +187,8 @@ def check(python: str, glibc: str, extras: str, wheel_dir: Path, built: dict[str
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         for _ in range(4):
+            with BUILDING:
+                known = set(built)  # the wheels this attempt can use
             result = resolve(python, glibc, extras, wheel_dir, report)
             if result.returncode == 0:
                 installs = json.loads(report.read_text())["install"]
@@ -192,17 +197,20 @@ def check(python: str, glibc: str, extras: str, wheel_dir: Path, built: dict[str
                 break
             output = result.stdout + result.stderr
             missing = missing_wheels(output)
-            fresh = {n: s for n, s in missing.items() if canonical(n) not in built}
-            if not fresh:
-                row["blocked_by"] = sorted(missing) or ["see error"]
-                row["error"] = "\n".join(output.strip().splitlines()[-25:])
-                break
-            for name, spec in fresh.items():
-                wheel = build_pure_wheel(name, spec, wheel_dir)
-                if wheel is None:
-                    row["blocked_by"].append(name)
-                else:
-                    built[canonical(name)] = wheel
+            # The Pythons resolve at once: one builds a missing wheel, the others wait and then use it.
+            with BUILDING:
+                fresh = {n: s for n, s in missing.items() if canonical(n) not in built}
+                built_since = any(canonical(n) in built and canonical(n) not in known for n in missing)
+                if not fresh and not built_since:
+                    row["blocked_by"] = sorted(missing) or ["see error"]
+                    row["error"] = "\n".join(output.strip().splitlines()[-25:])
+                    break
+                for name, spec in fresh.items():
+                    wheel = build_pure_wheel(name, spec, wheel_dir)
+                    if wheel is None:
+                        row["blocked_by"].append(name)
+                    else:
+                        built[canonical(name)] = wheel
             if row["blocked_by"]:
                 row["error"] = "\n".join(output.strip().splitlines()[-25:])
                 break
@@ -252,9 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         return SKIP
     built: dict[str, str] = {}
     rows = []
-    with tempfile.TemporaryDirectory() as wheels:
-        for python in args.pythons:
-            row = check(python, args.glibc, args.extras, Path(wheels), built)
+    # Each resolution mostly waits on the index: the Pythons resolve side by side.
+    with tempfile.TemporaryDirectory() as wheels, ThreadPoolExecutor(len(args.pythons)) as pool:
+        futures = [pool.submit(check, python, args.glibc, args.extras, Path(wheels), built) for python in args.pythons]
+        for python, future in zip(args.pythons, futures, strict=True):
+            row = future.result()
             rows.append(row)
             chosen = ", ".join(f"{n} {row['versions'][n]}" for n in SHOWN[:3] if n in row["versions"])
             state = (
