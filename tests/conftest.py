@@ -86,6 +86,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = [item for item in items if TIERS[tier](item)]
+    slow_first(items)
+
+
+def slow_first(items: list[pytest.Item]) -> None:
+    """The files that hold ``slow`` tests first, each file's tests kept together and in order: ``--dist loadfile``
+    hands out files in this order, so a minute-long file does not start last while the other worker sits idle."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 def mark_integration(items: list[pytest.Item]) -> None:
