@@ -150,3 +150,36 @@ def test_every_recipes_row_composes_with_its_overrides() -> None:
             got = OmegaConf.select(cfg, key) if "." in key else cfg.hydra.runtime.choices[key]
             assert (OmegaConf.to_object(got) if OmegaConf.is_config(got) else got) == yaml.safe_load(value), (name, key)
     GlobalHydra.instance().clear()
+
+
+@pytest.mark.slow
+def test_roofline_smoke(data_root: Path, tmp_path: Path) -> None:
+    # The real CLI with the probe callback: timed steps, profiled steps, and each part of the step found.
+    cmd = [
+        sys.executable,
+        str(project_root() / "bench" / "roofline.py"),
+        "--presets",
+        "speedrun",
+        "--warmup",
+        "2",
+        "--steps",
+        "3",
+        "--quick",
+        "--root",
+        str(data_root),
+        "--out",
+        str(tmp_path),
+        "data.batch_size=64",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "roofline.json").read_text())
+    row = report["presets"][0]
+    assert row["batch_size"] == 64 and row["steps"] == 3 and row["achieved_gflops"] > 0
+    parts = row["breakdown_s"]
+    assert parts["forward conv"] > 0 and parts["backward conv"] > 0
+    assert parts["optimizer"] > 0 and parts["augmentation"] > 0  # Muon's step; shift_flip's batched ops
+    assert sum(parts.values()) == pytest.approx(row["profiled_s"], rel=0.05)
+    assert report["peak"]["fp32"]["peak"] > 0
+    assert report["peak"]["bf16"]["peak"] is None or report["peak"]["bf16"]["peak"] > 0  # measured where native
+    assert "| speedrun |" in (tmp_path / "roofline.md").read_text()
