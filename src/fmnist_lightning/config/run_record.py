@@ -12,7 +12,7 @@ from fmnist_lightning.config.masking import mask_values
 CONFIG_KEY = "fmnist_config"
 
 # Groups whose chosen option names a run (model=tinyvgg, aug=light, ...).
-CHOICE_GROUPS = ("experiment", "model", "aug", "optim", "sched", "data", "trainer", "debug")
+CHOICE_GROUPS = ("experiment", "model", "aug", "mix", "optim", "sched", "data", "trainer", "debug")
 # Config sections whose scalar leaves are hyperparameters worth comparing across runs.
 HPARAM_SECTIONS = ("model", "optim", "sched", "module", "data")
 _NOT_HPARAMS = {"root", "download", "augmentation", "num_workers", "pin_memory", "config", "optimizer", "scheduler"}

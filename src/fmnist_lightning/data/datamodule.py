@@ -62,6 +62,7 @@ class FashionMNISTDataModule(L.LightningDataModule):
         drop_last: bool = False,
         folds: int | None = None,
         fold: int | None = None,
+        mix: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
     ) -> None:
         super().__init__()
         self._check_folds(folds, fold)
@@ -82,6 +83,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         self.mean, self.std = NORMALIZATION[normalize]
         self.pipeline = pipeline
         self.augmentation = augmentation
+        # MixUp/CutMix (the mix group): (images, labels) -> (mixed images, soft labels), training batches only.
+        self.mix = mix
         self.drop_last = drop_last
         self.num_workers = (0 if pipeline == "batched" else 1) if num_workers == "auto" else int(num_workers)
         self.pin_memory = torch.cuda.is_available() if pin_memory == "auto" else bool(pin_memory)
@@ -247,5 +250,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
             for op in self.epoch_ops:
                 op.epoch = self.trainer.current_epoch
             x = self.batch_transform(x)
+        if self.mix is not None and labels is not None and self.trainer is not None and self.trainer.training:
+            # After the augmentation, on the images in [0, 1]: a blend commutes with the normalisation.
+            x, labels = self.mix(x, labels)
         x = normalize(x, self.mean, self.std)
         return x if labels is None else (x, labels)

@@ -137,7 +137,8 @@ def module_from_checkpoint(checkpoint: dict[str, Any]) -> ImageClassifier:
     config = run_config(checkpoint)
     net = _build(config, "model")
     # The optimizer and scheduler factories are built but never called: evaluation does not train.
-    module = _build(config, "module", net=net)
+    # No teacher: distillation only shapes training, and its checkpoint need not be where it was.
+    module = _build(config, "module", net=net, **({"distill": None} if "distill" in config["module"] else {}))
     fill_missing_accumulators(module, checkpoint["state_dict"])
     try:
         module.load_state_dict(checkpoint["state_dict"])
@@ -150,7 +151,7 @@ def datamodule_from_config(
     config: dict[str, Any], root: str | None = None, batch_size: int | None = None
 ) -> FashionMNISTDataModule:
     """The run's datamodule without augmentation; ``root``/``batch_size`` replace the stored values when given."""
-    data = {k: v for k, v in config["data"].items() if k != "augmentation"}
+    data = {k: v for k, v in config["data"].items() if k not in ("augmentation", "mix")}
     if root is not None:
         data["root"] = str(root)
     if batch_size is not None:

@@ -59,6 +59,7 @@ class ImageClassifier(L.LightningModule):
         tta: bool = False,
         tta_shift: int = 0,
         param_groups: dict[str, Any] | None = None,
+        distill: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in SCHEDULER_INTERVALS:
@@ -69,6 +70,8 @@ class ImageClassifier(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.scheduler_monitor = scheduler_monitor
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # distill.teacher=<ckpt>: (logits, loss on the labels, images) -> the training loss (training.distillation).
+        self.distill = distill
         # Test-time augmentation in test_step and predict_step only (module.tta, or evaluate/predict's tta=):
         # validation stays plain, so the checkpoint is chosen on the same footing in every run.
         self.tta, self.tta_shift = tta, tta_shift
@@ -157,10 +160,14 @@ class ImageClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, logits, y = self._step(batch)
+        if self.distill is not None:
+            loss = self.distill(logits, loss, batch[0])
         # Metrics only accumulate here and are logged once per epoch (on_train_epoch_end): a self.log
         # call per step costs Lightning's bookkeeping every step, a measurable share of a small CNN's step.
         self.train_loss.update(loss.detach(), weight=y.shape[0])
-        self.train_acc.update(logits, y)
+        # Mixed labels (mix=mixup|cutmix) are class probabilities, which the loss takes as they are; the accuracy
+        # counts the class each mixed image holds most of.
+        self.train_acc.update(logits, y.argmax(1) if y.is_floating_point() else y)
         return loss
 
     def on_train_epoch_end(self) -> None:

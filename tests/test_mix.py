@@ -1,0 +1,82 @@
+"""MixUp and CutMix (the ``mix`` group, torchvision's v2 transforms): what they do to a batch, and that each option
+trains, validates and tests a run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from fmnist_lightning.config.files import CONF_DIR
+from fmnist_lightning.config.hydra_compat import ALLOWED, INIT_ARGS
+
+OPTIONS = ("mixup", "cutmix", "mixup_cutmix")
+
+
+def mix_of(option: str) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
+        cfg = compose(config_name="config", overrides=[f"mix={option}"])
+    return instantiate(cfg.data.mix, **ALLOWED)
+
+
+def batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.rand(n, 1, 28, 28), torch.arange(n) % 10  # neighbours always differ in class
+
+
+def test_no_mix_by_default() -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
+        assert "mix" not in compose(config_name="config").data
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_mixed_labels_are_probabilities_of_the_two_blended_classes(option: str) -> None:
+    x, y = batch()
+    mixed, labels = mix_of(option)(x, y)
+    assert mixed.shape == x.shape and labels.shape == (len(y), 10)
+    assert torch.allclose(labels.sum(1), torch.ones(len(y)))
+    own, previous = labels[torch.arange(len(y)), y], labels[torch.arange(len(y)), y.roll(1)]
+    # Each image holds its own class and its neighbour's (the batch rolled by one), nothing else.
+    assert torch.allclose(own + previous, torch.ones(len(y)))
+
+
+def test_mixup_blends_each_image_with_its_neighbour_by_its_label_weights() -> None:
+    x, y = batch()
+    mixed, labels = mix_of("mixup")(x, y)
+    lam = labels[torch.arange(len(y)), y]  # one draw for the batch
+    assert torch.allclose(lam, lam[0].expand_as(lam))
+    expected = lam[0] * x + (1 - lam[0]) * x.roll(1, 0)
+    assert torch.allclose(mixed, expected, atol=1e-6)
+
+
+def test_cutmix_pastes_a_box_of_the_neighbour_whose_area_is_its_label_weight() -> None:
+    x, y = batch()
+    mixed, labels = mix_of("cutmix")(x, y)
+    pasted = (mixed != x) & (mixed == x.roll(1, 0))  # pixels taken from the neighbour (random: never equal)
+    kept = mixed == x
+    assert bool((pasted | kept).all())
+    area = pasted.float().mean(dim=(1, 2, 3))
+    assert torch.allclose(area, labels[torch.arange(len(y)), y.roll(1)], atol=1e-6)
+    rows, cols = pasted[0, 0].any(1).nonzero(), pasted[0, 0].any(0).nonzero()
+    if len(rows):  # one rectangle, the same for every image of the batch
+        box = pasted[0, 0, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert bool(box.all()) and bool((pasted == pasted[:1]).all())
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_each_mix_option_trains_validates_and_tests(option: str, make_cfg: Callable[..., DictConfig]) -> None:
+    from fmnist_lightning.train import train
+
+    # Validation and test batches keep their class labels: their accuracy would fail on mixed ones.
+    metrics = train(make_cfg(f"mix={option}", "aug=flip", "debug=fast_dev_run"))
+    assert 0 <= metrics["test/acc"] <= 1 and torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+def test_a_mix_option_joins_a_preset() -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
+        cfg = compose(config_name="config", overrides=["experiment=best_small", "mix=cutmix"])
+    assert cfg.data.mix._target_ == "torchvision.transforms.v2.CutMix" and cfg.data.batch_size == 256
