@@ -1,7 +1,8 @@
 """The project against the next Hydra, from a venv of its own: ``make test-hydra-rc`` (CI runs it too).
 
 Builds ``.venv-hydra-rc`` with this checkout's dependencies (pyproject.toml, this machine's torch builds from
-constraints.txt), except hydra-core and omegaconf, which are the release candidates below; the package itself
+constraints.txt; hard links to ``make install``'s .venv where there is one), except hydra-core and omegaconf, which
+are the release candidates below; the package itself
 goes in with ``--no-deps``, since pyproject.toml still caps hydra-core below 1.4 until 1.4 is final. Then, with
 Hydra's deprecation warnings turned into errors (``HYDRA_DEPRECATION_WARNINGS_AS_ERRORS=1``), it runs:
 
@@ -53,13 +54,27 @@ def requirements(hydra_core: str, omegaconf: str) -> list[str]:
     ]
 
 
+def clone_main_venv(venv: Path) -> bool:
+    """``venv`` as hard links to ``make install``'s .venv (seconds, no space), if that is complete and on the same
+    filesystem: pip then swaps in the release candidates alone. pip never writes into an installed file (it
+    removes and writes new ones), so .venv is untouched; the stamp, the one file written in place, is unlinked."""
+    main = ROOT / ".venv"
+    if not (main / ".installed").is_file() or os.stat(main).st_dev != os.stat(venv.parent).st_dev:
+        return False
+    if subprocess.run(["cp", "-al", str(main), str(venv)]).returncode != 0:
+        shutil.rmtree(venv, ignore_errors=True)
+        return False
+    (venv / ".installed").unlink()
+    return True
+
+
 def build_venv(venv: Path, hydra_core: str, omegaconf: str) -> Path:
     python = venv / "bin" / "python"
     stamp = venv / ".installed"
     wanted = json.dumps([*requirements(hydra_core, omegaconf), (ROOT / "constraints.txt").read_text()])
     if stamp.is_file() and stamp.read_text() == wanted:
         return python
-    if not python.exists():
+    if not python.exists() and not clone_main_venv(venv):
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--progress-bar", "off"]
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
