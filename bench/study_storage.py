@@ -49,10 +49,10 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
 
     spent: dict[str, float] = defaultdict(float)
     # Every heartbeat, the sweeper's and the jobs', is timed: the bench's own process alone.
-    study_storage.Heartbeats.beat = timed(spent, "heartbeats")(study_storage.Heartbeats.beat)  # type: ignore[method-assign]
+    study_storage.Heartbeats.beat = timed(spent, "heartbeats")(study_storage.Heartbeats.beat)
     # The sweeper's waits for other workers' last trials are not storage time (its module's sleep alone: Optuna's
     # own retries on a locked journal are).
-    optuna_sweeper.time = SimpleNamespace(sleep=timed(spent, "waiting")(time.sleep))  # type: ignore[assignment]  # bench timer
+    optuna_sweeper.time = SimpleNamespace(sleep=timed(spent, "waiting")(time.sleep))
     sweeper = optuna_sweeper.OptunaSweeper(
         sampler=OmegaConf.create({"_target_": "optuna.samplers.TPESampler"}),
         storage=url,
@@ -63,7 +63,7 @@ def worker(url: str, max_trials: int, epochs: int, train_s: float, out: Path) ->
         retry_failed=1,
         params=OmegaConf.create({"optim.lr": "tag(log, interval(1e-4, 1e-1))"}),
     )
-    sweeper._open_study = timed(spent, OPEN)(sweeper._open_study)  # type: ignore[method-assign]  # its own column
+    sweeper._open_study = timed(spent, OPEN)(sweeper._open_study)  # its own column
     sweep_dir = Path(tempfile.mkdtemp())
     sweeper.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
     launcher = SleepingLauncher(epochs, train_s, sweep_dir, spent)
