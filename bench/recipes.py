@@ -89,6 +89,8 @@ PILOTS: dict[str, list[str]] = {
     "fast_s24_e6": [*FAST, "model.widths=[24,40,64]", "trainer.max_epochs=6"],
     "fast_e6_rest02": [*FAST, "optim.rest.lr=0.2", "trainer.max_epochs=6"],
     "fast_e6_ls02": [*FAST, "module.label_smoothing=0.2", "trainer.max_epochs=6"],
+    # Muon's orthogonalisation in float32 (emulated bf16 is most of the optimizer's time on CPUs without bf16 units).
+    "fast_e6_ns_fp32": [*FAST, "trainer.max_epochs=6", "optim.ns_dtype=float32"],
     "fast_e5_rest02": [*FAST, "optim.rest.lr=0.2", "trainer.max_epochs=5"],
     # Toward speedrun94: the long-schedule regularisers of best_small (translation, flip, erasing, EMA).
     "long_compact_e32": [*LONG, "trainer.max_epochs=32"],

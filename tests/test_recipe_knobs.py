@@ -351,3 +351,56 @@ def test_pool_first_is_the_same_function_with_the_pool_moved(make_cfg, tmp_path:
         make_cfg("model=compact", "model.pool_first=true", "debug=fast_dev_run", output_dir=tmp_path / "run")
     )
     assert metrics["test/acc"] >= 0.0
+
+
+@pytest.mark.parametrize("shape", [(8, 36), (36, 8)])
+def test_our_newton_schulz_in_bfloat16_is_torchs_own(shape: tuple[int, int]) -> None:
+    # optim.ns_dtype=float32 runs this copy of torch's orthogonalisation: in torch's bf16 it must match it exactly.
+    from torch.optim import _muon
+
+    from fmnist_lightning.training.optimizers import newton_schulz
+
+    torch.manual_seed(0)
+    grad = torch.randn(*shape)
+    theirs = _muon._zeropower_via_newtonschulz(grad, (3.4445, -4.7750, 2.0315), 5, 1e-7)
+    assert torch.equal(newton_schulz(grad, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.bfloat16), theirs)
+
+
+def test_muon_orthogonalises_in_float32_when_asked_and_torch_is_left_as_it_was() -> None:
+    from torch.optim import _muon
+
+    from fmnist_lightning.training.optimizers import FilterMuon
+
+    original = _muon._zeropower_via_newtonschulz
+    torch.manual_seed(0)
+    start, grads = torch.randn(8, 4, 3, 3), [torch.randn(8, 4, 3, 3) for _ in range(3)]
+    weights = {}
+    for dtype in ("bfloat16", "float32"):
+        weight = nn.Parameter(start.clone())
+        optimizer = FilterMuon([weight], lr=0.02, ns_dtype=dtype)
+        for grad in grads:
+            weight.grad = grad.clone()
+            optimizer.step()
+        weights[dtype] = weight.detach()
+    assert _muon._zeropower_via_newtonschulz is original
+    # The same update up to bf16's rounding, but not the same numbers: the float32 path ran.
+    assert torch.allclose(weights["float32"], weights["bfloat16"], atol=0.02)
+    assert not torch.equal(weights["float32"], weights["bfloat16"])
+
+
+def test_ns_dtype_auto_follows_the_device() -> None:
+    from fmnist_lightning.training.optimizers import ns_dtype_for
+
+    cpu = torch.device("cpu")
+    assert ns_dtype_for("auto", cpu, frozenset({"avx2", "amx_bf16"})) == torch.bfloat16
+    assert ns_dtype_for("auto", cpu, frozenset({"avx2", "fma"})) == torch.float32
+    assert ns_dtype_for("auto", torch.device("cuda")) == torch.bfloat16
+    assert ns_dtype_for("float32", torch.device("cuda")) == torch.float32
+
+
+def test_an_unknown_ns_dtype_is_refused() -> None:
+    from fmnist_lightning.errors import ConfigError
+    from fmnist_lightning.training.optimizers import FilterMuon
+
+    with pytest.raises(ConfigError, match="ns_dtype"):
+        FilterMuon([nn.Parameter(torch.randn(4, 2, 3, 3))], ns_dtype="float16")

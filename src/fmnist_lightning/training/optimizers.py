@@ -11,6 +11,7 @@ both, so Lightning's automatic optimisation, schedulers and checkpoints work as 
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any
@@ -20,6 +21,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.training.precision import BF16_CPU_FLAGS
+from fmnist_lightning.training.precision import cpu_flags as read_cpu_flags
 
 
 def _matrix(t: Tensor) -> Tensor:
@@ -39,10 +42,60 @@ def _muon_class() -> type[Optimizer]:
     return muon
 
 
-class FilterMuon(Optimizer):
-    """torch.optim.Muon's update on filter banks (and matrices), through 2-D views of them."""
+# The dtype of Muon's orthogonalisation (optim.ns_dtype). torch's computes in bfloat16, which a CPU without bf16
+# units (AVX2-only, e.g. AMD Zen 3) emulates in software: there it took 15-84% of a step (docs/benchmarks.md#roofline).
+NS_DTYPES = ("bfloat16", "float32", "auto")
 
-    def __init__(self, params: Iterable[Any], **options: Any) -> None:
+
+def ns_dtype_for(setting: str, device: torch.device, cpu_flags: frozenset[str] | None = None) -> torch.dtype:
+    """``auto``: bfloat16 on an accelerator or a CPU with bf16 units, float32 on any other CPU."""
+    if setting != "auto":
+        return getattr(torch, setting)
+    if device.type != "cpu":
+        return torch.bfloat16
+    flags = read_cpu_flags() if cpu_flags is None else cpu_flags
+    return torch.bfloat16 if flags & BF16_CPU_FLAGS else torch.float32
+
+
+def newton_schulz(
+    grad: Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int, eps: float, dtype: torch.dtype
+) -> Tensor:
+    """torch.optim.Muon's orthogonalisation (``torch.optim._muon._zeropower_via_newtonschulz``: the same quintic
+    iteration, coefficients and normalisation) computed in ``dtype``; torch's always computes in bfloat16.
+    ``tests/test_optimizers.py`` checks that in bfloat16 it equals torch's exactly."""
+    a, b, c = ns_coefficients
+    x = grad.to(dtype)
+    tall = grad.size(0) > grad.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)  # spectral norm at most 1
+    for _ in range(ns_steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+def _muon_module() -> Any:
+    import torch.optim._muon as muon_module
+
+    if not hasattr(muon_module, "_zeropower_via_newtonschulz"):
+        raise ConfigError(
+            f"optim.ns_dtype other than bfloat16 needs torch.optim._muon._zeropower_via_newtonschulz, which torch "
+            f"{torch.__version__} does not have; use optim.ns_dtype=bfloat16"
+        )
+    return muon_module
+
+
+class FilterMuon(Optimizer):
+    """torch.optim.Muon's update on filter banks (and matrices), through 2-D views of them; its orthogonalisation
+    in ``ns_dtype`` (``bfloat16``: torch's own step, untouched)."""
+
+    def __init__(self, params: Iterable[Any], ns_dtype: str = "bfloat16", **options: Any) -> None:
+        if ns_dtype not in NS_DTYPES:
+            raise ConfigError(f"unknown optim.ns_dtype={ns_dtype!r}; choose one of: {', '.join(NS_DTYPES)}")
+        self.ns_dtype = ns_dtype
+        if ns_dtype != "bfloat16":
+            _muon_module()  # refused now, not at the first step
         muon = _muon_class()
         defaults = {
             name: p.default
@@ -70,7 +123,19 @@ class FilterMuon(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         # torch's step, with this class's _init_group (2-D views) in place of its own.
-        return self._muon.step(self, closure)
+        params = [p for g in self.param_groups for p in g["params"]]
+        dtype = ns_dtype_for(self.ns_dtype, params[0].device) if params else torch.bfloat16
+        if dtype == torch.bfloat16:
+            return self._muon.step(self, closure)
+        # torch's step looks its orthogonalisation up by name at each call: for this step only, the same
+        # iteration in ``dtype`` stands in for it (restored even if the step fails).
+        module = _muon_module()
+        original = module._zeropower_via_newtonschulz
+        module._zeropower_via_newtonschulz = functools.partial(newton_schulz, dtype=dtype)
+        try:
+            return self._muon.step(self, closure)
+        finally:
+            module._zeropower_via_newtonschulz = original
 
 
 def _format(p: Tensor) -> torch.memory_format:
@@ -130,7 +195,8 @@ class _PartStates(MutableMapping):
 class MuonFilters(Optimizer):
     """One optimizer over two: ``FilterMuon`` on the convolution filters, ``rest`` on every other parameter.
 
-    ``lr``, ``momentum``, ``nesterov``, ``weight_decay``, ``ns_steps`` and ``adjust_lr_fn`` are Muon's;
+    ``lr``, ``momentum``, ``nesterov``, ``weight_decay``, ``ns_steps`` and ``adjust_lr_fn`` are Muon's; ``ns_dtype``
+    the dtype of its orthogonalisation (``FilterMuon``);
     ``rest`` is an optimizer factory with its own learning rate (``optim.rest.lr``). A group option
     from ``module.param_groups`` (its weight decay, its ``lr_scale``) holds in both."""
 
@@ -144,6 +210,7 @@ class MuonFilters(Optimizer):
         weight_decay: float = 0.0,
         ns_steps: int = 5,
         adjust_lr_fn: str | None = "original",
+        ns_dtype: str = "bfloat16",
     ) -> None:
         filter_groups, rest_groups = split_filters(params)
         if not filter_groups:
@@ -156,6 +223,7 @@ class MuonFilters(Optimizer):
             weight_decay=weight_decay,
             ns_steps=ns_steps,
             adjust_lr_fn=adjust_lr_fn,
+            ns_dtype=ns_dtype,
         )
         self.rest = rest(params=rest_groups) if rest_groups else None
         parts = [self.filters] + ([self.rest] if self.rest is not None else [])
