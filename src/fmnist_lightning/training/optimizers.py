@@ -120,11 +120,23 @@ class FilterMuon(Optimizer):
             bufs.append(state["momentum_buffer"])
         return False
 
+    def _resolved_ns_dtype(self) -> torch.dtype:
+        """``ns_dtype`` for the parameters' device, resolved once per device (``auto`` reads /proc/cpuinfo)."""
+        if self.ns_dtype == "bfloat16":
+            return torch.bfloat16  # torch's own step: nothing to resolve
+        params = [p for g in self.param_groups for p in g["params"]]
+        if not params:
+            return torch.bfloat16
+        resolved: dict[torch.device, torch.dtype] = self.__dict__.setdefault("_ns_dtypes", {})
+        device = params[0].device
+        if device not in resolved:
+            resolved[device] = ns_dtype_for(self.ns_dtype, device)
+        return resolved[device]
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         # torch's step, with this class's _init_group (2-D views) in place of its own.
-        params = [p for g in self.param_groups for p in g["params"]]
-        dtype = ns_dtype_for(self.ns_dtype, params[0].device) if params else torch.bfloat16
+        dtype = self._resolved_ns_dtype()
         if dtype == torch.bfloat16:
             return self._muon.step(self, closure)
         # torch's step looks its orthogonalisation up by name at each call: for this step only, the same
