@@ -104,6 +104,10 @@ PILOTS: dict[str, list[str]] = {
     "long_wide_e64": [*LONG, *WIDE, "trainer.max_epochs=64"],
     # A third stage (7x7 -> 3x3) instead of more epochs: 4x the parameters, 1.5x long_wide_e64's time per epoch.
     "deep_e40": [*LONG, *DEEP, "trainer.max_epochs=40"],
+    # best's network with its 7x7 map pooled to 4x4 instead of 3x3 (model.ceil_mode), against the same at 3x3, on a
+    # short schedule; float32 orthogonalisation where bf16 is emulated, as the hour on such a CPU needs.
+    "deep_e8": [*LONG, *DEEP, "optim.ns_dtype=auto", "trainer.max_epochs=8"],
+    "deep_e8_ceil": [*LONG, *DEEP, "optim.ns_dtype=auto", "model.ceil_mode=true", "trainer.max_epochs=8"],
 }
 ALL_ROWS = ROWS | PILOTS | CUMULATIVE
 

@@ -353,6 +353,25 @@ def test_pool_first_is_the_same_function_with_the_pool_moved(make_cfg, tmp_path:
     assert metrics["test/acc"] >= 0.0
 
 
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_ceil_mode_keeps_the_row_the_7x7_pool_drops(ceil_mode: bool, make_cfg, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = create_model("compact", widths=[32, 64, 128, 256], pool_first=True, ceil_mode=ceil_mode).eval()
+    last_pool = max(i for i, m in enumerate(net.features) if isinstance(m, nn.MaxPool2d))
+    seven = net.features[:last_pool](torch.randn(2, 1, 28, 28)).detach().requires_grad_()
+    assert seven.shape[-2:] == (7, 7)
+    out = net.classifier(net.features[last_pool:](seven))
+    out.sum().backward()
+    assert seven.grad is not None
+    # Without ceil_mode the 2x2 windows cover rows and columns 0-5 only: the 7th never reaches the output.
+    edge = seven.grad[..., 6, :].abs().sum() + seven.grad[..., :, 6].abs().sum()
+    assert (edge.item() > 0) == ceil_mode
+    assert net.features(torch.zeros(1, 1, 28, 28)).shape[-2:] == ((4, 4) if ceil_mode else (3, 3))
+    if ceil_mode:
+        cfg = make_cfg("model=compact_deep", "model.ceil_mode=true", "debug=fast_dev_run", output_dir=tmp_path / "run")
+        assert train(cfg)["test/acc"] >= 0.0
+
+
 @pytest.mark.parametrize("shape", [(8, 36), (36, 8)])
 def test_our_newton_schulz_in_bfloat16_is_torchs_own(shape: tuple[int, int]) -> None:
     # optim.ns_dtype=float32 runs this copy of torch's orthogonalisation: in torch's bf16 it must match it exactly.
