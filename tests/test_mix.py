@@ -80,3 +80,22 @@ def test_a_mix_option_joins_a_preset() -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
         cfg = compose(config_name="config", overrides=["experiment=best_small", "mix=cutmix"])
     assert cfg.data.mix._target_ == "torchvision.transforms.v2.CutMix" and cfg.data.batch_size == 256
+
+
+def test_the_augmentation_preview_shows_each_column_mixed_as_a_batch(make_cfg: Callable[..., DictConfig]) -> None:
+    draws = 3
+    datamodule = instantiate(make_cfg("aug=none", "mix=mixup", "data.mix.alpha=1.0").data, **ALLOWED)
+    grid = datamodule.preview(n_draws=draws)[0]  # make_grid repeats the one channel three times
+
+    # make_grid's layout: 2-pixel padding around 28x28 tiles, a row per class, the original first.
+    def tile(row: int, col: int) -> torch.Tensor:
+        return grid[2 + 30 * row : 30 * (row + 1), 2 + 30 * col : 30 * (col + 1)]
+
+    originals = torch.stack([tile(r, 0) for r in range(10)])
+    for col in range(1, 1 + draws):
+        drawn = torch.stack([tile(r, col) for r in range(10)])
+        # MixUp: one lam for the column, each row blended with the row above (the batch rolled by one).
+        neighbour = originals.roll(1, 0)
+        lam = ((drawn - neighbour) * (originals - neighbour)).sum() / ((originals - neighbour) ** 2).sum()
+        assert 0.0 < float(lam) < 1.0
+        torch.testing.assert_close(drawn, lam * originals + (1 - lam) * neighbour, atol=1e-5, rtol=0)

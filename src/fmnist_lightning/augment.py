@@ -40,7 +40,10 @@ def preview(cfg: DictConfig) -> Path:
     grid = F.interpolate(grid[None], scale_factor=int(own["scale"]), mode="nearest")[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, out)
-    print(f"wrote {out} (aug={aug_name}, pipeline={cfg.data.pipeline}): originals left, augmented draws right")
+    mix = HydraConfig.get().runtime.choices.get("mix", "none")
+    print(
+        f"wrote {out} (aug={aug_name}, mix={mix}, pipeline={cfg.data.pipeline}): originals left, augmented draws right"
+    )
     return out
 
 

@@ -223,7 +223,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
         """A grid image ``[3, H, W]`` in [0, 1]: per row, one training image of each class then augmented draws.
 
         Runs the same transforms as training (either pipeline) under a forked RNG, so
-        looking at a preset never changes what a seeded run trains on.
+        looking at a preset never changes what a seeded run trains on. With ``mix`` set, each draw is then
+        mixed as a training batch is: the column's images are the batch, so each row blends with the row above
+        (the first with the last), by one ``lam`` per column for MixUp.
         """
         if self.train_set is None:
             self.setup("fit")
@@ -238,7 +240,10 @@ class FashionMNISTDataModule(L.LightningDataModule):
                 if self.sample_transform is not None:
                     images = torch.stack([self.sample_transform(img) for img in originals])
                 x = images.float() / 255
-                columns.append(self.batch_transform(x) if self.batch_transform is not None else x)
+                x = self.batch_transform(x) if self.batch_transform is not None else x
+                if self.mix is not None:
+                    x, _ = self.mix(x, labels[index])
+                columns.append(x)
         tiles = torch.stack(columns, 1).flatten(0, 1)
         return make_grid(tiles, nrow=1 + n_draws, padding=2, pad_value=0.5)
 
