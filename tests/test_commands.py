@@ -76,8 +76,14 @@ def test_a_command_value_passes_through() -> None:
 
 def test_own_settings_are_added_unless_the_user_named_them() -> None:
     arguments = with_settings({"hydra.run.dir": "out/x", "hydra/help": "augment"})
-    assert arguments(["aug=strong"]) == ["aug=strong", "hydra.run.dir=out/x", "hydra/help=augment"]
-    assert arguments(["hydra.run.dir=mine"]) == ["hydra.run.dir=mine", "hydra/help=augment"]
+    assert arguments(["aug=strong", "--cfg", "job"]) == [
+        "hydra.run.dir=out/x",
+        "hydra/help=augment",
+        "aug=strong",
+        "--cfg",
+        "job",
+    ]
+    assert arguments(["hydra.run.dir=mine"]) == ["hydra/help=augment", "hydra.run.dir=mine"]
 
 
 def test_an_argparse_command_ends_like_a_hydra_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,3 +108,22 @@ def test_an_argparse_command_ends_like_a_hydra_one(tmp_path: Path, capsys: pytes
     with pytest.raises(SystemExit) as exit_:
         cli([])  # argparse's own usage error
     assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("command", "given", "name"),
+    [
+        ("fmnist_lightning", ["model=lenet"], "train"),
+        ("fmnist_lightning.evaluate", [], "evaluate"),
+        ("fmnist_lightning.augment", ["aug=strong"], "augment"),
+        ("fmnist_lightning.augment", ["hydra.job.name=mine"], "mine"),
+    ],
+)
+def test_a_hydra_job_is_named_for_its_command(command: str, given: list[str], name: str) -> None:
+    # ${hydra:job.name} in a user's config; Hydra itself would name every command's job for cli/commands.py. The
+    # settings a command adds must not follow the flags either (`aug=strong --cfg hydra`).
+    from conftest import run_cli
+
+    result = run_cli("-m", command, *given, "--cfg", "hydra", "--package", "hydra.job")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"name: {name}\n" in result.stdout

@@ -80,9 +80,21 @@ def hydra_command(
     def cli() -> None:
         if arguments is not None:
             sys.argv[1:] = guarded(arguments, sys.argv[1:], lambda: None)
+        # Hydra names the job for the module of the function it decorates, which is this one for every command.
+        sys.argv[1:] = with_settings({"hydra.job.name": command_name(body)})(sys.argv[1:])
         run_hydra(main)
 
     return cli
+
+
+def command_name(body: Callable[..., Any]) -> str:
+    """A command's name, for ``hydra.job.name``: its module's (``evaluate``), ``train`` for the package's own."""
+    module = body.__module__
+    if module == "__main__":  # run as ``python -m fmnist_lightning.<command>``: the module's own name is its spec's
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    name = module.rpartition(".")[2]
+    return "train" if name == "__main__" else name
 
 
 def with_settings(settings: dict[str, str]) -> Arguments:
@@ -91,7 +103,9 @@ def with_settings(settings: dict[str, str]) -> Arguments:
 
     def arguments(args: list[str]) -> list[str]:
         given = {arg.partition("=")[0].lstrip("+~") for arg in args}
-        return [*args, *(f"{key}={value}" for key, value in settings.items() if key not in given)]
+        # In front: Hydra's argparse takes the overrides as one run of words, so none may follow a flag's value
+        # (``aug=strong --cfg job``).
+        return [*(f"{key}={value}" for key, value in settings.items() if key not in given), *args]
 
     return arguments
 
