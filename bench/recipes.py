@@ -122,6 +122,14 @@ def merged(base: list[str], row: list[str]) -> list[str]:
     return [o for o in base if key(o) not in ours] + row
 
 
+def row_overrides(row: list[str], epochs: int) -> list[str]:
+    """What a row passes after ``BASE``: its overrides over the default length. Every row was tuned with torch's
+    bf16 orthogonalisation in Muon, and ``optim=muon`` now picks float32 on CPUs without bf16 units
+    (``optim.ns_dtype=auto``), so a Muon row keeps bf16 unless it names its own."""
+    muon = any(o.startswith("optim=muon") for o in row)
+    return merged([f"trainer.max_epochs={epochs}", *(["optim.ns_dtype=bfloat16"] if muon else [])], row)
+
+
 def run_row(overrides: list[str], seed: int, epochs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
@@ -130,7 +138,7 @@ def run_row(overrides: list[str], seed: int, epochs: int) -> dict[str, Any]:
             "fmnist_lightning",
             *BASE,
             f"seed={seed}",
-            *merged([f"trainer.max_epochs={epochs}"], overrides),
+            *row_overrides(overrides, epochs),
             *VALIDATION,
             f"hydra.run.dir={tmp}/run",
         ]
@@ -239,10 +247,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 def reused(reports: list[dict[str, Any]], overrides: list[str], epochs: int, seed: int) -> dict[str, Any] | None:
     """A cell an earlier report measured with the same overrides, schedule length and seed."""
-    want = set(merged([f"trainer.max_epochs={epochs}"], overrides))
+    want = set(row_overrides(overrides, epochs))
     for report in reports:
         for name, runs in report["rows"].items():
-            if set(merged([f"trainer.max_epochs={report['epochs']}"], report["overrides"][name])) != want:
+            if set(row_overrides(report["overrides"][name], report["epochs"])) != want:
                 continue
             for run in runs:
                 if run["seed"] == seed and "error" not in run:

@@ -45,7 +45,7 @@ def cases() -> dict[str, list[str]]:
     found = {f"experiment-{name}": [f"experiment={name}"] for name in experiments()}
     # bench/recipes.py's rows: its base, the row merged over its default length, its validation overrides.
     for name, row in recipes.ALL_ROWS.items():
-        found[f"recipes-{name}"] = [*recipes.BASE, *recipes.merged(["trainer.max_epochs=10"], row), *recipes.VALIDATION]
+        found[f"recipes-{name}"] = [*recipes.BASE, *recipes.row_overrides(row, 10), *recipes.VALIDATION]
     return found
 
 

@@ -137,7 +137,7 @@ def test_every_recipes_row_composes_with_its_overrides() -> None:
     recipes = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipes)
     for name, row in recipes.ALL_ROWS.items():
-        overrides = recipes.merged(["trainer.max_epochs=10"], row)
+        overrides = recipes.row_overrides(row, 10)
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(project_root() / "conf"), **INIT_ARGS):
             cfg = compose(
