@@ -84,6 +84,20 @@ def test_own_settings_are_added_unless_the_user_named_them() -> None:
         "job",
     ]
     assert arguments(["hydra.run.dir=mine"]) == ["hydra/help=augment", "hydra.run.dir=mine"]
+    # Hydra's argparse takes the overrides as one run of words: ours join it, whichever side the flags are on.
+    assert arguments(["--multirun", "optim.lr=0.1,0.2"]) == [
+        "--multirun",
+        "hydra.run.dir=out/x",
+        "hydra/help=augment",
+        "optim.lr=0.1,0.2",
+    ]
+    assert arguments(["--cfg", "job"]) == ["--cfg", "job", "hydra.run.dir=out/x", "hydra/help=augment"]
+    assert arguments(["--config-dir=conf", "~a"]) == [
+        "--config-dir=conf",
+        "hydra.run.dir=out/x",
+        "hydra/help=augment",
+        "~a",
+    ]
 
 
 def test_an_argparse_command_ends_like_a_hydra_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

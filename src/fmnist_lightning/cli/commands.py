@@ -103,9 +103,12 @@ def with_settings(settings: dict[str, str]) -> Arguments:
 
     def arguments(args: list[str]) -> list[str]:
         given = {arg.partition("=")[0].lstrip("+~") for arg in args}
-        # In front: Hydra's argparse takes the overrides as one run of words, so none may follow a flag's value
-        # (``aug=strong --cfg job``).
-        return [*(f"{key}={value}" for key, value in settings.items() if key not in given), *args]
+        ours = [f"{key}={value}" for key, value in settings.items() if key not in given]
+        # Hydra's argparse takes the overrides as one run of words, wherever the flags are (``aug=strong --cfg job``,
+        # ``--multirun optim.lr=0.1,0.2``): ours join the front of the user's run, or end a line that has none.
+        words = (i for i, arg in enumerate(args) if ("=" in arg and not arg.startswith("-")) or arg.startswith("~"))
+        first = next(words, len(args))
+        return [*args[:first], *ours, *args[first:]]
 
     return arguments
 
