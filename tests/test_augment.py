@@ -170,6 +170,31 @@ def test_preview_cli_writes_png(data_root, tmp_path) -> None:
     assert image.size[0] > image.size[1] / 10 * 3  # 4 columns (original + 3 draws) of 10 class rows
 
 
+def test_preview_sweep_writes_a_grid_per_preset_in_its_own_directory(data_root, tmp_path) -> None:
+    from conftest import run_cli
+
+    result = run_cli(
+        "-m",
+        "fmnist_lightning.augment",
+        "--multirun",
+        "aug=flip,strong",
+        f"data.root={data_root}",
+        "data.val_size=100",
+        "data.download=false",
+        f"paths.log_dir={tmp_path}",
+        "draws=2",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    grids = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
+    assert [(g.parts[:2], g.parts[-2:]) for g in grids] == [
+        (("augment", "multirun"), ("0", "flip.png")),
+        (("augment", "multirun"), ("1", "strong.png")),
+    ]
+    # No training sweep's summary: a preview has no metric to rank jobs by.
+    assert "val/acc_best" not in result.stdout + result.stderr
+    assert "Sweep summary" not in result.stdout
+
+
 def test_per_sample_pipeline_trains(make_cfg) -> None:
     from fmnist_lightning.train import train
 

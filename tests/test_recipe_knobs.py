@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from fmnist_lightning.models.registry import create_model, list_models
+from fmnist_lightning.models.registry import count_parameters, create_model, list_models
 from fmnist_lightning.train import train
 from fmnist_lightning.training.classifier import ImageClassifier
 from fmnist_lightning.training.param_groups import NORM_LAYERS, param_groups
@@ -370,6 +370,33 @@ def test_ceil_mode_keeps_the_row_the_7x7_pool_drops(ceil_mode: bool, make_cfg, t
     if ceil_mode:
         cfg = make_cfg("model=compact_deep", "model.ceil_mode=true", "debug=fast_dev_run", output_dir=tmp_path / "run")
         assert train(cfg)["test/acc"] >= 0.0
+
+
+def test_stem_stride_replaces_the_first_pool_and_trains_whitened(make_cfg, tmp_path: Path) -> None:
+    from fmnist_lightning.errors import ConfigError
+    from fmnist_lightning.training.callbacks.data_init import whiten_first_conv
+
+    torch.manual_seed(0)
+    pooled = create_model("compact", widths=[32, 40, 64], pool_first=True)
+    strided = create_model("compact", widths=[32, 40, 64], pool_first=True, stem_stride=2)
+    assert count_parameters(strided) == count_parameters(pooled)
+    # The stem writes 14x14 maps and only the second stage pools; the rest of the network sees the same shapes.
+    assert strided.features[0].stride == (2, 2)
+    assert strided.features[0](torch.zeros(1, 1, 28, 28)).shape[-2:] == (14, 14)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in strided.features) == 1
+    assert strided.features(torch.zeros(1, 1, 28, 28)).shape == pooled.features(torch.zeros(1, 1, 28, 28)).shape
+
+    with pytest.raises(ConfigError, match="stem_stride must be 1 or 2"):
+        create_model("compact", stem_stride=3)
+    with pytest.raises(ConfigError, match="at least one stage"):
+        create_model("compact", widths=[32], stem_stride=2)
+    # Whitening is the same for a strided stem: 9 filters of the 3x3 patches and their negatives.
+    assert whiten_first_conv(strided, torch.randn(64, 1, 28, 28)) == 18
+    stem = strided.features[0].weight.detach()
+    assert torch.allclose(stem[:9], -stem[9:18])
+    # The preset's whitened run with the strided stem trains, validates and tests a batch.
+    cfg = make_cfg("experiment=speedrun", "model.stem_stride=2", "debug=fast_dev_run", output_dir=tmp_path / "run")
+    assert train(cfg)["test/acc"] >= 0.0
 
 
 @pytest.mark.parametrize("shape", [(8, 36), (36, 8)])

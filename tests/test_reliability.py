@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from conftest import cli_overrides, compose_cfg, run_cli
 from fmnist_lightning.errors import CheckpointError, ConfigError, TrainingError
 from fmnist_lightning.train import train
-from fmnist_lightning.training.resume import resume_overrides
+from fmnist_lightning.training.resume import prepare_argv, resume_overrides
 
 # Whole epochs of the 500-image training split (16 batches), so a kill lands inside an epoch.
 RUN = [
@@ -175,6 +175,27 @@ def test_resume_of_a_run_without_a_checkpoint_starts_it_over_in_place_and_keeps_
         assert sorted(p.name for p in run.iterdir()) == ["attempts"]  # the directory is free for the new start
         assert (run / "attempts" / str(attempt) / "train.log").read_text() == f"attempt {attempt}\n"
         assert (run / "attempts" / str(attempt) / ".hydra" / "overrides.yaml").is_file()
+
+
+def test_resume_with_a_hydra_flag_prints_the_resumed_config_and_moves_nothing(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(["model=lenet", "trainer.max_epochs=3"]), run / ".hydra" / "overrides.yaml")
+    (run / "train.log").write_text("attempt 1\n")
+    # The run's words join the user's overrides, the flags go after them: Hydra's argparse takes one run of words.
+    assert prepare_argv([f"resume={run}", "--cfg", "job", "trainer.max_epochs=5"]) == [
+        "model=lenet",
+        "trainer.max_epochs=5",
+        f"hydra.run.dir={run.resolve()}",
+        "--cfg",
+        "job",
+    ]
+    result = run_cli(f"resume={run}", "--cfg", "job", "trainer.max_epochs=5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    job = OmegaConf.create(result.stdout)
+    assert job.trainer.max_epochs == 5 and job.model.name == "lenet"
+    # Printing the config set nothing aside: the partial run is where it was.
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "train.log"]
 
 
 def test_resume_auto_needs_a_fixed_run_directory(tmp_path: Path) -> None:

@@ -15,8 +15,12 @@ from fmnist_lightning.cli.commands import hydra_command, with_settings
 
 # The preview's own keys, given on the command line as out=, draws=, scale= (no config group has them).
 PREVIEW_KEYS = {"out": None, "draws": 7, "scale": 3}
+# Its own directories, beside runs/, and its own --help. A sweep over presets (``-m aug=flip,strong``) writes one
+# grid per job; Hydra's no-op callback stands in for the training sweep's summary, which ranks jobs by a metric.
 OWN_HYDRA_SETTINGS = {
     "hydra.run.dir": "${paths.log_dir}/augment/${now:%Y-%m-%d_%H-%M-%S_%f}",
+    "hydra.sweep.dir": "${paths.log_dir}/augment/multirun/${now:%Y-%m-%d_%H-%M-%S_%f}",
+    "hydra.callbacks.sweep_summary._target_": "hydra.experimental.callback.Callback",
     "hydra/help": "augment",
 }
 

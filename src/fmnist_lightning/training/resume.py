@@ -27,6 +27,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from fmnist_lightning.config.command_line import override_key, split_flags
 from fmnist_lightning.config.files import HYDRA_OVERRIDES, LAST_CHECKPOINT, METRICS_FILE
 from fmnist_lightning.config.masking import holds_masked_secret
 from fmnist_lightning.errors import CheckpointError, ConfigError
@@ -37,6 +38,8 @@ RESUME = "resume"
 AUTO = "auto"
 ATTEMPTS = "attempts"
 MULTIRUN_FLAGS = ("-m", "--multirun")
+# Hydra's flags after which it prints and exits without running the job.
+PRINT_ONLY_FLAGS = ("-c", "--cfg", "-i", "--info", "-h", "--help", "--hydra-help", "--version")
 
 
 # SLURM sets it in a job's environment from its first requeue on (preemption, node failure, scontrol requeue,
@@ -55,10 +58,6 @@ def scheduler_restarts() -> int:
 def is_first_task() -> bool:
     """Whether this process is the first of its job's tasks (every process outside SLURM is): only it moves files."""
     return os.environ.get("SLURM_PROCID", "0") == "0"
-
-
-def _key(arg: str) -> str:
-    return arg.partition("=")[0].lstrip("+~")
 
 
 class RunComplete(Exception):
@@ -81,14 +80,15 @@ def set_aside(run: Path, keep: Sequence[str] = ()) -> Path:
     return target
 
 
-def _start_over(run: Path, overrides: list[str]) -> list[str]:
-    """The run's own command again, in its own directory, its partial files set aside first."""
+def _start_over(run: Path, overrides: list[str], set_aside_files: bool = True) -> list[str]:
+    """The run's own command again, in its own directory, its partial files set aside first (unless
+    ``set_aside_files`` is false: a command line that only prints, ``--cfg job``, moves nothing)."""
     if (run / METRICS_FILE).is_file():
         raise RunComplete(
             f"{run} is complete (it has {METRICS_FILE}, and no checkpoint to train on from); "
             "its results are left as they are"
         )
-    if not is_first_task():
+    if not is_first_task() or not set_aside_files:
         return [*overrides, f"hydra.run.dir={run}"]  # the job's first task sets the files aside
     moved = set_aside(run)
     message = f"{run} stopped before its first checkpoint: its files are kept in {moved}; starting it over in place"
@@ -130,7 +130,7 @@ def readable_checkpoint(run: Path) -> Path:
 
 
 def _requested(extra: Sequence[str], key: str) -> int | None:
-    values = [arg.partition("=")[2] for arg in extra if _key(arg) == key]
+    values = [arg.partition("=")[2] for arg in extra if override_key(arg) == key]
     try:
         return int(values[-1]) if values else None
     except ValueError:
@@ -177,8 +177,9 @@ def finished_message(run: Path, checkpoint: Path, extra: Sequence[str]) -> str |
     )
 
 
-def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str]:
+def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), set_aside_files: bool = True) -> list[str]:
     """The overrides that continue the run in ``run_dir``; ``extra`` overrides win (e.g. more epochs).
+    ``set_aside_files=False`` leaves a run without a checkpoint as it is (for a line that only prints).
 
     Raises ``RunComplete`` when the run has finished and ``extra`` asks for no more training.
     """
@@ -187,17 +188,17 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
     if not overrides_file.is_file():
         raise ConfigError(f"resume={run_dir}: no .hydra/overrides.yaml there; pass the directory of an earlier run")
     original = [str(arg) for arg in OmegaConf.load(overrides_file)]
-    replaced = {_key(arg) for arg in extra} | {"ckpt_path"}
-    masked = [_key(arg) for arg in original if holds_masked_secret(arg) and _key(arg) not in replaced]
+    replaced = {override_key(arg) for arg in extra} | {"ckpt_path"}
+    masked = [override_key(arg) for arg in original if holds_masked_secret(arg) and override_key(arg) not in replaced]
     if masked:
         # The run's files keep secrets masked (config.masking): the real value must come from the user again.
         raise ConfigError(
             f"resume={run_dir}: {masked[0]} held a secret, which the run's files keep as ***; pass it again: "
             f"resume={run_dir} {masked[0]}=<value>, or write it as ${{oc.env:VARIABLE}} so that it never needs retyping"
         )
-    kept = [arg for arg in original if _key(arg) not in replaced]
+    kept = [arg for arg in original if override_key(arg) not in replaced]
     if not has_checkpoint(run):
-        return _start_over(run, [*kept, *extra])
+        return _start_over(run, [*kept, *extra], set_aside_files)
     checkpoint = readable_checkpoint(run)
     message = finished_message(run, checkpoint, extra)
     if message:
@@ -212,25 +213,25 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = ()) -> list[str
     ]
 
 
-def auto_resume(args: Sequence[str]) -> list[str]:
+def auto_resume(args: Sequence[str], set_aside_files: bool = True) -> list[str]:
     """``resume=auto``: ``args`` as a new run in their ``hydra.run.dir`` where no run is yet; else that run
     continued (``args`` that differ from its own overrides win, e.g. more epochs), or left alone if complete."""
-    run_dirs = [a.partition("=")[2].strip("\"'") for a in args if _key(a) == "hydra.run.dir"]
+    run_dirs = [a.partition("=")[2].strip("\"'") for a in args if override_key(a) == "hydra.run.dir"]
     if not run_dirs:
         raise ConfigError(
             "resume=auto needs the run's own directory, the same each time the command runs: add "
             "hydra.run.dir=<dir>, e.g. hydra.run.dir=outputs/runs/job-$SLURM_JOB_ID"
         )
     run = Path(run_dirs[-1]).expanduser().resolve()
-    rest = [a for a in args if _key(a) != "hydra.run.dir"]
+    rest = [a for a in args if override_key(a) != "hydra.run.dir"]
     if not (run / ".hydra").exists():
         return [*rest, f"hydra.run.dir={run}"]
     if not (run / HYDRA_OVERRIDES).is_file():
         # Stopped while Hydra wrote its files: nothing of the run's own yet.
-        return _start_over(run, rest)
+        return _start_over(run, rest, set_aside_files)
     original = {str(arg) for arg in OmegaConf.load(run / HYDRA_OVERRIDES)}
-    overrides = resume_overrides(run, [a for a in rest if a not in original])
-    checkpoint = [a.partition("=")[2] for a in overrides if _key(a) == "ckpt_path"]
+    overrides = resume_overrides(run, [a for a in rest if a not in original], set_aside_files)
+    checkpoint = [a.partition("=")[2] for a in overrides if override_key(a) == "ckpt_path"]
     if checkpoint:
         restart = (
             f"SLURM job {os.environ.get('SLURM_JOB_ID')}, start {scheduler_restarts() + 1}: "
@@ -244,16 +245,20 @@ def auto_resume(args: Sequence[str]) -> list[str]:
 def prepare_argv(argv: Sequence[str]) -> list[str]:
     """``sys.argv[1:]`` with ``resume=`` expanded; refuses to start a new run inside an existing one."""
     args = list(argv)
-    resume = [a for a in args if _key(a) == RESUME]
+    resume = [a for a in args if override_key(a) == RESUME]
     if resume:
         if any(a in MULTIRUN_FLAGS for a in args):
             raise ConfigError("resume= continues one run; drop -m/--multirun")
         run_dir = resume[-1].partition("=")[2]
         if not run_dir:
             raise ConfigError("resume= needs a run directory, e.g. resume=outputs/runs/2026-01-01_12-00-00_000000")
-        rest = [a for a in args if _key(a) != RESUME]
-        return auto_resume(rest) if run_dir == AUTO else resume_overrides(run_dir, rest)
-    fixed_dir = any(_key(a) == "hydra.run.dir" for a in args)
+        # The run's words join the user's overrides; Hydra's flags (`--cfg job`) go after the whole run of them.
+        rest, flags = split_flags([a for a in args if override_key(a) != RESUME])
+        # A line that only prints (--cfg job, --info, --help) must not set a run's partial files aside.
+        moves = not any(f.partition("=")[0] in PRINT_ONLY_FLAGS for f in flags)
+        resumed = auto_resume(rest, moves) if run_dir == AUTO else resume_overrides(run_dir, rest, moves)
+        return [*resumed, *flags]
+    fixed_dir = any(override_key(a) == "hydra.run.dir" for a in args)
     if scheduler_restarts() and fixed_dir and not any(a in MULTIRUN_FLAGS for a in args):
         # The job's command again, started by SLURM after a requeue: the run in its directory goes on.
         return auto_resume(args)
@@ -263,7 +268,7 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
         # hydra.output_subdir=null, so they write no Hydra files there.
         return args
     for arg in args:
-        if _key(arg) != "hydra.run.dir":
+        if override_key(arg) != "hydra.run.dir":
             continue
         existing = arg.partition("=")[2].strip("\"'")
         if (Path(existing).expanduser() / ".hydra").exists():

@@ -1,0 +1,95 @@
+"""The rows of ``bench/recipes.py``: each a list of overrides on ``speedrun`` as it was on 2026-12-01.
+
+``ROWS`` add one knob each, ``CUMULATIVE`` build the new speedrun up one knob per row, ``PILOTS`` tune the presets
+(several knobs at once, each row with its own schedule length). All on the validation split only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# Each row: today's speedrun plus one knob (docs/configuration.md#speedrun-knobs).
+# Every row starts from `speedrun` as it was before this tuning (bench/conf/experiment/), so the tables
+# keep their meaning now that the preset itself has moved on.
+BASE = ["experiment=speedrun_2026_12_01", f"hydra.searchpath=[file://{HERE / 'conf'}]"]
+ROWS: dict[str, list[str]] = {
+    "base": [],
+    "param_groups": ["module.param_groups.norm_bias_weight_decay=0.0", "module.param_groups.norm_bias_lr_scale=4.0"],
+    "whiten": ["init=whiten"],
+    "whiten_dirac": ["init=whiten_dirac"],
+    "alt_flip": ["aug=shift_alt_flip"],
+    # Muon at the base's SGD lr 0.2, momentum 0.9 and weight decay 5e-4 (optim=muon_recipe; until presets stopped
+    # pinning their optimizer's keys, `optim=muon` inherited them from the base preset).
+    "muon": ["optim=muon_recipe"],
+    # Muon with its own settings instead of speedrun's SGD lr, momentum and weight decay.
+    "muon_own": ["optim=muon", "optim.lr=0.02", "optim.momentum=0.95", "optim.weight_decay=0.0"],
+    "whiten_muon": ["init=whiten", "optim=muon_recipe"],
+    "lookahead": ["optim=lookahead", "optim.lr=0.2"],
+    "ema_bn": ["ema=default", "callbacks.ema.decay=0.99", "model.bn_momentum=0.4"],
+    "compile": ["model.compile=true"],
+    "pool_first": ["model.pool_first=true"],
+}
+# The new speedrun built up one knob per row from today's (README ablation): each row keeps the ones above.
+CUMULATIVE: dict[str, list[str]] = {
+    "base": [],
+    "pool_first": ["model.pool_first=true"],
+    "+whiten": ["model.pool_first=true", "init=whiten"],
+    "+muon": ["model.pool_first=true", "init=whiten", "optim=muon_recipe"],
+    "+8_epochs": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=8"],
+    "+7_epochs": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=7"],
+    "+6_epochs": ["model.pool_first=true", "init=whiten", "optim=muon_recipe", "trainer.max_epochs=6"],
+    "+rest_lr_0.2": [
+        "model.pool_first=true",
+        "init=whiten",
+        "optim=muon_recipe",
+        "trainer.max_epochs=6",
+        "optim.rest.lr=0.2",
+    ],
+}
+# Tuning pilots for the presets: several knobs at once, each row with its own schedule length.
+# Same rules: validation split only (bench/results/recipes/pilots.md).
+MUON_OWN = ["optim=muon", "optim.lr=0.02", "optim.momentum=0.95", "optim.weight_decay=0.0"]
+FAST = ["model.pool_first=true", "init=whiten", "optim=muon_recipe"]
+LONG = [*FAST, "aug=strong", "ema=default"]
+WIDE = ["model.widths=[32,64,128]", "model.max_params=null"]
+DEEP = ["model.widths=[32,64,128,256]", "model.max_params=null"]
+PILOTS: dict[str, list[str]] = {
+    "fast_e8": [*FAST, "trainer.max_epochs=8"],
+    "fast_e7": [*FAST, "trainer.max_epochs=7"],
+    "fast_e6": [*FAST, "trainer.max_epochs=6"],
+    "fast_own_e8": [*FAST, *MUON_OWN[1:], "trainer.max_epochs=8"],
+    "fast_b512_e7": [*FAST, "data.batch_size=512", "trainer.max_epochs=7"],
+    "fast_s24_e7": [*FAST, "model.widths=[24,40,64]", "trainer.max_epochs=7"],
+    "fast_s24_e6": [*FAST, "model.widths=[24,40,64]", "trainer.max_epochs=6"],
+    "fast_e6_rest02": [*FAST, "optim.rest.lr=0.2", "trainer.max_epochs=6"],
+    "fast_e6_ls02": [*FAST, "module.label_smoothing=0.2", "trainer.max_epochs=6"],
+    # Muon's orthogonalisation in float32 (emulated bf16 is most of the optimizer's time on CPUs without bf16 units).
+    "fast_e6_ns_fp32": [*FAST, "trainer.max_epochs=6", "optim.ns_dtype=float32"],
+    "fast_e5_rest02": [*FAST, "optim.rest.lr=0.2", "trainer.max_epochs=5"],
+    # Toward speedrun94: the long-schedule regularisers of best_small (translation, flip, erasing, EMA).
+    "long_compact_e32": [*LONG, "trainer.max_epochs=32"],
+    "long_wide_e16": [*LONG, *WIDE, "trainer.max_epochs=16"],
+    "long_wide_e20": [*LONG, *WIDE, "trainer.max_epochs=20"],
+    "long_wide_e24": [*LONG, *WIDE, "trainer.max_epochs=24"],
+    # Toward best_small: the same knobs at <= 100k parameters, over best_small's own schedule length.
+    "small_e80": [*LONG, "trainer.max_epochs=80"],
+    "small_e64": [*LONG, "trainer.max_epochs=64"],
+    # Toward best: speedrun94 over a longer schedule.
+    "long_wide_e64": [*LONG, *WIDE, "trainer.max_epochs=64"],
+    # A third stage (7x7 -> 3x3) instead of more epochs: 4x the parameters, 1.5x long_wide_e64's time per epoch.
+    "deep_e40": [*LONG, *DEEP, "trainer.max_epochs=40"],
+    # best's network with its 7x7 map pooled to 4x4 instead of 3x3 (model.ceil_mode), against the same at 3x3, on a
+    # short schedule; float32 orthogonalisation where bf16 is emulated, as the hour on such a CPU needs.
+    "deep_e8": [*LONG, *DEEP, "optim.ns_dtype=auto", "trainer.max_epochs=8"],
+    "deep_e8_ceil": [*LONG, *DEEP, "optim.ns_dtype=auto", "model.ceil_mode=true", "trainer.max_epochs=8"],
+    # Toward a faster speedrun on a CPU without bf16 units: today's speedrun as it runs there (float32
+    # orthogonalisation), shorter, and with a strided stem in place of the first pool (model.stem_stride).
+    "speedrun_auto_e6": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "trainer.max_epochs=6"],
+    "speedrun_auto_e5": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "trainer.max_epochs=5"],
+    "speedrun_auto_e4": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "trainer.max_epochs=4"],
+    "stem2_e6": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "model.stem_stride=2", "trainer.max_epochs=6"],
+    "stem2_e5": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "model.stem_stride=2", "trainer.max_epochs=5"],
+    "stem2_e4": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "model.stem_stride=2", "trainer.max_epochs=4"],
+}
+ALL_ROWS = ROWS | PILOTS | CUMULATIVE
