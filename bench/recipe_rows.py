@@ -91,5 +91,14 @@ PILOTS: dict[str, list[str]] = {
     "stem2_e6": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "model.stem_stride=2", "trainer.max_epochs=6"],
     "stem2_e5": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "model.stem_stride=2", "trainer.max_epochs=5"],
     "stem2_e4": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "model.stem_stride=2", "trainer.max_epochs=4"],
+    # Four epochs at half the batch: twice the steps for the same FLOPs, the usual cure for a schedule too short.
+    "stem2_e4_b128": [
+        *FAST,
+        "optim.rest.lr=0.2",
+        "optim.ns_dtype=auto",
+        "model.stem_stride=2",
+        "data.batch_size=128",
+        "trainer.max_epochs=4",
+    ],
 }
 ALL_ROWS = ROWS | PILOTS | CUMULATIVE

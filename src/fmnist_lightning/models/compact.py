@@ -33,10 +33,10 @@ class CompactCNN(nn.Module):
     It changes nothing at 28 and 14; at 7 it costs 16/9 of the third stage's FLOPs (no parameters).
 
     ``stem_stride=2`` strides the stem convolution instead of max-pooling its output: the stem writes
-    14x14 maps, not 28x28 ones, and the first stage has no pool. Its FLOPs are a quarter of a tiny
-    layer's, but on a CPU the 28x28 output is not: the stem's forward, the pool and the zeroed
-    gradient of the pool's 28x28 input were ~18% of a step of ``speedrun``'s network (AMD EPYC Zen 3,
-    batch 256). It trades the pool's small shifts invariance for that time; same parameters.
+    14x14 maps, not 28x28 ones, and the first stage has no pool. The stem's FLOPs are tiny either way,
+    but on a CPU its 28x28 output is not: writing it, pooling it and zeroing its gradient are memory-bound
+    passes, and a step of ``speedrun`` took 0.67-0.70x the time without them (AMD EPYC Zen 3). It trades
+    the pool's small-shift invariance for that time (shifted test views give it back); same parameters.
     """
 
     def __init__(
