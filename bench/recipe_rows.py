@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# Each row: today's speedrun plus one knob (docs/configuration.md#speedrun-knobs).
+# Each row: speedrun as of 2026-12-01 plus one knob (docs/configuration.md#speedrun-knobs).
 # Every row starts from `speedrun` as it was before this tuning (bench/conf/experiment/), so the tables
 # keep their meaning now that the preset itself has moved on.
 BASE = ["experiment=speedrun_2026_12_01", f"hydra.searchpath=[file://{HERE / 'conf'}]"]
@@ -30,7 +30,8 @@ ROWS: dict[str, list[str]] = {
     "compile": ["model.compile=true"],
     "pool_first": ["model.pool_first=true"],
 }
-# The new speedrun built up one knob per row from today's (README ablation): each row keeps the ones above.
+# The 2026-12-02 speedrun built up one knob per row from the 2026-12-01 one (README ablation): each row keeps
+# the ones above.
 CUMULATIVE: dict[str, list[str]] = {
     "base": [],
     "pool_first": ["model.pool_first=true"],
@@ -83,7 +84,7 @@ PILOTS: dict[str, list[str]] = {
     # short schedule; float32 orthogonalisation where bf16 is emulated, as the hour on such a CPU needs.
     "deep_e8": [*LONG, *DEEP, "optim.ns_dtype=auto", "trainer.max_epochs=8"],
     "deep_e8_ceil": [*LONG, *DEEP, "optim.ns_dtype=auto", "model.ceil_mode=true", "trainer.max_epochs=8"],
-    # Toward a faster speedrun on a CPU without bf16 units: today's speedrun as it runs there (float32
+    # Toward a faster speedrun on a CPU without bf16 units: speedrun as of 2026-12-06 as it runs there (float32
     # orthogonalisation), shorter, and with a strided stem in place of the first pool (model.stem_stride).
     "speedrun_auto_e6": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "trainer.max_epochs=6"],
     "speedrun_auto_e5": [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "trainer.max_epochs=5"],

@@ -1,4 +1,4 @@
-"""What each speedrun trick buys on this machine: today's ``speedrun`` and the same with one knob added per row.
+"""What each speedrun trick buys on this machine: ``speedrun`` as of 2026-12-01 and the same with one knob per row.
 
 Every row is the real CLI, ``experiment=speedrun`` as it was on 2026-12-01
 (``bench/conf/experiment/speedrun_2026_12_01.yaml``) plus the row's overrides, tuned on the validation
@@ -34,8 +34,12 @@ VALIDATION = [
     "++callbacks.evaluation_figures=null",
     "trainer.enable_progress_bar=false",
 ]
+# bench/ is not a package: its rows sit beside this file. Off the path again after, as tests load this file.
 sys.path.insert(0, str(HERE))
-from recipe_rows import ALL_ROWS, BASE, CUMULATIVE, PILOTS, ROWS  # noqa: E402  (bench/ is not a package; its rows sit beside it)
+try:
+    from recipe_rows import ALL_ROWS, BASE, CUMULATIVE, PILOTS, ROWS
+finally:
+    sys.path.remove(str(HERE))
 
 
 def merged(base: list[str], row: list[str]) -> list[str]:

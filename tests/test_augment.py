@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -190,6 +192,11 @@ def test_preview_sweep_writes_a_grid_per_preset_in_its_own_directory(data_root, 
         (("augment", "multirun"), ("0", "flip.png")),
         (("augment", "multirun"), ("1", "strong.png")),
     ]
+    # out= names one file; in a sweep each job writes its own, numbered as the job is.
+    from fmnist_lightning.augment import sweep_file
+
+    assert sweep_file(Path("grids/a.png"), None) == Path("grids/a.png")
+    assert sweep_file(Path("grids/a.png"), 1) == Path("grids/a_1.png")
     # No training sweep's summary: a preview has no metric to rank jobs by.
     assert "val/acc_best" not in result.stdout + result.stderr
     assert "Sweep summary" not in result.stdout

@@ -91,7 +91,19 @@ def test_own_settings_are_added_unless_the_user_named_them() -> None:
         "hydra/help=augment",
         "optim.lr=0.1,0.2",
     ]
-    assert arguments(["--cfg", "job"]) == ["--cfg", "job", "hydra.run.dir=out/x", "hydra/help=augment"]
+    # With no override, ours come first: after `--info` they would be taken for its optional value.
+    assert arguments(["--cfg", "job"]) == ["hydra.run.dir=out/x", "hydra/help=augment", "--cfg", "job"]
+    assert arguments(["--info"]) == ["hydra.run.dir=out/x", "hydra/help=augment", "--info"]
+    # A flag's value is never an override, whatever it looks like: it names no key and splits no run.
+    assert arguments(["-p", "hydra.run.dir", "--cfg", "hydra"]) == [
+        "hydra.run.dir=out/x",
+        "hydra/help=augment",
+        "-p",
+        "hydra.run.dir",
+        "--cfg",
+        "hydra",
+    ]
+    assert arguments(["-cd", "~/conf", "a=1"]) == ["-cd", "~/conf", "hydra.run.dir=out/x", "hydra/help=augment", "a=1"]
     assert arguments(["--config-dir=conf", "~a"]) == [
         "--config-dir=conf",
         "hydra.run.dir=out/x",

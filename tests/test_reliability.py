@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from conftest import cli_overrides, compose_cfg, run_cli
 from fmnist_lightning.errors import CheckpointError, ConfigError, TrainingError
 from fmnist_lightning.train import train
-from fmnist_lightning.training.resume import prepare_argv, resume_overrides
+from fmnist_lightning.training.resume import RunComplete, prepare_argv, resume_overrides
 
 # Whole epochs of the 500-image training split (16 batches), so a kill lands inside an epoch.
 RUN = [
@@ -183,13 +183,19 @@ def test_resume_with_a_hydra_flag_prints_the_resumed_config_and_moves_nothing(tm
     OmegaConf.save(OmegaConf.create(["model=lenet", "trainer.max_epochs=3"]), run / ".hydra" / "overrides.yaml")
     (run / "train.log").write_text("attempt 1\n")
     # The run's words join the user's overrides, the flags go after them: Hydra's argparse takes one run of words.
-    assert prepare_argv([f"resume={run}", "--cfg", "job", "trainer.max_epochs=5"]) == [
-        "model=lenet",
-        "trainer.max_epochs=5",
-        f"hydra.run.dir={run.resolve()}",
-        "--cfg",
-        "job",
-    ]
+    for flags in (["--cfg", "job"], ["--cfg=job"], ["-c", "job"], ["--cf", "job"]):
+        assert prepare_argv([f"resume={run}", *flags, "trainer.max_epochs=5"]) == [
+            "model=lenet",
+            "trainer.max_epochs=5",
+            f"hydra.run.dir={run.resolve()}",
+            *flags,
+        ]
+    # A finished run's config prints too, where a real resume would say it is complete.
+    (run / "metrics.json").write_text("{}")
+    assert prepare_argv([f"resume={run}", "--info", "config"])[-2:] == ["--info", "config"]
+    with pytest.raises(RunComplete):
+        resume_overrides(run)
+    (run / "metrics.json").unlink()
     result = run_cli(f"resume={run}", "--cfg", "job", "trainer.max_epochs=5")
     assert result.returncode == 0, result.stderr[-2000:]
     job = OmegaConf.create(result.stdout)

@@ -29,14 +29,19 @@ def preview(cfg: DictConfig) -> Path:
     """Write the preview grid of the composed config's augmentation; return the PNG's path."""
     import torch.nn.functional as F
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
     from hydra.utils import instantiate
     from torchvision.utils import save_image
 
     from fmnist_lightning.config.hydra_compat import ALLOWED
 
     own = {**PREVIEW_KEYS, **(cfg.get("preview") or {})}
-    aug_name = HydraConfig.get().runtime.choices.get("aug", "custom")
-    out = Path(own["out"]) if own["out"] else Path(HydraConfig.get().runtime.output_dir) / f"{aug_name}.png"
+    hydra = HydraConfig.get()
+    aug_name = hydra.runtime.choices.get("aug", "custom")
+    if own["out"]:
+        out = sweep_file(Path(own["out"]), hydra.job.num if hydra.mode == RunMode.MULTIRUN else None)
+    else:
+        out = Path(hydra.runtime.output_dir) / f"{aug_name}.png"
     datamodule = instantiate(cfg.data, **ALLOWED)
     datamodule.prepare_data()
     grid = datamodule.preview(n_draws=int(own["draws"]))
@@ -49,6 +54,11 @@ def preview(cfg: DictConfig) -> Path:
         f"wrote {out} (aug={aug_name}, mix={mix}, pipeline={cfg.data.pipeline}): originals left, augmented draws right"
     )
     return out
+
+
+def sweep_file(out: Path, job: int | None) -> Path:
+    """``out=`` as given, or in a sweep with the job's number before its suffix: each job's grid its own file."""
+    return out if job is None else out.with_name(f"{out.stem}_{job}{out.suffix}")
 
 
 def preview_arguments(args: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs, run_hydra
-from fmnist_lightning.config.command_line import is_override, override_key
+from fmnist_lightning.config.command_line import first_override, override_key, split_flags
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.errors import FmnistError
@@ -103,12 +103,10 @@ def with_settings(settings: dict[str, str]) -> Arguments:
     user named them: for commands on the training config, which is ``fmnist``'s."""
 
     def arguments(args: list[str]) -> list[str]:
-        given = {override_key(arg) for arg in args}
+        given = {override_key(arg) for arg in split_flags(args)[0]}
         ours = [f"{key}={value}" for key, value in settings.items() if key not in given]
-        # Hydra's argparse takes the overrides as one run of words, wherever the flags are (``aug=strong --cfg job``,
-        # ``--multirun optim.lr=0.1,0.2``): ours join the front of the user's run, or end a line that has none.
-        words = (i for i, arg in enumerate(args) if is_override(arg))
-        first = next(words, len(args))
+        # Hydra's argparse takes the overrides as one run of words, wherever the flags are: ours join its front.
+        first = first_override(args)
         return [*args[:first], *ours, *args[first:]]
 
     return arguments

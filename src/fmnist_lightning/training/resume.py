@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from fmnist_lightning.config.command_line import override_key, split_flags
+from fmnist_lightning.config.command_line import override_key, prints_only, split_flags
 from fmnist_lightning.config.files import HYDRA_OVERRIDES, LAST_CHECKPOINT, METRICS_FILE
 from fmnist_lightning.config.masking import holds_masked_secret
 from fmnist_lightning.errors import CheckpointError, ConfigError
@@ -38,8 +38,6 @@ RESUME = "resume"
 AUTO = "auto"
 ATTEMPTS = "attempts"
 MULTIRUN_FLAGS = ("-m", "--multirun")
-# Hydra's flags after which it prints and exits without running the job.
-PRINT_ONLY_FLAGS = ("-c", "--cfg", "-i", "--info", "-h", "--help", "--hydra-help", "--version")
 
 
 # SLURM sets it in a job's environment from its first requeue on (preemption, node failure, scontrol requeue,
@@ -80,15 +78,17 @@ def set_aside(run: Path, keep: Sequence[str] = ()) -> Path:
     return target
 
 
-def _start_over(run: Path, overrides: list[str], set_aside_files: bool = True) -> list[str]:
+def _start_over(run: Path, overrides: list[str], runs_job: bool = True) -> list[str]:
     """The run's own command again, in its own directory, its partial files set aside first (unless
-    ``set_aside_files`` is false: a command line that only prints, ``--cfg job``, moves nothing)."""
+    ``runs_job`` is false: a command line that only prints, ``--cfg job``, moves and refuses nothing)."""
+    if not runs_job:
+        return [*overrides, f"hydra.run.dir={run}"]
     if (run / METRICS_FILE).is_file():
         raise RunComplete(
             f"{run} is complete (it has {METRICS_FILE}, and no checkpoint to train on from); "
             "its results are left as they are"
         )
-    if not is_first_task() or not set_aside_files:
+    if not is_first_task():
         return [*overrides, f"hydra.run.dir={run}"]  # the job's first task sets the files aside
     moved = set_aside(run)
     message = f"{run} stopped before its first checkpoint: its files are kept in {moved}; starting it over in place"
@@ -177,9 +177,9 @@ def finished_message(run: Path, checkpoint: Path, extra: Sequence[str]) -> str |
     )
 
 
-def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), set_aside_files: bool = True) -> list[str]:
+def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), runs_job: bool = True) -> list[str]:
     """The overrides that continue the run in ``run_dir``; ``extra`` overrides win (e.g. more epochs).
-    ``set_aside_files=False`` leaves a run without a checkpoint as it is (for a line that only prints).
+    ``runs_job=False`` (a line that only prints its config) leaves the run as it is, complete or not.
 
     Raises ``RunComplete`` when the run has finished and ``extra`` asks for no more training.
     """
@@ -198,9 +198,9 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), set_aside_f
         )
     kept = [arg for arg in original if override_key(arg) not in replaced]
     if not has_checkpoint(run):
-        return _start_over(run, [*kept, *extra], set_aside_files)
+        return _start_over(run, [*kept, *extra], runs_job)
     checkpoint = readable_checkpoint(run)
-    message = finished_message(run, checkpoint, extra)
+    message = finished_message(run, checkpoint, extra) if runs_job else None
     if message:
         raise RunComplete(message)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -213,7 +213,7 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), set_aside_f
     ]
 
 
-def auto_resume(args: Sequence[str], set_aside_files: bool = True) -> list[str]:
+def auto_resume(args: Sequence[str], runs_job: bool = True) -> list[str]:
     """``resume=auto``: ``args`` as a new run in their ``hydra.run.dir`` where no run is yet; else that run
     continued (``args`` that differ from its own overrides win, e.g. more epochs), or left alone if complete."""
     run_dirs = [a.partition("=")[2].strip("\"'") for a in args if override_key(a) == "hydra.run.dir"]
@@ -228,11 +228,11 @@ def auto_resume(args: Sequence[str], set_aside_files: bool = True) -> list[str]:
         return [*rest, f"hydra.run.dir={run}"]
     if not (run / HYDRA_OVERRIDES).is_file():
         # Stopped while Hydra wrote its files: nothing of the run's own yet.
-        return _start_over(run, rest, set_aside_files)
+        return _start_over(run, rest, runs_job)
     original = {str(arg) for arg in OmegaConf.load(run / HYDRA_OVERRIDES)}
-    overrides = resume_overrides(run, [a for a in rest if a not in original], set_aside_files)
+    overrides = resume_overrides(run, [a for a in rest if a not in original], runs_job)
     checkpoint = [a.partition("=")[2] for a in overrides if override_key(a) == "ckpt_path"]
-    if checkpoint:
+    if checkpoint and runs_job:
         restart = (
             f"SLURM job {os.environ.get('SLURM_JOB_ID')}, start {scheduler_restarts() + 1}: "
             if scheduler_restarts()
@@ -254,14 +254,15 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
             raise ConfigError("resume= needs a run directory, e.g. resume=outputs/runs/2026-01-01_12-00-00_000000")
         # The run's words join the user's overrides; Hydra's flags (`--cfg job`) go after the whole run of them.
         rest, flags = split_flags([a for a in args if override_key(a) != RESUME])
-        # A line that only prints (--cfg job, --info, --help) must not set a run's partial files aside.
-        moves = not any(f.partition("=")[0] in PRINT_ONLY_FLAGS for f in flags)
-        resumed = auto_resume(rest, moves) if run_dir == AUTO else resume_overrides(run_dir, rest, moves)
+        # A line that only prints (--cfg job, --info, --help) sets no file aside and prints even a finished run's.
+        runs_job = not prints_only(flags)
+        resumed = auto_resume(rest, runs_job) if run_dir == AUTO else resume_overrides(run_dir, rest, runs_job)
         return [*resumed, *flags]
     fixed_dir = any(override_key(a) == "hydra.run.dir" for a in args)
     if scheduler_restarts() and fixed_dir and not any(a in MULTIRUN_FLAGS for a in args):
         # The job's command again, started by SLURM after a requeue: the run in its directory goes on.
-        return auto_resume(args)
+        rest, flags = split_flags(args)
+        return [*auto_resume(rest), *flags]
     if "hydra.output_subdir=null" in args or os.environ.get("LOCAL_RANK") not in (None, "0"):
         # A process joining a run that already started: a DDP rank Lightning launched, or a multirun's
         # DDP job re-run in its own process (distributed.py). Both pass the run's own directory with
