@@ -6,6 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fmnist_lightning.config.command_line import override_key
 from fmnist_lightning.config.masking import mask_values
 
 # The key under which every checkpoint stores the run record (``training.callbacks.config_in_checkpoints``).
@@ -86,5 +87,5 @@ def job_hparam_names(record: dict[str, Any]) -> list[str]:
 
 def _hparam_name(override: str) -> str:
     """``optim.lr=0.01`` -> ``optim/lr``; a group choice ``model=lenet`` -> ``choice/model``."""
-    key = override.partition("=")[0].lstrip("+~")
+    key = override_key(override)
     return f"choice/{key}" if "." not in key and "/" not in key else key.replace(".", "/")

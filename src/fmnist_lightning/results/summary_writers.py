@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from fmnist_lightning.config.checks import is_number
+from fmnist_lightning.config.command_line import override_key
 from fmnist_lightning.config.files import write_text_atomic
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.results.sweep_results import (
@@ -108,9 +109,7 @@ def write_markdown(
     summary: Summary, path: Path, table: Sequence[dict[str, Any]], folds: Sequence[dict[str, Any]], plot: Path | None
 ) -> None:
     common = [
-        arg
-        for arg in (summary.jobs[0].overrides if summary.jobs else [])
-        if arg.lstrip("+~").partition("=")[0] not in summary.swept
+        arg for arg in (summary.jobs[0].overrides if summary.jobs else []) if override_key(arg) not in summary.swept
     ]
     better = "higher" if summary.maximize else "lower"
     lines = [

@@ -25,6 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from fmnist_lightning.config.checks import is_number
+from fmnist_lightning.config.command_line import override_key
 from fmnist_lightning.config.files import HYDRA_OVERRIDES, METRICS_FILE, RUN_FILE, STATUS_FILE
 
 DEFAULT_METRIC = "val/acc_best"
@@ -149,7 +150,7 @@ def swept_keys(jobs: Sequence[Job]) -> list[str]:
 
 
 def swept_overrides(job: Job, swept: Sequence[str]) -> list[str]:
-    return [arg for arg in job.overrides if arg.lstrip("+~").partition("=")[0] in swept]
+    return [arg for arg in job.overrides if override_key(arg) in swept]
 
 
 def _job_setting(sweep_dir: Path, jobs: Sequence[Job], file: str, key: str) -> Any:
