@@ -209,5 +209,11 @@ def test_a_search_is_a_sweep_without_m_and_removing_one_is_not() -> None:
 
     assert searches_are_sweeps(["hparams_search=lr_wd"]) == ["hparams_search=lr_wd", "--multirun"]
     assert searches_are_sweeps(["-m", "hparams_search=lr_wd"]) == ["-m", "hparams_search=lr_wd"]
+    assert searches_are_sweeps(["--multi", "hparams_search=lr_wd"]) == ["--multi", "hparams_search=lr_wd"]
+    # A flag's value is not a search, and neither is a search removed or set to null.
+    assert searches_are_sweeps(["-p", "hparams_search=lr_wd"]) == ["-p", "hparams_search=lr_wd"]
+    assert searches_are_sweeps(["~hparams_search"]) == ["~hparams_search"]
+    assert searches_are_sweeps(["++hparams_search=null"]) == ["++hparams_search=null"]
+    assert searches_are_sweeps(["++hparams_search=lr_wd"])[-1] == "--multirun"
     assert searches_are_sweeps(["~hparams_search"]) == ["~hparams_search"]
     assert searches_are_sweeps(["hparams_search=null"]) == ["hparams_search=null"]

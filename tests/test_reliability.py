@@ -183,13 +183,17 @@ def test_resume_with_a_hydra_flag_prints_the_resumed_config_and_moves_nothing(tm
     OmegaConf.save(OmegaConf.create(["model=lenet", "trainer.max_epochs=3"]), run / ".hydra" / "overrides.yaml")
     (run / "train.log").write_text("attempt 1\n")
     # The run's words join the user's overrides, the flags go after them: Hydra's argparse takes one run of words.
-    for flags in (["--cfg", "job"], ["--cfg=job"], ["-c", "job"], ["--cf", "job"]):
+    for flags in (["--cfg", "job"], ["--cfg=job"], ["-c", "job"], ["--cf", "job"], ["-cjob"]):
         assert prepare_argv([f"resume={run}", *flags, "trainer.max_epochs=5"]) == [
             "model=lenet",
             "trainer.max_epochs=5",
             f"hydra.run.dir={run.resolve()}",
             *flags,
         ]
+    # resume= continues one run: a sweep flag is refused however it is spelt (argparse takes a long prefix).
+    for sweep in ("-m", "--multirun", "--multi"):
+        with pytest.raises(ConfigError, match="resume= continues one run; drop -m/--multirun"):
+            prepare_argv([f"resume={run}", sweep])
     # A finished run's config prints too, where a real resume would say it is complete.
     (run / "metrics.json").write_text("{}")
     assert prepare_argv([f"resume={run}", "--info", "config"])[-2:] == ["--info", "config"]

@@ -186,3 +186,28 @@ def test_time_to_accuracy_is_in_metrics_json_and_the_logs(make_cfg, tmp_path: Pa
     header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "time_to_acc/0.00" in header and "epoch_to_acc/0.00" in header
     assert not (tmp_path / "run" / "report.md").exists()  # report=false (the tests' default) skips it
+
+
+def test_resume_after_the_preset_changed_its_model_names_the_model_to_add(data_root: Path, tmp_path: Path) -> None:
+    """resume= composes the run from today's conf/: when its preset has moved to another network since, the
+    refusal names the model the run was trained with, to add after resume=, and the run's files stay as they were."""
+    presets = tmp_path / "conf" / "experiment"
+    presets.mkdir(parents=True)
+    preset = presets / "moving.yaml"
+    preset.write_text("# @package _global_\ndefaults:\n  - override /model: linear\n")
+    log_dir = tmp_path / "logs"
+    words = [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "experiment=moving", *FINISHED[1:]]
+    first = run_cli(*cli_overrides(data_root, log_dir), *words, "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = (log_dir / "runs").iterdir()
+    before = _digests(run)
+    preset.write_text("# @package _global_\ndefaults:\n  - override /model: tinyvgg\n")
+
+    resumed = run_cli(f"resume={run}", "trainer.max_epochs=2")
+
+    assert resumed.returncode != 0 and "Traceback" not in resumed.stderr
+    (line,) = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
+    assert "holds a linear model whose weights do not fit this run's model=tinyvgg" in line
+    assert "add model=linear and the other options it was trained with after resume=<run dir>" in line
+    after = _digests(run)
+    assert {name: after.get(name) for name in before} == before

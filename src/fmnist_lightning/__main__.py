@@ -10,10 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import route_lightning_logs
+from fmnist_lightning.config.command_line import is_multirun, override_key, split_flags
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError
-from fmnist_lightning.training.resume import MULTIRUN_FLAGS, RunComplete, prepare_argv
+from fmnist_lightning.training.resume import RunComplete, prepare_argv
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -88,12 +89,9 @@ def train_command(cfg: DictConfig) -> float | None:
 def searches_are_sweeps(args: list[str]) -> list[str]:
     """``args`` with ``--multirun`` added when they pick an Optuna search (``hparams_search=<name>``): a search is
     always a sweep, so it needs no ``-m``. (Hydra 1.4 refuses ``hydra.mode`` set by a config group.)"""
-    search = [
-        a
-        for a in args
-        if a.partition("=")[0].lstrip("+") == "hparams_search" and a.partition("=")[2] not in ("", "null")
-    ]
-    return [*args, "--multirun"] if search and not any(a in MULTIRUN_FLAGS for a in args) else args
+    overrides, _ = split_flags(args)
+    search = [a for a in overrides if override_key(a) == "hparams_search" and a.partition("=")[2] not in ("", "null")]
+    return [*args, "--multirun"] if search and not is_multirun(args) else args
 
 
 def training_arguments(args: list[str]) -> list[str]:

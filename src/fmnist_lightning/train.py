@@ -72,7 +72,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def fit_test_and_report(cfg: DictConfig, run: Run, started: float, output_dir: Path) -> dict[str, Any]:
     """Fit, test the best checkpoint, write metrics.json, run.json's end time and the report; upload to trackers."""
-    metrics: dict[str, Any] = fit(run, cfg.get("ckpt_path"), cfg.model.name)
+    metrics: dict[str, Any] = fit(run, cfg.get("ckpt_path"), cfg.model.name, output_dir)
     best = best_checkpoint_path(run.trainer)
     if cfg.get("test"):
         metrics.update(test_best(run, best))

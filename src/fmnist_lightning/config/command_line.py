@@ -30,14 +30,17 @@ def _options() -> dict[str, argparse.Action]:
     return {option: action for action in get_args_parser()._actions for option in action.option_strings}
 
 
-def _flag(word: str) -> argparse.Action | None:
-    """The action of a flag word, by its exact name or, as argparse allows, an unambiguous long prefix."""
-    name = word.partition("=")[0]
+def _flag(word: str) -> tuple[argparse.Action | None, bool]:
+    """The action of a flag word, by its exact name or, as argparse allows, an unambiguous long prefix or a short
+    flag with its value attached (``-cjob``); and whether the word holds its value (``--cfg=job``, ``-cjob``)."""
+    name, equals, _ = word.partition("=")
     options = _options()
     if name in options:
-        return options[name]
+        return options[name], bool(equals)
+    if not word.startswith("--") and word[:2] in options and options[word[:2]].nargs != 0:
+        return options[word[:2]], True
     matches = {id(a): a for option, a in options.items() if name.startswith("--") and option.startswith(name)}
-    return next(iter(matches.values())) if len(matches) == 1 else None
+    return (next(iter(matches.values())), bool(equals)) if len(matches) == 1 else (None, bool(equals))
 
 
 def word_kinds(args: Sequence[str]) -> list[str]:
@@ -53,8 +56,8 @@ def word_kinds(args: Sequence[str]) -> list[str]:
                 continue
         if arg.startswith("-"):
             kinds.append(FLAG)
-            action = _flag(arg)
-            if action is not None and "=" not in arg and action.nargs in (None, "?"):
+            action, holds_value = _flag(arg)
+            if action is not None and not holds_value and action.nargs in (None, "?"):
                 pending = action
         else:
             kinds.append(OVERRIDE if "=" in arg or arg.startswith("~") else VALUE)
@@ -74,10 +77,20 @@ def first_override(args: Sequence[str]) -> int:
     return next((i for i, kind in enumerate(word_kinds(args)) if kind == OVERRIDE), 0)
 
 
+def _flag_dests(args: Sequence[str]) -> set[str]:
+    """The argparse dests of the line's flags (``cfg`` for ``--cfg job``, ``multirun`` for ``-m``)."""
+    return {
+        action.dest
+        for a, kind in zip(args, word_kinds(args), strict=True)
+        if kind == FLAG and (action := _flag(a)[0]) is not None
+    }
+
+
 def prints_only(args: Sequence[str]) -> bool:
     """Whether Hydra will only print (``--cfg job``, ``--info``, ``--help``) and run no job."""
-    return any(
-        (action := _flag(a)) is not None and action.dest in PRINT_ONLY
-        for a, kind in zip(args, word_kinds(args), strict=True)
-        if kind == FLAG
-    )
+    return bool(_flag_dests(args) & PRINT_ONLY)
+
+
+def is_multirun(args: Sequence[str]) -> bool:
+    """Whether the line asks for a sweep (``-m``, ``--multirun``, or a prefix of it such as ``--multi``)."""
+    return "multirun" in _flag_dests(args)

@@ -175,8 +175,9 @@ def normalization(config: dict[str, Any]) -> tuple[float, float]:
     return NORMALIZATION[mode]
 
 
-def check_fits(path: str | Path, module: L.LightningModule, model_name: str) -> None:
-    """Refuse a checkpoint whose weights cannot continue ``module`` (this run's model), before the Trainer loads it."""
+def check_fits(path: str | Path, module: L.LightningModule, model_name: str, resuming: bool = False) -> None:
+    """Refuse a checkpoint whose weights cannot continue ``module`` (this run's model), before the Trainer loads it.
+    ``resuming``: the checkpoint is this run's own (``resume=``), so the hint names what to add to that line."""
     checkpoint = load_checkpoint(path)
     expected = module.state_dict()
     stored = checkpoint["state_dict"]
@@ -187,11 +188,19 @@ def check_fits(path: str | Path, module: L.LightningModule, model_name: str) -> 
         if k not in expected or k not in stored or expected[k].shape != stored[k].shape
     )
     if mismatched:
-        trained = run_config(checkpoint).get("choices", {}).get("model", "another model")
+        trained = run_config(checkpoint).get("choices", {}).get("model")
+        options = f"model={trained} and the other options" if trained else "the options"
+        if resuming:
+            # resume= composes the run again from today's conf/: a preset may have moved on since the run began.
+            hint = (
+                f"resume= composes the run from today's conf/, which may have changed since it began: add {options} "
+                "it was trained with after resume=<run dir>"
+            )
+        else:
+            hint = f"pass {options} the checkpoint was trained with, or resume=<run dir> to reuse its config"
         raise CheckpointError(
-            f"{path} holds a {trained} model whose weights do not fit this run's model={model_name} "
-            f"({len(mismatched)} tensors differ, e.g. {mismatched[0]}); pass the options the checkpoint was "
-            "trained with, or resume=<run dir> to reuse its config"
+            f"{path} holds a {trained or 'another'} model whose weights do not fit this run's model={model_name} "
+            f"({len(mismatched)} tensors differ, e.g. {mismatched[0]}); {hint}"
         )
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from fmnist_lightning.config.command_line import override_key, prints_only, split_flags
+from fmnist_lightning.config.command_line import is_multirun, override_key, prints_only, split_flags
 from fmnist_lightning.config.files import HYDRA_OVERRIDES, LAST_CHECKPOINT, METRICS_FILE
 from fmnist_lightning.config.masking import holds_masked_secret
 from fmnist_lightning.errors import CheckpointError, ConfigError
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 RESUME = "resume"
 AUTO = "auto"
 ATTEMPTS = "attempts"
-MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 # SLURM sets it in a job's environment from its first requeue on (preemption, node failure, scontrol requeue,
@@ -247,7 +246,7 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
     args = list(argv)
     resume = [a for a in args if override_key(a) == RESUME]
     if resume:
-        if any(a in MULTIRUN_FLAGS for a in args):
+        if is_multirun(args):
             raise ConfigError("resume= continues one run; drop -m/--multirun")
         run_dir = resume[-1].partition("=")[2]
         if not run_dir:
@@ -259,7 +258,7 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
         resumed = auto_resume(rest, runs_job) if run_dir == AUTO else resume_overrides(run_dir, rest, runs_job)
         return [*resumed, *flags]
     fixed_dir = any(override_key(a) == "hydra.run.dir" for a in args)
-    if scheduler_restarts() and fixed_dir and not any(a in MULTIRUN_FLAGS for a in args):
+    if scheduler_restarts() and fixed_dir and not is_multirun(args):
         # The job's command again, started by SLURM after a requeue: the run in its directory goes on.
         rest, flags = split_flags(args)
         return [*auto_resume(rest), *flags]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -159,10 +160,12 @@ def _first(callbacks: list[Any], kind: type) -> Any:
     return next((cb for cb in callbacks if isinstance(cb, kind)), None)
 
 
-def fit(run: Run, ckpt_path: str | None, model_name: str) -> dict[str, float]:
-    """Fit (resuming from ``ckpt_path`` when given); the metrics the fit ended with."""
+def fit(run: Run, ckpt_path: str | None, model_name: str, output_dir: Path | None = None) -> dict[str, float]:
+    """Fit (resuming from ``ckpt_path`` when given); the metrics the fit ended with. A ``ckpt_path`` inside
+    ``output_dir`` is the run's own, continued by ``resume=``."""
     if ckpt_path:
-        check_fits(ckpt_path, run.module, model_name)
+        resuming = output_dir is not None and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve())
+        check_fits(ckpt_path, run.module, model_name, resuming=resuming)
     # weights_only: resuming never runs code stored in a checkpoint file.
     run.trainer.fit(
         run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None
