@@ -100,7 +100,8 @@ def main() -> int:
     print(f"hydra-core {versions[0]}, omegaconf {versions[1]} in {args.venv}", flush=True)
     env = os.environ | {"HYDRA_DEPRECATION_WARNINGS_AS_ERRORS": "1"}
     tests = subprocess.run(
-        [str(python), "-m", "pytest", "-n", "2", "--dist", "loadfile", "--tier=fast", "-q", "-p", "no:cacheprovider"],
+        # As make test-fast: no fixture of the tier trains, so tests are shared out one by one.
+        [str(python), "-m", "pytest", "-n", "2", "--dist", "worksteal", "--tier=fast", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT,
         env=env,
     )

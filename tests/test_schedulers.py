@@ -49,6 +49,21 @@ def test_onecycle_refuses_an_unbounded_run(make_cfg) -> None:
         train(cfg)
 
 
+def test_onecycle_refuses_a_warm_up_of_exactly_one_step(make_cfg, tmp_path: Path) -> None:
+    # 0.25 of 4 steps: torch's OneCycleLR would end its warm-up at step 0 and divide by zero on the first step.
+    words = ["sched=onecycle", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "logger=none", "test=false"]
+    cfg = make_cfg(*words)
+    with pytest.raises(ConfigError) as refused:
+        train(cfg)
+    assert str(refused.value) == (
+        "sched.scheduler.pct_start=0.25 of this run's 4 optimizer steps is a warm-up of exactly one step, which "
+        "torch's OneCycleLR cannot plan (it divides by zero): use sched.scheduler.pct_start=0.5 (two steps)"
+    )
+    # The fix it names trains.
+    fixed = make_cfg(*words, "sched.scheduler.pct_start=0.5", output_dir=tmp_path / "fixed")
+    assert train(fixed)["global_step"] == 4
+
+
 def test_onecycle_refuses_a_per_epoch_interval(make_cfg) -> None:
     cfg = make_cfg("sched=onecycle", "sched.interval=epoch", "debug=fast_dev_run")
     with pytest.raises(ConfigError, match=r"sched\.interval=step"):

@@ -45,6 +45,22 @@ def fill_missing_accumulators(module: nn.Module, state_dict: dict[str, Tensor]) 
             state_dict.setdefault(key, value)
 
 
+def _check_warm_up(factory: Any, target: Any, steps: int) -> None:
+    """OneCycleLR divides by zero on its first step when its warm-up (``pct_start`` of the run) is exactly one
+    step long: its first phase then starts and ends at step 0. Refused in one line instead of a ZeroDivisionError."""
+    if not (isinstance(target, type) and issubclass(target, torch.optim.lr_scheduler.OneCycleLR)):
+        return
+    pct_start = getattr(factory, "keywords", {}).get(
+        "pct_start", inspect.signature(target).parameters["pct_start"].default
+    )
+    if float(pct_start * steps) == 1.0:
+        fix = f"sched.scheduler.pct_start={2 / steps:g} (two steps)" if steps > 2 else "a run of more optimizer steps"
+        raise ConfigError(
+            f"sched.scheduler.pct_start={pct_start} of this run's {steps} optimizer steps is a warm-up of exactly one "
+            f"step, which torch's OneCycleLR cannot plan (it divides by zero): use {fix}"
+        )
+
+
 class ImageClassifier(L.LightningModule):
     def __init__(
         self,
@@ -261,6 +277,7 @@ class ImageClassifier(L.LightningModule):
                 f"{target.__name__} needs a finite run to plan its schedule: "
                 "set trainer.max_epochs or trainer.max_steps"
             )
+        _check_warm_up(factory, target, int(steps))
         return {"total_steps": int(steps)}
 
     def configure_optimizers(self) -> Any:
