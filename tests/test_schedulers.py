@@ -56,9 +56,13 @@ def test_onecycle_refuses_a_warm_up_of_exactly_one_step(make_cfg, tmp_path: Path
     with pytest.raises(ConfigError) as refused:
         train(cfg)
     assert str(refused.value) == (
-        "sched.scheduler.pct_start=0.25 of this run's 4 optimizer steps is a warm-up of exactly one step, which "
+        "sched.scheduler.pct_start=0.25 of the schedule's 4 optimizer steps is a warm-up of exactly one step, which "
         "torch's OneCycleLR cannot plan (it divides by zero): use sched.scheduler.pct_start=0.5 (two steps)"
     )
+    # A schedule of its own length (sched.scheduler.total_steps) is checked the same way.
+    planned = make_cfg(*words, "sched.scheduler.total_steps=8", "sched.scheduler.pct_start=0.125")
+    with pytest.raises(ConfigError, match=r"pct_start=0\.125 of the schedule's 8 optimizer steps"):
+        train(planned)
     # The fix it names trains.
     fixed = make_cfg(*words, "sched.scheduler.pct_start=0.5", output_dir=tmp_path / "fixed")
     assert train(fixed)["global_step"] == 4

@@ -56,8 +56,8 @@ def _check_warm_up(factory: Any, target: Any, steps: int) -> None:
     if float(pct_start * steps) == 1.0:
         fix = f"sched.scheduler.pct_start={2 / steps:g} (two steps)" if steps > 2 else "a run of more optimizer steps"
         raise ConfigError(
-            f"sched.scheduler.pct_start={pct_start} of this run's {steps} optimizer steps is a warm-up of exactly one "
-            f"step, which torch's OneCycleLR cannot plan (it divides by zero): use {fix}"
+            f"sched.scheduler.pct_start={pct_start} of the schedule's {steps} optimizer steps is a warm-up of exactly "
+            f"one step, which torch's OneCycleLR cannot plan (it divides by zero): use {fix}"
         )
 
 
@@ -263,6 +263,7 @@ class ImageClassifier(L.LightningModule):
                     f"sched.scheduler.total_steps={explicit} is shorter than this run's {needed} optimizer steps; "
                     "set it to null so it is planned from the run's length"
                 )
+            _check_warm_up(factory, target, int(explicit))  # its own length: known before the run
             return {}
         if self.scheduler_interval != "step":
             raise ConfigError(
