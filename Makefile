@@ -34,7 +34,7 @@ test: install
 # The unit and compose tests (no CLI, training, server or subprocess; tests/conftest.py marks the others
 # integration): about a minute on 2 cores. Run it while you work. No fixture of this tier trains, so its tests
 # are shared out one by one (--dist worksteal), not a file at a time: test_presets.py alone is 73 s of its 99 s
-# (AMD EPYC Zen 3, 2026-12-06: 72-76 s against 88-105 s by file).
+# (AMD EPYC Zen 3, 2026-12-06: 65-86 s against 88-105 s by file).
 FAST_DIST := --dist worksteal
 test-fast: install
 	$(PY) -m pytest -n 2 $(FAST_DIST) $(call select,fast) --durations=10 $(ARGS)
