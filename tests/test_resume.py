@@ -15,6 +15,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
 
 from conftest import cli_overrides, compose_cfg, run_cli
 from fmnist_lightning.train import train
@@ -211,3 +212,61 @@ def test_resume_whose_model_no_longer_fits_names_the_model_to_add(data_root: Pat
     kept = {name for name in before if name not in ("train.log", "run.json")}
     assert {name: after.get(name) for name in kept} == {name: before[name] for name in kept}
     assert any(name.startswith("checkpoints/") for name in kept) and "metrics.json" in kept
+
+
+def test_resume_carries_the_hydra_overrides_the_run_needs_again(tmp_path: Path) -> None:
+    """From .hydra/hydra.yaml: the search path, chdir, verbosity and logging choices; never the run's directory,
+    output folder or mode, which the resume sets itself."""
+    from fmnist_lightning.training.resume import carried_hydra_overrides
+
+    (tmp_path / ".hydra").mkdir()
+    words = [
+        "hydra.run.dir=outputs/runs/x",
+        "hydra.mode=RUN",
+        "hydra.output_subdir=.hydra",
+        "hydra.searchpath=[file:///home/me/my_conf]",
+        "hydra/job_logging=disabled",
+        "hydra.job.chdir=true",
+        "hydra.job.name=mine",
+        "hydra.sweeper.n_trials=3",
+    ]
+    (tmp_path / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  overrides:\n    hydra:\n" + "".join(f"    - {w}\n" for w in words) + "    task: []\n"
+    )
+    assert carried_hydra_overrides(tmp_path) == [
+        "hydra.searchpath=[file:///home/me/my_conf]",
+        "hydra/job_logging=disabled",
+        "hydra.job.chdir=true",
+    ]
+    # A run directory without Hydra's file (a run stopped while Hydra wrote it) carries nothing.
+    assert carried_hydra_overrides(tmp_path / "elsewhere") == []
+
+
+def test_resume_of_a_run_of_a_preset_of_ones_own_finds_it_again(data_root: Path, tmp_path: Path) -> None:
+    """A run that found its preset through hydra.searchpath resumes with the bare resume=<run dir>."""
+    own = tmp_path / "my_conf"
+    (own / "experiment").mkdir(parents=True)
+    (own / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: linear\n  - override /sched: cosine\n"
+    )
+    log_dir = tmp_path / "logs"
+    short = [w for w in FINISHED[1:] if w != "sched=onecycle"]
+    first = run_cli(
+        *cli_overrides(data_root, log_dir),
+        *short,
+        f"hydra.searchpath=[file://{own}]",
+        "experiment=mine",
+        "trainer.max_epochs=1",
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = (log_dir / "runs").iterdir()
+
+    resumed = run_cli(f"resume={run}", "trainer.max_epochs=2")
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["global_step"] == 8
+    # The resume composed the user's preset again: its model, and the search path in Hydra's file of the resume.
+    (resumed_files,) = (run / ".hydra").glob("resumed_*")
+    assert OmegaConf.load(resumed_files / "config.yaml").model.name == "linear"
+    assert f"hydra.searchpath=[file://{own}]" in OmegaConf.load(resumed_files / "hydra.yaml").hydra.overrides.hydra

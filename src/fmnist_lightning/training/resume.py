@@ -1,6 +1,7 @@
 """Command-line arguments that continue an earlier run in place, and the guard that keeps runs apart.
 
-``resume=<run dir>`` becomes the run's own overrides (from ``.hydra/overrides.yaml``)
+``resume=<run dir>`` becomes the run's own overrides (from ``.hydra/overrides.yaml``, and the
+``hydra.*`` ones it needs again from ``.hydra/hydra.yaml``: its config search path, logging, chdir)
 plus ``hydra.run.dir=<run dir>`` and ``ckpt_path=<run dir>/checkpoints/last.ckpt``:
 the same composition, the same directory, the same TensorBoard and CSV logs. This
 happens before Hydra starts, because Hydra fixes the run directory and writes its
@@ -28,7 +29,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from fmnist_lightning.config.command_line import is_multirun, override_key, prints_only, split_flags
-from fmnist_lightning.config.files import HYDRA_OVERRIDES, LAST_CHECKPOINT, METRICS_FILE
+from fmnist_lightning.config.files import HYDRA_CONFIG, HYDRA_OVERRIDES, LAST_CHECKPOINT, METRICS_FILE
 from fmnist_lightning.config.masking import holds_masked_secret
 from fmnist_lightning.errors import CheckpointError, ConfigError
 
@@ -37,6 +38,16 @@ log = logging.getLogger(__name__)
 RESUME = "resume"
 AUTO = "auto"
 ATTEMPTS = "attempts"
+# The hydra.* overrides a resume takes from the run (.hydra/hydra.yaml; overrides.yaml holds only the job's): where
+# its configs were found (a user's own presets through hydra.searchpath) and how its job ran and logged. The run's
+# directory, output folder and mode are the resume's own, and a launcher or sweeper has no place in one run.
+CARRIED_HYDRA_KEYS = (
+    "hydra.searchpath",
+    "hydra.job.chdir",
+    "hydra.verbose",
+    "hydra/job_logging",
+    "hydra/hydra_logging",
+)
 
 
 # SLURM sets it in a job's environment from its first requeue on (preemption, node failure, scontrol requeue,
@@ -176,6 +187,22 @@ def finished_message(run: Path, checkpoint: Path, extra: Sequence[str]) -> str |
     )
 
 
+def carried_hydra_overrides(run: Path) -> list[str]:
+    """The run's own ``hydra.*`` overrides that its resume needs again (``CARRIED_HYDRA_KEYS``), in their order."""
+    hydra_file = run / HYDRA_CONFIG
+    if not hydra_file.is_file():
+        return []
+    words = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.overrides.hydra", default=None) or []
+    return [
+        str(word)
+        for word in words
+        if any(
+            override_key(str(word)) == key or override_key(str(word)).startswith(f"{key}.")
+            for key in CARRIED_HYDRA_KEYS
+        )
+    ]
+
+
 def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), runs_job: bool = True) -> list[str]:
     """The overrides that continue the run in ``run_dir``; ``extra`` overrides win (e.g. more epochs).
     ``runs_job=False`` (a line that only prints its config) leaves the run as it is, complete or not.
@@ -186,7 +213,7 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), runs_job: b
     overrides_file = run / HYDRA_OVERRIDES
     if not overrides_file.is_file():
         raise ConfigError(f"resume={run_dir}: no .hydra/overrides.yaml there; pass the directory of an earlier run")
-    original = [str(arg) for arg in OmegaConf.load(overrides_file)]
+    original = [*carried_hydra_overrides(run), *(str(arg) for arg in OmegaConf.load(overrides_file))]
     replaced = {override_key(arg) for arg in extra} | {"ckpt_path"}
     masked = [override_key(arg) for arg in original if holds_masked_secret(arg) and override_key(arg) not in replaced]
     if masked:
