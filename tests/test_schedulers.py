@@ -7,6 +7,7 @@ import itertools
 from pathlib import Path
 
 import pytest
+import torch
 
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.train import train
@@ -66,6 +67,29 @@ def test_onecycle_refuses_a_warm_up_of_exactly_one_step(make_cfg, tmp_path: Path
     # The fix it names trains.
     fixed = make_cfg(*words, "sched.scheduler.pct_start=0.5", output_dir=tmp_path / "fixed")
     assert train(fixed)["global_step"] == 4
+
+
+def test_onecycle_refuses_a_warm_up_over_the_whole_run(make_cfg, tmp_path: Path) -> None:
+    # pct_start=1.0 leaves OneCycleLR's anneal phase empty: torch divides by zero at the run's last step, after all
+    # the training, so it is refused before the run.
+    words = ["sched=onecycle", "trainer.max_epochs=1", "trainer.limit_train_batches=8", "logger=none", "test=false"]
+    with pytest.raises(ConfigError) as refused:
+        train(make_cfg(*words, "sched.scheduler.pct_start=1.0"))
+    assert str(refused.value) == (
+        "sched.scheduler.pct_start=1.0 makes the whole schedule a warm-up, with no anneal after it, which torch's "
+        "OneCycleLR cannot plan (it divides by zero at the run's last step): use a pct_start under 1, e.g. "
+        "sched.scheduler.pct_start=0.3, or sched=none for a constant lr"
+    )
+    # Torch itself, on the same plan: the crash the refusal saves the run from.
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    plan = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=8, pct_start=1.0)
+    with pytest.raises(ZeroDivisionError):
+        for _ in range(8):
+            opt.step()
+            plan.step()
+    # The fix it names trains to the end.
+    fixed = make_cfg(*words, "sched.scheduler.pct_start=0.3", output_dir=tmp_path / "fixed")
+    assert train(fixed)["global_step"] == 8
 
 
 def test_onecycle_refuses_a_per_epoch_interval(make_cfg) -> None:

@@ -45,9 +45,10 @@ def fill_missing_accumulators(module: nn.Module, state_dict: dict[str, Tensor]) 
             state_dict.setdefault(key, value)
 
 
-def _check_warm_up(factory: Any, target: Any, steps: int) -> None:
-    """OneCycleLR divides by zero on its first step when its warm-up (``pct_start`` of the run) is exactly one
-    step long: its first phase then starts and ends at step 0. Refused in one line instead of a ZeroDivisionError."""
+def _check_one_cycle_phases(factory: Any, target: Any, steps: int) -> None:
+    """OneCycleLR divides by zero when one of its phases has no length: on its first step when its warm-up
+    (``pct_start`` of the run) is exactly one step, at the run's last step when the warm-up is the whole run
+    (``pct_start=1.0``: no anneal). Refused before the run, in one line, instead of a ZeroDivisionError."""
     if not (isinstance(target, type) and issubclass(target, torch.optim.lr_scheduler.OneCycleLR)):
         return
     pct_start = getattr(factory, "keywords", {}).get(
@@ -58,6 +59,12 @@ def _check_warm_up(factory: Any, target: Any, steps: int) -> None:
         raise ConfigError(
             f"sched.scheduler.pct_start={pct_start} of the schedule's {steps} optimizer steps is a warm-up of exactly "
             f"one step, which torch's OneCycleLR cannot plan (it divides by zero): use {fix}"
+        )
+    if float(pct_start * steps) == float(steps):
+        raise ConfigError(
+            f"sched.scheduler.pct_start={pct_start} makes the whole schedule a warm-up, with no anneal after it, which "
+            "torch's OneCycleLR cannot plan (it divides by zero at the run's last step): use a pct_start under 1, "
+            "e.g. sched.scheduler.pct_start=0.3, or sched=none for a constant lr"
         )
 
 
@@ -263,7 +270,7 @@ class ImageClassifier(L.LightningModule):
                     f"sched.scheduler.total_steps={explicit} is shorter than this run's {needed} optimizer steps; "
                     "set it to null so it is planned from the run's length"
                 )
-            _check_warm_up(factory, target, int(explicit))  # its own length: known before the run
+            _check_one_cycle_phases(factory, target, int(explicit))  # its own length: known before the run
             return {}
         if self.scheduler_interval != "step":
             raise ConfigError(
@@ -278,7 +285,7 @@ class ImageClassifier(L.LightningModule):
                 f"{target.__name__} needs a finite run to plan its schedule: "
                 "set trainer.max_epochs or trainer.max_steps"
             )
-        _check_warm_up(factory, target, int(steps))
+        _check_one_cycle_phases(factory, target, int(steps))
         return {"total_steps": int(steps)}
 
     def configure_optimizers(self) -> Any:
