@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -240,6 +241,52 @@ def test_resume_carries_the_hydra_overrides_the_run_needs_again(tmp_path: Path) 
     ]
     # A run directory without Hydra's file (a run stopped while Hydra wrote it) carries nothing.
     assert carried_hydra_overrides(tmp_path / "elsewhere") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expect", "problem"),
+    [
+        (
+            "- optim=sgd\n- [seed=5\n",
+            list,
+            r"is not valid YAML \(line 3: expected ',' or '\]', but got '<stream end>'\)",
+        ),
+        ("optim=sgd", list, "does not hold a list, as Hydra writes it"),  # OmegaConf reads a bare word as a mapping
+        ("", list, "does not hold a list, as Hydra writes it"),
+        ("- hydra\n", dict, "does not hold a mapping, as Hydra writes it"),
+        ("hydra: {run: ok\n", dict, r"is not valid YAML \(line 2: expected ',' or '\}', but got '<stream end>'\)"),
+    ],
+)
+def test_a_run_file_cut_short_or_edited_is_refused_naming_it(
+    text: str, expect: type, problem: str, tmp_path: Path
+) -> None:
+    from fmnist_lightning.config.files import read_run_yaml
+    from fmnist_lightning.errors import ConfigError
+
+    path = tmp_path / "overrides.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))} {problem}; do this$"):
+        read_run_yaml(path, expect, "do this")
+    path.write_bytes(b"\xff\xfe- a\n")
+    unreadable = rf"^{re.escape(str(path))} is not readable YAML \(UnicodeDecodeError\); do this$"
+    with pytest.raises(ConfigError, match=unreadable):
+        read_run_yaml(path, expect, "do this")
+
+
+@pytest.mark.parametrize("damaged", ["overrides.yaml", "hydra.yaml"])
+def test_resume_of_a_run_whose_hydra_file_is_damaged_names_it_and_changes_nothing(
+    damaged: str, finished_run: Path, tmp_path: Path
+) -> None:
+    run = _copy(finished_run, tmp_path)
+    path = run / ".hydra" / damaged
+    path.write_text(path.read_text()[: len(path.read_text()) // 2] + "\n- [")  # cut short mid-file
+    before = _digests(run)
+    result = run_cli(f"resume={run}", "trainer.max_epochs=3")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: {path} is not valid YAML (line ")
+    assert "restore the run's .hydra/ from a backup, or start a new run" in line
+    assert _digests(run) == before
 
 
 def test_resume_of_a_run_of_a_preset_of_ones_own_finds_it_again(data_root: Path, tmp_path: Path) -> None:

@@ -72,6 +72,15 @@ def test_an_optuna_trial_is_named_for_its_number_and_the_searched_values(tmp_pat
     assert name == "sweep/trial_7 optim.lr=0.0021 optim.weight_decay=0.0003"
 
 
+def test_a_sweep_file_cut_short_is_named_in_the_error(tmp_path: Path) -> None:
+    from fmnist_lightning.errors import ConfigError
+
+    sweep = _sweep(tmp_path, ["optim.lr=1e-3,3e-3"], {"0": ["optim.lr=1e-3"]})
+    (sweep / "multirun.yaml").write_text("hydra:\n  overrides:\n    task: [optim.lr=1e-3,3e-3\n")
+    with pytest.raises(ConfigError, match=r"multirun.yaml is not valid YAML \(line \d+: .*\); restore it"):
+        run_name(str(sweep / "0"))
+
+
 def test_the_logger_configs_get_the_names_and_keep_what_the_user_set(tmp_path: Path) -> None:
     sweep = _sweep(tmp_path, ["optim.lr=1e-3,3e-3"], {"1": ["optim.lr=3e-3"]})
     with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):

@@ -98,6 +98,19 @@ def test_summarize_cli_rebuilds_an_interrupted_sweep(lr_sweep: Path, tmp_path: P
     assert summary_rows(sweep)[-1]["job"] == "2"
 
 
+def test_summarize_cli_names_a_job_file_cut_short_and_writes_nothing(lr_sweep: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "cut"
+    shutil.copytree(lr_sweep, sweep, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "summary*"))
+    damaged = sweep / "1" / ".hydra" / "overrides.yaml"
+    damaged.write_text(damaged.read_text()[:-1] + "\n- [model=lenet\n")  # a list left open, as by a hand edit
+    result = run_cli("-m", "fmnist_lightning.summarize", str(sweep))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {damaged} is not valid YAML (line ")
+    assert line.endswith("move that job's directory out of the sweep to summarise the rest")
+    assert not list(sweep.glob("summary*"))
+
+
 def test_summarize_cli_rejects_a_directory_without_jobs(tmp_path: Path) -> None:
     result = run_cli("-m", "fmnist_lightning.summarize", str(tmp_path))
     assert result.returncode == 2

@@ -54,3 +54,30 @@ def write_text_atomic(path: Path, text: str) -> Path:
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """``data`` as indented, key-sorted JSON, written atomically."""
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_run_yaml(path: Path, expect: type[list] | type[dict], fix: str) -> Any:
+    """A YAML file of a run directory (Hydra's ``.hydra/*.yaml``, a sweep's ``multirun.yaml``) as OmegaConf.
+
+    A file cut short or edited by hand raises ``ConfigError`` naming the file, what is wrong with it and
+    ``fix`` (what the user can do), instead of YAML's own parser error, which names neither. ``expect``
+    is the top-level shape the file must have: OmegaConf reads a bare word as a mapping of one key.
+    """
+    # Imported here, as in write_text_atomic: files.py stays light for the modules that only need names.
+    import yaml
+    from omegaconf import ListConfig, OmegaConf
+
+    from fmnist_lightning.errors import ConfigError
+
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"{path} is not valid YAML ({where}{err.problem or err.context}); {fix}") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not readable YAML ({type(err).__name__}); {fix}") from err
+    if isinstance(loaded, ListConfig) != (expect is list):
+        shape = "a list" if expect is list else "a mapping"
+        raise ConfigError(f"{path} does not hold {shape}, as Hydra writes it; {fix}")
+    return loaded

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fmnist_lightning.config.files import HYDRA_OVERRIDES, read_run_yaml
 from fmnist_lightning.config.masking import holds_secret, mask_text
 
 SWEEP_FILE = "multirun.yaml"
@@ -45,7 +46,8 @@ def swept_keys(sweep: Path) -> set[str] | None:
         keys |= {str(k) for k in params}
         found = True
     if (sweep / SWEEP_FILE).is_file():
-        task = OmegaConf.load(sweep / SWEEP_FILE).hydra.overrides.task
+        sweep_config = read_run_yaml(sweep / SWEEP_FILE, dict, "restore it from a backup, or start a new sweep")
+        task = OmegaConf.select(sweep_config, "hydra.overrides.task", default=None) or []
         parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
         keys |= {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
         found = True
@@ -57,8 +59,10 @@ def job_overrides(run: Path) -> list[str]:
     hydra = _hydra()
     if hydra is not None and hydra.overrides.task:
         return [str(o) for o in hydra.overrides.task]
-    saved = run / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(saved)] if saved.is_file() else []
+    saved = run / HYDRA_OVERRIDES
+    if not saved.is_file():
+        return []
+    return [str(o) for o in read_run_yaml(saved, list, "restore the run's .hydra/ from a backup, or start a new run")]
 
 
 def run_name(output_dir: str) -> str:

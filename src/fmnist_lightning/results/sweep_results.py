@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from fmnist_lightning.config.checks import is_number
 from fmnist_lightning.config.command_line import override_key
-from fmnist_lightning.config.files import HYDRA_OVERRIDES, METRICS_FILE, RUN_FILE, STATUS_FILE
+from fmnist_lightning.config.files import HYDRA_OVERRIDES, METRICS_FILE, RUN_FILE, STATUS_FILE, read_run_yaml
 
 DEFAULT_METRIC = "val/acc_best"
 COMPLETED, PRUNED, FAILED, INCOMPLETE = "completed", "pruned", "failed", "incomplete"
@@ -41,6 +41,8 @@ def facts(summary: Summary) -> tuple[str, ...]:
 
 
 FOLD_KEY = "data.fold"
+# A job's .hydra/ file cut short or edited by hand: the summary stops on it rather than mislabel the job.
+UNREADABLE_JOB_FILE = "restore it from a backup, or move that job's directory out of the sweep to summarise the rest"
 # Plotted on a log axis whatever their range: they are swept in factors, not steps.
 LOG_SCALE_KEYS = ("lr", "weight_decay")
 
@@ -115,7 +117,8 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
 
 def read_job(job_dir: Path) -> Job:
     overrides_file = job_dir / HYDRA_OVERRIDES
-    overrides = [str(arg) for arg in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+    saved = read_run_yaml(overrides_file, list, UNREADABLE_JOB_FILE) if overrides_file.is_file() else []
+    overrides = [str(arg) for arg in saved]
     job = Job(name=job_dir.name, overrides=overrides, values=parse_overrides(overrides), status=INCOMPLETE)
     metrics_file, status_file = job_dir / METRICS_FILE, job_dir / STATUS_FILE
     if metrics_file.is_file():
@@ -157,7 +160,8 @@ def _job_setting(sweep_dir: Path, jobs: Sequence[Job], file: str, key: str) -> A
     for job in jobs:
         path = sweep_dir / job.name / ".hydra" / file
         if path.is_file():
-            value = OmegaConf.select(OmegaConf.load(path), key, default=None, throw_on_resolution_failure=False)
+            settings = read_run_yaml(path, dict, UNREADABLE_JOB_FILE)
+            value = OmegaConf.select(settings, key, default=None, throw_on_resolution_failure=False)
             if value is not None:
                 return value
     return None

@@ -29,7 +29,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from fmnist_lightning.config.command_line import is_multirun, override_key, prints_only, split_flags
-from fmnist_lightning.config.files import HYDRA_CONFIG, HYDRA_OVERRIDES, LAST_CHECKPOINT, METRICS_FILE
+from fmnist_lightning.config.files import (
+    HYDRA_CONFIG,
+    HYDRA_OVERRIDES,
+    LAST_CHECKPOINT,
+    METRICS_FILE,
+    read_run_yaml,
+)
 from fmnist_lightning.config.masking import holds_masked_secret
 from fmnist_lightning.errors import CheckpointError, ConfigError
 
@@ -187,12 +193,25 @@ def finished_message(run: Path, checkpoint: Path, extra: Sequence[str]) -> str |
     )
 
 
+# What a user can do about a run's .hydra/ file that is cut short or edited by hand: Hydra wrote it at the
+# run's start, and nothing else holds the run's composition.
+UNREADABLE_RUN_FILE = (
+    "restore the run's .hydra/ from a backup, or start a new run (without resume=, or with another hydra.run.dir)"
+)
+
+
+def run_overrides(run: Path) -> list[str]:
+    """The run's own command-line overrides, as Hydra saved them in ``.hydra/overrides.yaml``."""
+    return [str(arg) for arg in read_run_yaml(run / HYDRA_OVERRIDES, list, UNREADABLE_RUN_FILE)]
+
+
 def carried_hydra_overrides(run: Path) -> list[str]:
     """The run's own ``hydra.*`` overrides that its resume needs again (``CARRIED_HYDRA_KEYS``), in their order."""
     hydra_file = run / HYDRA_CONFIG
     if not hydra_file.is_file():
         return []
-    words = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.overrides.hydra", default=None) or []
+    settings = read_run_yaml(hydra_file, dict, UNREADABLE_RUN_FILE)
+    words = OmegaConf.select(settings, "hydra.overrides.hydra", default=None) or []
     return [
         str(word)
         for word in words
@@ -213,7 +232,7 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), runs_job: b
     overrides_file = run / HYDRA_OVERRIDES
     if not overrides_file.is_file():
         raise ConfigError(f"resume={run_dir}: no .hydra/overrides.yaml there; pass the directory of an earlier run")
-    original = [*carried_hydra_overrides(run), *(str(arg) for arg in OmegaConf.load(overrides_file))]
+    original = [*carried_hydra_overrides(run), *run_overrides(run)]
     replaced = {override_key(arg) for arg in extra} | {"ckpt_path"}
     masked = [override_key(arg) for arg in original if holds_masked_secret(arg) and override_key(arg) not in replaced]
     if masked:
@@ -255,7 +274,7 @@ def auto_resume(args: Sequence[str], runs_job: bool = True) -> list[str]:
     if not (run / HYDRA_OVERRIDES).is_file():
         # Stopped while Hydra wrote its files: nothing of the run's own yet.
         return _start_over(run, rest, runs_job)
-    original = {str(arg) for arg in OmegaConf.load(run / HYDRA_OVERRIDES)}
+    original = set(run_overrides(run))
     overrides = resume_overrides(run, [a for a in rest if a not in original], runs_job)
     checkpoint = [a.partition("=")[2] for a in overrides if override_key(a) == "ckpt_path"]
     if checkpoint and runs_job:
