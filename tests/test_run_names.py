@@ -72,6 +72,32 @@ def test_an_optuna_trial_is_named_for_its_number_and_the_searched_values(tmp_pat
     assert name == "sweep/trial_7 optim.lr=0.0021 optim.weight_decay=0.0003"
 
 
+def test_a_secret_in_an_mlflow_tag_is_masked_before_it_reaches_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FMNIST_TEST_DB", "postgresql://me:pw2@db/runs")
+    with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                "logger=mlflow",
+                "+logger.mlflow.tags.api_token=abc123",
+                "+logger.mlflow.tags.source=postgresql://me:pw1@db/runs",
+                "+logger.mlflow.tags.db=${oc.env:FMNIST_TEST_DB}",
+                "+logger.mlflow.tags.team=vision",
+            ],
+        )
+    run = tmp_path / "runs" / "2026-12-06_22-00-00_000001"
+    tags = dict(name_tracker_runs(cfg.logger, str(run)).mlflow.tags)
+    assert tags == {
+        "run_dir": str(run),
+        "api_token": "***",
+        "source": "postgresql://me:***@db/runs",
+        "db": "postgresql://me:***@db/runs",
+        "team": "vision",
+    }
+
+
 def test_a_sweep_file_cut_short_is_named_in_the_error(tmp_path: Path) -> None:
     from fmnist_lightning.errors import ConfigError
 

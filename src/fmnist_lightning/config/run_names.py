@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fmnist_lightning.config.files import HYDRA_OVERRIDES, read_run_yaml
-from fmnist_lightning.config.masking import holds_secret, mask_text
+from fmnist_lightning.config.masking import holds_secret, mask_text, mask_values
 
 SWEEP_FILE = "multirun.yaml"
 
@@ -99,7 +99,7 @@ def run_tags(output_dir: str) -> dict[str, str]:
 
 def name_tracker_runs(group: DictConfig | None, output_dir: str) -> DictConfig | None:
     """A copy of the ``logger`` group with each tracker's run named for the job, where the config leaves the
-    name null; MLflow runs also get ``run_tags`` beside the config's own tags (which win)."""
+    name null; MLflow runs also get ``run_tags`` beside the config's own tags (which win), secrets masked."""
     if group is None:
         return None
     named = group.copy()
@@ -111,7 +111,11 @@ def name_tracker_runs(group: DictConfig | None, output_dir: str) -> DictConfig |
             if kind == "MLFlowLogger":
                 if node.get("run_name") is None:
                     node.run_name = run_name(output_dir)
-                node.tags = {**run_tags(output_dir), **(node.get("tags") or {})}
+                tags = node.get("tags")
+                own = {str(k): v for k, v in tags.items()} if isinstance(tags, DictConfig) else {}  # resolved
+                # Tags go to the tracking server and its UI as they are: a secret in one (a key named like a
+                # secret, a password in a URL, also through ${oc.env:...}) is masked, as in every file we write.
+                node.tags = mask_values({**run_tags(output_dir), **own})
             elif kind == "WandbLogger":
                 if node.get("name") is None:
                     node.name = run_name(output_dir)
