@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import cli_overrides, run_cli
 from fmnist_lightning.results.sweep_results import find_jobs
@@ -58,6 +59,10 @@ def test_a_pruned_trial_stops_cleanly_keeps_its_results_and_is_listed(data_root:
     assert metrics["pruned_at_epoch"] == 1 and metrics["epochs"] == 1 and "test/acc" in metrics
     assert list((sweep / job.name / "checkpoints").glob("*.ckpt"))
     assert job.status == "pruned"
+    # The sweep's config beside its trials, as Hydra's own sweeper leaves one: the study's search and sampler.
+    config = OmegaConf.load(sweep / "multirun.yaml")
+    assert config.hydra.sweeper.study_name == "lr_wd" and "optim.lr" in config.hydra.sweeper.params
+    assert "hparams_search=lr_wd" in config.hydra.overrides.task
     summary = (sweep / "summary.md").read_text()
     assert "1 pruned" in summary and "| pruned |" in summary
     with (sweep / "summary.csv").open() as fh:

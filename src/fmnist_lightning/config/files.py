@@ -28,6 +28,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT_NAME = "last"  # the filename of conf/callbacks' last_checkpoint and of the interrupt checkpoint
 LAST_CHECKPOINT = Path(CHECKPOINT_DIR) / f"{LAST_CHECKPOINT_NAME}.ckpt"
 HYDRA_OVERRIDES = Path(".hydra") / "overrides.yaml"
+SWEEP_FILE = "multirun.yaml"  # in a sweep's directory, beside its jobs: the sweep's composed config
 HYDRA_CONFIG = Path(".hydra") / "hydra.yaml"  # Hydra's own settings of the run, its hydra.* overrides among them
 # ``log.info(..., extra=FILE_ONLY)``: a record for the run's train.log only. The console shows a short header
 # instead (training.run_header); cli.hydra_entry.route_lightning_logs keeps such records off it (cli.console).

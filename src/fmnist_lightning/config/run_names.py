@@ -17,10 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fmnist_lightning.config.files import HYDRA_OVERRIDES, read_run_yaml
+from fmnist_lightning.config.files import HYDRA_OVERRIDES, SWEEP_FILE, read_run_yaml
 from fmnist_lightning.config.masking import holds_secret, mask_text, mask_values
-
-SWEEP_FILE = "multirun.yaml"
 
 
 def _sweep_dir(run: Path) -> Path | None:

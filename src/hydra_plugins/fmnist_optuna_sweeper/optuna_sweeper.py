@@ -30,7 +30,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lightning.config.files import METRICS_FILE
+from fmnist_lightning.config.files import METRICS_FILE, SWEEP_FILE, write_text_atomic
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import first_line
 from fmnist_lightning.sweeps.search_space import OBSOLETE, built, search_space
@@ -165,6 +165,10 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         space, fixed = search_space([f"{k!s}={v}" for k, v in self.params.items()] + list(arguments))
+        # The sweep's composed config beside its trials, as Hydra's own sweeper leaves it: what the study searched,
+        # with which sampler and storage (masked, as every file we write; the summary and run names read it).
+        assert self.config is not None  # setup() set it
+        write_text_atomic(Path(self.config.hydra.sweep.dir) / SWEEP_FILE, OmegaConf.to_yaml(self.config))
         study = self._open_study()
         if self.max_trials is not None:
             # Workers started with one command share its seed; each must draw its own parameters.
@@ -322,4 +326,4 @@ class OptunaSweeper(Sweeper):
             results.update(best_params=study.best_trial.params, best_value=study.best_value)
             log.info("Best value %s with %s", study.best_value, study.best_trial.params)
         assert self.config is not None  # setup() set it
-        OmegaConf.save(OmegaConf.create(results), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
+        write_text_atomic(Path(self.config.hydra.sweep.dir) / "optimization_results.yaml", OmegaConf.to_yaml(results))
