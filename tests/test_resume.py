@@ -249,12 +249,13 @@ def test_resume_carries_the_hydra_overrides_the_run_needs_again(tmp_path: Path) 
         (
             "- optim=sgd\n- [seed=5\n",
             list,
-            r"is not valid YAML \(line 3: expected ',' or '\]', but got '<stream end>'\)",
+            # The problem's wording is the YAML parser's own (libyaml's and PyYAML's differ); its line is ours.
+            r"is not valid YAML \(line 3: [^)]*',' or '\]'[^)]*\)",
         ),
         ("optim=sgd", list, "does not hold a list, as Hydra writes it"),  # OmegaConf reads a bare word as a mapping
         ("", list, "does not hold a list, as Hydra writes it"),
         ("- hydra\n", dict, "does not hold a mapping, as Hydra writes it"),
-        ("hydra: {run: ok\n", dict, r"is not valid YAML \(line 2: expected ',' or '\}', but got '<stream end>'\)"),
+        ("hydra: {run: ok\n", dict, r"is not valid YAML \(line 2: [^)]*',' or '\}'[^)]*\)"),
     ],
 )
 def test_a_run_file_cut_short_or_edited_is_refused_naming_it(
