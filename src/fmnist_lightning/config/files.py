@@ -57,6 +57,13 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+# What a user can do about a run's .hydra/ file that is cut short or edited by hand: Hydra wrote it at the
+# run's start, and nothing else holds the run's composition.
+UNREADABLE_RUN_FILE = (
+    "restore the run's .hydra/ from a backup, or start a new run (without resume=, or with another hydra.run.dir)"
+)
+
+
 def read_run_yaml(path: Path, expect: type[list] | type[dict], fix: str) -> Any:
     """A YAML file of a run directory (Hydra's ``.hydra/*.yaml``, a sweep's ``multirun.yaml``) as OmegaConf.
 

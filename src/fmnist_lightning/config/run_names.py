@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fmnist_lightning.config.files import HYDRA_OVERRIDES, SWEEP_FILE, read_run_yaml
+from fmnist_lightning.config.files import HYDRA_OVERRIDES, SWEEP_FILE, UNREADABLE_RUN_FILE, read_run_yaml
 from fmnist_lightning.config.masking import holds_secret, mask_text, mask_values
 
 
@@ -60,7 +60,7 @@ def job_overrides(run: Path) -> list[str]:
     saved = run / HYDRA_OVERRIDES
     if not saved.is_file():
         return []
-    return [str(o) for o in read_run_yaml(saved, list, "restore the run's .hydra/ from a backup, or start a new run")]
+    return [str(o) for o in read_run_yaml(saved, list, UNREADABLE_RUN_FILE)]
 
 
 def run_name(output_dir: str) -> str:

@@ -34,6 +34,7 @@ from fmnist_lightning.config.files import (
     HYDRA_OVERRIDES,
     LAST_CHECKPOINT,
     METRICS_FILE,
+    UNREADABLE_RUN_FILE,
     read_run_yaml,
 )
 from fmnist_lightning.config.masking import holds_masked_secret
@@ -191,13 +192,6 @@ def finished_message(run: Path, checkpoint: Path, extra: Sequence[str]) -> str |
         f"{run} is complete ({metrics.get('epochs', '?')} epochs{result}); its results are left as they are. "
         f"To train it longer: resume={run} trainer.max_epochs=<more than {trainer.get('max_epochs')}>"
     )
-
-
-# What a user can do about a run's .hydra/ file that is cut short or edited by hand: Hydra wrote it at the
-# run's start, and nothing else holds the run's composition.
-UNREADABLE_RUN_FILE = (
-    "restore the run's .hydra/ from a backup, or start a new run (without resume=, or with another hydra.run.dir)"
-)
 
 
 def run_overrides(run: Path) -> list[str]:
