@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,7 +61,9 @@ def row_overrides(row: list[str], epochs: int) -> list[str]:
     return merged([f"trainer.max_epochs={epochs}", *(["optim.ns_dtype=bfloat16"] if muon else [])], row)
 
 
-def run_row(overrides: list[str], seed: int, epochs: int) -> dict[str, Any]:
+def run_row(overrides: list[str], seed: int, epochs: int, keep: Path | None = None) -> dict[str, Any]:
+    """One cell; ``keep``: where its last checkpoint is copied to (a network that never saw the
+    validation images, so it may teach a later distillation pilot)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable,
@@ -84,6 +87,9 @@ def run_row(overrides: list[str], seed: int, epochs: int) -> dict[str, Any]:
         metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
         # What test-time augmentation would add, measured on the same validation images (never on test).
         last = Path(tmp) / "run" / "checkpoints" / "last.ckpt"
+        if keep is not None and last.is_file():
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(last, keep)
         tta = {
             name: evaluate_val(last if last.is_file() else Path(metrics["best_model_path"]), views, Path(tmp) / name)
             for name, views in TTA_VIEWS.items()
@@ -208,6 +214,12 @@ def parse_args() -> argparse.Namespace:
         help="recipes.json files whose cells with the same overrides, epochs and seed are taken "
         "instead of run again (measured on this CPU)",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="a folder to copy each run's last checkpoint to, as <row>_seed<k>.ckpt (say, a teacher for distillation)",
+    )
     parser.add_argument("--render", action="store_true", help="only rewrite <out>/recipes.md from its recipes.json")
     parser.add_argument(
         "--replace",
@@ -215,6 +227,10 @@ def parse_args() -> argparse.Namespace:
         help="rerun the given rows and seeds into the existing <out>/recipes.json (a failed cell)",
     )
     return parser.parse_args()
+
+
+def kept(args: argparse.Namespace, name: str, seed: int) -> Path | None:
+    return args.keep / f"{name}_seed{seed}.ckpt" if args.keep else None
 
 
 def rerun_cells(args: argparse.Namespace) -> dict[str, Any]:
@@ -229,7 +245,7 @@ def rerun_cells(args: argparse.Namespace) -> dict[str, Any]:
             runs = report["rows"].setdefault(name, [])
             report["overrides"][name] = ALL_ROWS[name]
             runs[:] = [r for r in runs if r["seed"] != seed] + [
-                run_row(ALL_ROWS[name], seed, report["epochs"]) | {"seed": seed}
+                run_row(ALL_ROWS[name], seed, report["epochs"], kept(args, name, seed)) | {"seed": seed}
             ]
             runs.sort(key=lambda r: r["seed"])
             print(name, seed, runs, flush=True)
@@ -248,7 +264,9 @@ def run_cells(args: argparse.Namespace) -> dict[str, Any]:
     for seed in args.seeds:
         for name in args.rows:
             done = reused(earlier, ALL_ROWS[name], args.epochs, seed)
-            rows[name].append(done or run_row(ALL_ROWS[name], seed, args.epochs) | {"seed": seed})
+            rows[name].append(
+                done or run_row(ALL_ROWS[name], seed, args.epochs, kept(args, name, seed)) | {"seed": seed}
+            )
             print(name, seed, rows[name][-1], flush=True)
     return {
         "cpu": cpu_model(),
