@@ -55,6 +55,8 @@ FAST = ["model.pool_first=true", "init=whiten", "optim=muon_recipe"]
 LONG = [*FAST, "aug=strong", "ema=default"]
 WIDE = ["model.widths=[32,64,128]", "model.max_params=null"]
 DEEP = ["model.widths=[32,64,128,256]", "model.max_params=null"]
+# Where `bench/recipes.py --keep` puts a pilot's checkpoint, relative to the project root (the rows' working directory).
+TEACHERS = "outputs/teachers"
 # speedrun as of 2026-12-06 before its strided stem, as it runs on a CPU without bf16 units, with the strided stem.
 STEM2 = [*FAST, "optim.rest.lr=0.2", "optim.ns_dtype=auto", "model.stem_stride=2"]
 PILOTS: dict[str, list[str]] = {
@@ -128,6 +130,17 @@ PILOTS: dict[str, list[str]] = {
     # and the test); of two that pass, the more accurate.
     "deep_wide_e40": [*LONG, "model.widths=[48,96,192,384]", "model.max_params=null", "trainer.max_epochs=40"],
     "deep_e64": [*LONG, *DEEP, "trainer.max_epochs=64"],
+    # Toward best_small at 95%: best_small's network taught by deep_e40's seed-0 pilot (`--keep outputs/teachers`:
+    # trained on the same 55,000 images, never on the validation ones), its logits computed once (distill.offline),
+    # so a step costs what best_small's does; two epochs fewer than small_e80 pay for the teacher's pass (about two
+    # of its epochs). The rule, set before it ran (2026-12-07): on seed 0, validation with mirror + 1 px shifts at
+    # least small_e80's 94.20% + 0.25, in no more than small_e80's 80 epochs of time, teacher's pass included.
+    "small_kd_e78": [
+        *LONG,
+        f"distill.teacher={TEACHERS}/deep_e40_seed0.ckpt",
+        "distill.offline=true",
+        "trainer.max_epochs=78",
+    ],
     # Four epochs at half the batch: twice the steps for the same FLOPs, the usual cure for a schedule too short.
     "stem2_e4_b128": [
         *FAST,

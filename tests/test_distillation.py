@@ -3,6 +3,7 @@ the batch, and a student trained, checkpointed and restored without its teacher.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,3 +93,66 @@ def test_a_bad_teacher_value_stops_the_run_before_training(make_cfg: Callable[..
 
     with pytest.raises(FmnistError, match=r"distill\.weight"):
         train(make_cfg("distill.teacher=/nonexistent.ckpt", "distill.weight=2", *SHORT))
+
+
+def test_offline_targets_are_the_teachers_logits_for_each_image_and_its_mirror(teacher: Path) -> None:
+    from fmnist_lightning.training.checkpoint_files import restore_run
+
+    images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    targets = Distillation(teacher=str(teacher), offline=True).soft_targets(images, batch_size=2)
+    net = restore_run(teacher).module.net
+    x = (images.float() / 255 - 0.5) / 0.5  # the teacher's own normalisation (data.normalize=half)
+    with torch.no_grad():
+        expected = (net(x) + net(x.flip(-1))) / 2
+    assert targets.shape == (5, 10) and torch.allclose(targets, expected, atol=1e-5)
+
+
+def test_a_batch_that_brings_its_teacher_logits_never_runs_the_teacher(teacher: Path) -> None:
+    distill = Distillation(teacher=str(teacher), temperature=2.0, weight=0.4, offline=True)
+    assert distill.teacher is not None
+    calls = []
+    distill.teacher.register_forward_hook(lambda *_: calls.append(1))
+    student, brought, hard = torch.randn(4, 10), torch.randn(4, 10), torch.tensor(0.9)
+    loss = distill(student, hard, torch.rand(4, 1, 28, 28), brought)
+    assert loss == distill.loss(student, hard, brought) and not calls
+    with pytest.raises(RuntimeError, match="without its teacher logits"):
+        distill(student, hard, torch.rand(4, 1, 28, 28))  # offline, yet nothing brought: never a silent teacher
+
+
+def test_offline_distillation_runs_the_teacher_once_before_training(
+    teacher: Path, make_cfg: Callable[..., DictConfig]
+) -> None:
+    from fmnist_lightning.training.run_setup import assemble, fit
+
+    cfg = make_cfg(f"distill.teacher={teacher}", "distill.offline=true", "model=linear", "test=false", *SHORT)
+    run = assemble(cfg, time.perf_counter())
+    distill = run.module.distill
+    assert isinstance(distill, Distillation) and distill.teacher is not None
+    calls = []
+    distill.teacher.register_forward_hook(lambda *_: calls.append(1))
+    seen: list[int] = []
+    run.module.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
+    fit(run, None, cfg.model.name)
+    train_set = run.datamodule.train_set
+    assert train_set is not None and train_set.targets is not None
+    n = len(train_set)
+    # Two views (the image and its mirror image) per chunk of 1,024 images, and not one call per training step.
+    assert len(calls) == 2 * -(-n // 1024) and seen
+    assert torch.allclose(train_set.targets, distill.soft_targets(train_set.images), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["distill.offline=true"], "there is no teacher"),
+        (["distill.offline=true", "distill.teacher=/any/teacher.ckpt", "mix=mixup"], "use mix=none"),
+    ],
+)
+def test_offline_settings_that_cannot_work_stop_the_run_before_anything_is_built(
+    overrides: list[str], message: str, make_cfg: Callable[..., DictConfig]
+) -> None:
+    from fmnist_lightning.train import train
+
+    with pytest.raises(ConfigError, match=message) as error:
+        train(make_cfg(*overrides, *SHORT))
+    assert "\n" not in str(error.value)

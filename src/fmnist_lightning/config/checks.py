@@ -192,6 +192,14 @@ def check_values(cfg: DictConfig) -> None:
 
 
 PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+OFFLINE_NEEDS_TEACHER = (
+    "distill.offline=true precomputes a teacher's logits, and there is no teacher: add distill.teacher=<file.ckpt> "
+    "(a trained run's checkpoint), or drop distill.offline"
+)
+OFFLINE_AND_MIX = (
+    "distill.offline=true keeps the teacher's logits for each unmixed training image, and mix blends the images: "
+    "use mix=none, or distill.offline=false (the teacher then sees each mixed batch)"
+)
 
 
 def check_together(cfg: DictConfig) -> None:
@@ -202,3 +210,8 @@ def check_together(cfg: DictConfig) -> None:
         raise ConfigError(
             "sched=plateau needs validation metrics but data.val_size=0; pick another sched or set data.val_size=5000"
         )
+    distill = cfg.get("distill") or {}
+    if distill.get("offline") and distill.get("teacher") is None:
+        raise ConfigError(OFFLINE_NEEDS_TEACHER)
+    if distill.get("offline") and distill.get("teacher") is not None and data.get("mix") is not None:
+        raise ConfigError(OFFLINE_AND_MIX)

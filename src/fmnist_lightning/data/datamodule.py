@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
+from fmnist_lightning.config.checks import OFFLINE_AND_MIX
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.data.fashion_mnist import NORMALIZATION, NUM_CLASSES
 from fmnist_lightning.data.idx_files import (
@@ -247,9 +248,25 @@ class FashionMNISTDataModule(L.LightningDataModule):
         tiles = torch.stack(columns, 1).flatten(0, 1)
         return make_grid(tiles, nrow=1 + n_draws, padding=2, pad_value=0.5)
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor] | Tensor, dataloader_idx: int) -> Any:
+    def serve_train_targets(self, compute: Callable[[Tensor], Tensor]) -> Tensor:
+        """Serve ``compute(images)`` beside every training batch's labels, as its third element: ``images`` are the
+        training split's, uint8 ``[N, 1, 28, 28]`` as stored (unaugmented), and the result has one row per image
+        (``distill.offline``: a teacher's logits). Returns it."""
+        if self.mix is not None:
+            # Checked before the config runs too (config.checks); a datamodule built by hand lands here.
+            raise ConfigError(OFFLINE_AND_MIX)
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        targets = compute(self.train_set.images)
+        if targets.shape[0] != len(self.train_set):
+            raise ValueError(f"{targets.shape[0]} targets for {len(self.train_set)} training images")
+        self.train_set.targets = targets.to(self.train_set.images.device)
+        return targets
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, ...] | Tensor, dataloader_idx: int) -> Any:
         # Lightning also passes bare image tensors through here (the model summary's example input).
-        images, labels = (batch, None) if isinstance(batch, Tensor) else batch
+        images, labels, *targets = (batch, None) if isinstance(batch, Tensor) else batch
         x = images.float().div_(255) if images.dtype == torch.uint8 else images.float()
         if self.batch_transform is not None and self.trainer is not None and self.trainer.training:
             for op in self.epoch_ops:
@@ -259,4 +276,4 @@ class FashionMNISTDataModule(L.LightningDataModule):
             # After the augmentation, on the images in [0, 1]: a blend commutes with the normalisation.
             x, labels = self.mix(x, labels)
         x = normalize(x, self.mean, self.std)
-        return x if labels is None else (x, labels)
+        return x if labels is None else (x, labels, *targets)

@@ -18,11 +18,13 @@ class InMemoryImages(Dataset):
     """uint8 images and labels in memory; ``__getitems__`` serves a whole batch with one index op.
 
     ``transform`` (optional) is a per-image torchvision transform on uint8 ``[1,H,W]``
-    tensors, for augmentations that have no batched implementation.
+    tensors, for augmentations that have no batched implementation. ``targets`` (optional, set
+    later) is one more tensor per image, served as a batch's third element (a teacher's logits).
     """
 
     def __init__(self, images: Tensor, labels: Tensor, transform: Callable[[Tensor], Tensor] | None = None):
         self.images, self.labels, self.transform = images, labels, transform
+        self.targets: Tensor | None = None
 
     def __len__(self) -> int:
         return self.labels.numel()
@@ -30,17 +32,20 @@ class InMemoryImages(Dataset):
     def to(self, device: torch.device) -> InMemoryImages:
         """Keep the tensors on ``device``: batches are then cut there, with no copy per step."""
         self.images, self.labels = self.images.to(device), self.labels.to(device)
+        if self.targets is not None:
+            self.targets = self.targets.to(device)
         return self
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        images, labels = self.__getitems__([index])
-        return images[0], labels[0]
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        return tuple(part[0] for part in self.__getitems__([index]))
 
-    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, ...]:
         index = torch.as_tensor(indices)
         images = self.images[index]
         if self.transform is not None:
             images = torch.stack([self.transform(img) for img in images])
+        if self.targets is not None:
+            return images, self.labels[index], self.targets[index]
         return images, self.labels[index]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -82,7 +83,7 @@ class ImageClassifier(L.LightningModule):
         tta: bool = False,
         tta_shift: int = 0,
         param_groups: dict[str, Any] | None = None,
-        distill: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
+        distill: Callable[..., Tensor] | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in SCHEDULER_INTERVALS:
@@ -93,7 +94,8 @@ class ImageClassifier(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.scheduler_monitor = scheduler_monitor
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        # distill.teacher=<ckpt>: (logits, loss on the labels, images) -> the training loss (training.distillation).
+        # distill.teacher=<ckpt>: (logits, loss on the labels, images[, the teacher's logits]) -> the training loss
+        # (training.distillation).
         self.distill = distill
         # Test-time augmentation in test_step and predict_step only (module.tta, or evaluate/predict's tta=):
         # validation stays plain, so the checkpoint is chosen on the same footing in every run.
@@ -130,8 +132,8 @@ class ImageClassifier(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        x, y = batch
+    def _step(self, batch: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = batch[0], batch[1]
         logits = self(x)
         return self.criterion(logits, y), logits, y
 
@@ -181,10 +183,29 @@ class ImageClassifier(L.LightningModule):
             for group, lr in zip(scheduler.optimizer.param_groups, scheduler._get_closed_form_lr(), strict=True):
                 group["lr"] = lr
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def on_fit_start(self) -> None:
+        # distill.offline: the teacher runs once, here, where the Trainer has put this module on its device and set
+        # its precision; each training batch then brings its images' logits along (a third element).
+        soft_targets = getattr(self.distill, "soft_targets", None)
+        if soft_targets is None or not getattr(self.distill, "offline", False):
+            return
+        serve = getattr(getattr(self.trainer, "datamodule", None), "serve_train_targets", None)
+        if serve is None:
+            raise ConfigError("distill.offline=true needs the project's data module (it serves the teacher's logits)")
+        started = time.perf_counter()
+        with self.trainer.precision_plugin.forward_context():
+            targets = serve(lambda images: soft_targets(images, self.device))
+        log.info(
+            "distill: the teacher's logits for %d training images (and their mirror images), once, in %.1f s",
+            len(targets),
+            time.perf_counter() - started,
+        )
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         loss, logits, y = self._step(batch)
         if self.distill is not None:
-            loss = self.distill(logits, loss, batch[0])
+            # batch[2:]: the teacher's logits for these images, where distill.offline computed them up front.
+            loss = self.distill(logits, loss, batch[0], *batch[2:])
         # Metrics only accumulate here and are logged once per epoch (on_train_epoch_end): a self.log
         # call per step costs Lightning's bookkeeping every step, a measurable share of a small CNN's step.
         self.train_loss.update(loss.detach(), weight=y.shape[0])

@@ -7,6 +7,12 @@
 with the temperature ``T`` (``distill.temperature``) and ``weight`` (``distill.weight``). The teacher sees the
 same batch as the student (augmented, mixed), in its own run's normalisation, in eval mode and without
 gradients; it is never saved in the student's checkpoints. Validation and test use the student alone.
+
+``distill.offline=true`` runs the teacher once, before the first step, over every training image as it is stored
+(unaugmented), and keeps the mean of its logits for the image and its mirror image; each training batch then brings
+its images' logits with it, and the teacher costs nothing per step. The price: the soft targets are the clean
+image's, not the augmented view's (a shifted, flipped or erased view keeps its original's), and a batch cannot be
+mixed (mix=none), since the teacher never saw the blend.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fmnist_lightning.config.checks import OFFLINE_NEEDS_TEACHER
 from fmnist_lightning.data.fashion_mnist import NORMALIZATION
 from fmnist_lightning.errors import ConfigError
 
@@ -24,7 +31,12 @@ class Distillation:
     turns it off. ``normalize``: the student's ``data.normalize``, to show the teacher images as its own run did."""
 
     def __init__(
-        self, teacher: str | None = None, temperature: float = 4.0, weight: float = 0.5, normalize: str = "dataset"
+        self,
+        teacher: str | None = None,
+        temperature: float = 4.0,
+        weight: float = 0.5,
+        normalize: str = "dataset",
+        offline: bool = False,
     ) -> None:
         if not temperature > 0 or not 0 <= weight <= 1:
             raise ConfigError(
@@ -32,6 +44,9 @@ class Distillation:
             )
         if normalize not in NORMALIZATION:
             raise ConfigError(f"unknown data.normalize={normalize!r}; choose one of: {', '.join(NORMALIZATION)}")
+        if offline and teacher is None:
+            raise ConfigError(OFFLINE_NEEDS_TEACHER)
+        self.offline = bool(offline)
         self.temperature, self.weight = float(temperature), float(weight)
         self.student_norm = NORMALIZATION[normalize]
         self.teacher_path = teacher
@@ -60,6 +75,20 @@ class Distillation:
         with torch.no_grad():
             return self.teacher((x * s_std + s_mean - t_mean) / t_std).float()
 
+    def soft_targets(self, images: Tensor, device: torch.device | str = "cpu", batch_size: int = 1024) -> Tensor:
+        """``distill.offline``'s targets: for each of ``images`` (uint8 ``[N, C, H, W]``, as the data stores them),
+        the mean of the teacher's logits for it and its mirror image, float32 ``[N, classes]`` on ``images``' device.
+        Run under the caller's precision context (the Trainer's, so bf16 where the run trains in it)."""
+        assert self.teacher is not None  # enabled
+        self.teacher.to(device)
+        mean, std = self.teacher_norm
+        chunks = []
+        with torch.no_grad():
+            for chunk in images.split(batch_size):
+                x = (chunk.to(device).float().div(255) - mean) / std
+                chunks.append(((self.teacher(x).float() + self.teacher(x.flip(-1)).float()) / 2).to(images.device))
+        return torch.cat(chunks)
+
     def loss(self, logits: Tensor, hard_loss: Tensor, teacher_logits: Tensor) -> Tensor:
         """The blended loss from the student's ``logits``, its loss on the labels, and the teacher's logits."""
         t = self.temperature
@@ -71,10 +100,21 @@ class Distillation:
         )
         return (1 - self.weight) * hard_loss + self.weight * t * t * soft
 
-    def __call__(self, logits: Tensor, hard_loss: Tensor, x: Tensor) -> Tensor:
+    def __call__(self, logits: Tensor, hard_loss: Tensor, x: Tensor, teacher_logits: Tensor | None = None) -> Tensor:
         """The training loss of a batch ``x``: ``hard_loss`` (the student's on the labels), blended with the
-        teacher's soft targets when there is a teacher."""
-        return self.loss(logits, hard_loss, self.teacher_logits(x)) if self.enabled else hard_loss
+        teacher's soft targets when there is a teacher: ``teacher_logits`` where the batch brought them
+        (``offline``), else the teacher's logits for ``x`` now."""
+        if not self.enabled:
+            return hard_loss
+        if teacher_logits is None:
+            if self.offline:
+                # The offline targets ride with the batch; without them the run would silently pay a teacher per step.
+                raise RuntimeError("distill.offline: a training batch came without its teacher logits")
+            teacher_logits = self.teacher_logits(x)
+        return self.loss(logits, hard_loss, teacher_logits)
 
     def __repr__(self) -> str:
-        return f"Distillation(teacher={self.teacher_path!r}, temperature={self.temperature}, weight={self.weight})"
+        return (
+            f"Distillation(teacher={self.teacher_path!r}, temperature={self.temperature}, weight={self.weight}, "
+            f"offline={self.offline})"
+        )
