@@ -156,3 +156,19 @@ def test_offline_settings_that_cannot_work_stop_the_run_before_anything_is_built
     with pytest.raises(ConfigError, match=message) as error:
         train(make_cfg(*overrides, *SHORT))
     assert "\n" not in str(error.value)
+
+
+def test_the_weight_average_shares_the_students_frozen_teacher(teacher: Path) -> None:
+    from functools import partial
+
+    from torch import nn
+    from torch.optim.swa_utils import AveragedModel
+
+    from fmnist_lightning.training.classifier import ImageClassifier
+
+    distill = Distillation(teacher=str(teacher), temperature=3.0)
+    student = ImageClassifier(net=nn.Flatten(), optimizer=partial(torch.optim.SGD, lr=0.1), distill=distill)
+    # ema=default (Lightning's EMAWeightAveraging) keeps an AveragedModel of the module: a deep copy of it.
+    copied = AveragedModel(student).module.distill
+    assert isinstance(copied, Distillation) and copied is not distill and copied.temperature == 3.0
+    assert copied.teacher is distill.teacher  # one teacher in memory, not two

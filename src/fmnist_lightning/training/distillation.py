@@ -17,6 +17,9 @@ mixed (mix=none), since the teacher never saw the blend.
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -54,6 +57,13 @@ class Distillation:
         self.teacher_norm = self.student_norm
         if teacher is not None:
             self._load(teacher)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Distillation:
+        # EMA keeps a deep copy of the whole LightningModule, this object included. The teacher is frozen and
+        # never averaged, so the copy shares it rather than holding a second one in memory.
+        clone = copy.copy(self)
+        memo[id(self)] = clone
+        return clone
 
     @property
     def enabled(self) -> bool:
