@@ -134,6 +134,8 @@ PILOTS: dict[str, list[str]] = {
     # yet, at no cost in time. The rule, set before it ran (2026-12-07): on seed 0, validation with mirror + 1 px
     # shifts at least deep_e40's 94.94% + 0.25.
     "deep_e40_cutmix": [*LONG, *DEEP, "mix=cutmix", "trainer.max_epochs=40"],
+    # After CutMix lost 0.58 points there: MixUp at torchvision's gentler alpha 0.2, the same rule.
+    "deep_e40_mixup": [*LONG, *DEEP, "mix=mixup", "trainer.max_epochs=40"],
     # Toward best_small at 95%: best_small's network taught by deep_e40's seed-0 pilot (`--keep outputs/teachers`:
     # trained on the same 55,000 images, never on the validation ones), its logits computed once (distill.offline),
     # so a step costs what best_small's does; two epochs fewer than small_e80 pay for the teacher's pass (about two
