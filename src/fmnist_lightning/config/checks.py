@@ -213,5 +213,5 @@ def check_together(cfg: DictConfig) -> None:
     distill = cfg.get("distill") or {}
     if distill.get("offline") and distill.get("teacher") is None:
         raise ConfigError(OFFLINE_NEEDS_TEACHER)
-    if distill.get("offline") and distill.get("teacher") is not None and data.get("mix") is not None:
+    if distill.get("offline") and data.get("mix") is not None:
         raise ConfigError(OFFLINE_AND_MIX)

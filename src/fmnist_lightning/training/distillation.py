@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fmnist_lightning.config.checks import OFFLINE_NEEDS_TEACHER
+from fmnist_lightning.data.datamodule import normalize
 from fmnist_lightning.data.fashion_mnist import NORMALIZATION
 from fmnist_lightning.errors import ConfigError
 
@@ -95,7 +96,7 @@ class Distillation:
         chunks = []
         with torch.no_grad():
             for chunk in images.split(batch_size):
-                x = (chunk.to(device).float().div(255) - mean) / std
+                x = normalize(chunk.to(device), mean, std)
                 chunks.append(((self.teacher(x).float() + self.teacher(x.flip(-1)).float()) / 2).to(images.device))
         return torch.cat(chunks)
 
