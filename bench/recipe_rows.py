@@ -147,6 +147,13 @@ PILOTS: dict[str, list[str]] = {
         "distill.offline=true",
         "trainer.max_epochs=78",
     ],
+    # The same teacher online (the teacher sees each augmented batch, as Beyer et al. 2022 find it must): measured at
+    # 1.35-1.52x best_small's step, not the 3.6x its FLOPs suggest (bench/roofline.py, interleaved, 2026-12-07), so 54
+    # epochs cost at most small_e80's 80. The rule, set before it ran (2026-12-07): on seed 0, validation with mirror +
+    # 1 px shifts at least small_e80's 94.20% + 0.25, and train wall time at most small_e80's, rerun in the same
+    # sitting. small_e54 is its ablation: the same epochs without the teacher.
+    "small_kd_online_e54": [*LONG, f"distill.teacher={TEACHERS}/deep_e40_seed0.ckpt", "trainer.max_epochs=54"],
+    "small_e54": [*LONG, "trainer.max_epochs=54"],
     # Four epochs at half the batch: twice the steps for the same FLOPs, the usual cure for a schedule too short.
     "stem2_e4_b128": [
         *FAST,
