@@ -10,6 +10,12 @@ train wall time, per seed. Rows are interleaved (every row for seed 0, then ever
 
 Usage: python bench/recipes.py [--seeds 0] [--rows base whiten ...] [--epochs 10] [--out bench/results/recipes]
 Writes <out>/recipes.json and recipes.md, the CPU named in both.
+
+``--reuse <recipes.json> ...`` takes the cells an earlier report of this CPU measured with the same settings: each
+cell records a digest of the config it composed to, so a row matches whatever its overrides' text, and an option
+whose meaning has changed since does not match by its name. Cells measured before digests were recorded match by
+their overrides' text. The plan (which cells are reused, which run, and why a cell of the same row name is not
+reused) is printed before the first run; ``--plan`` prints only that.
 """
 
 from __future__ import annotations
@@ -28,37 +34,13 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-VALIDATION = [
-    "data.val_size=5000",
-    "test=false",
-    "report=false",
-    "++callbacks.evaluation_figures=null",
-    "trainer.enable_progress_bar=false",
-]
 # bench/ is not a package: its rows sit beside this file. Off the path again after, as tests load this file.
 sys.path.insert(0, str(HERE))
 try:
-    from recipe_rows import ALL_ROWS, BASE, CUMULATIVE, PILOTS, ROWS
+    from recipe_reuse import missed, reused, settings_digest
+    from recipe_rows import ALL_ROWS, BASE, CUMULATIVE, PILOTS, ROWS, VALIDATION, row_overrides
 finally:
     sys.path.remove(str(HERE))
-
-
-def merged(base: list[str], row: list[str]) -> list[str]:
-    """``base`` with the row's overrides in place of those of the same key (Hydra refuses a key twice)."""
-
-    def key(override: str) -> str:
-        return override.split("=", 1)[0]
-
-    ours = {key(o) for o in row}
-    return [o for o in base if key(o) not in ours] + row
-
-
-def row_overrides(row: list[str], epochs: int) -> list[str]:
-    """What a row passes after ``BASE``: its overrides over the default length. Every row was tuned with torch's
-    bf16 orthogonalisation in Muon, and ``optim=muon`` now picks float32 on CPUs without bf16 units
-    (``optim.ns_dtype=auto``), so a Muon row keeps bf16 unless it names its own."""
-    muon = any(o.startswith("optim=muon") for o in row)
-    return merged([f"trainer.max_epochs={epochs}", *(["optim.ns_dtype=bfloat16"] if muon else [])], row)
 
 
 def run_row(overrides: list[str], seed: int, epochs: int, keep: Path | None = None) -> dict[str, Any]:
@@ -181,19 +163,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reused(reports: list[dict[str, Any]], overrides: list[str], epochs: int, seed: int) -> dict[str, Any] | None:
-    """A cell an earlier report measured with the same overrides, schedule length and seed."""
-    want = set(row_overrides(overrides, epochs))
-    for report in reports:
-        for name, runs in report["rows"].items():
-            if set(row_overrides(report["overrides"][name], report["epochs"])) != want:
-                continue
-            for run in runs:
-                if run["seed"] == seed and "error" not in run:
-                    return run | {"reused_from": name}
-    return None
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -220,6 +189,9 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="a folder to copy each run's last checkpoint to, as <row>_seed<k>.ckpt (say, a teacher for distillation)",
     )
+    parser.add_argument(
+        "--plan", action="store_true", help="only print which cells --reuse would take and which would run, and why"
+    )
     parser.add_argument("--render", action="store_true", help="only rewrite <out>/recipes.md from its recipes.json")
     parser.add_argument(
         "--replace",
@@ -245,7 +217,8 @@ def rerun_cells(args: argparse.Namespace) -> dict[str, Any]:
             runs = report["rows"].setdefault(name, [])
             report["overrides"][name] = ALL_ROWS[name]
             runs[:] = [r for r in runs if r["seed"] != seed] + [
-                run_row(ALL_ROWS[name], seed, report["epochs"], kept(args, name, seed)) | {"seed": seed}
+                run_row(ALL_ROWS[name], seed, report["epochs"], kept(args, name, seed))
+                | {"seed": seed, "settings": settings_digest(row_overrides(ALL_ROWS[name], report["epochs"]))}
             ]
             runs.sort(key=lambda r: r["seed"])
             print(name, seed, runs, flush=True)
@@ -254,20 +227,37 @@ def rerun_cells(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_cells(args: argparse.Namespace) -> dict[str, Any]:
-    """A new report, each cell run unless a --reuse file measured it on this CPU already."""
+    """A new report, each cell run unless a --reuse file measured it on this CPU already. Which cells are reused and
+    which run is printed first, with why a cell of the same row name in a --reuse file is not taken (--plan: only
+    that), so an hour's rerun is seen before it starts."""
     from fmnist_lightning.training.provenance import cpu_model
 
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in args.rows}
     earlier = [json.loads(path.read_text()) for path in args.reuse]
     if any(r["cpu"] != cpu_model() for r in earlier):
         sys.exit(f"error: --reuse: every file must have been measured on this CPU ({cpu_model()})")
+    digests = {name: settings_digest(row_overrides(ALL_ROWS[name], args.epochs)) for name in args.rows}
+    plan: list[tuple[int, str, dict[str, Any] | None]] = []
     for seed in args.seeds:
         for name in args.rows:
-            done = reused(earlier, ALL_ROWS[name], args.epochs, seed)
-            rows[name].append(
-                done or run_row(ALL_ROWS[name], seed, args.epochs, kept(args, name, seed)) | {"seed": seed}
-            )
-            print(name, seed, rows[name][-1], flush=True)
+            done = reused(earlier, ALL_ROWS[name], args.epochs, seed, digests[name])
+            plan.append((seed, name, done))
+            if done:
+                print(f"reuse {name} seed {seed}: measured as {done['reused_from']}", file=sys.stderr)
+                continue
+            print(f"run {name} seed {seed}", file=sys.stderr)
+            for note in missed(earlier, name, ALL_ROWS[name], args.epochs, seed):
+                print(f"  not reused from {note}", file=sys.stderr)
+    if args.plan:
+        sys.exit(0)
+    for seed, name, done in plan:
+        if done is None:
+            done = run_row(ALL_ROWS[name], seed, args.epochs, kept(args, name, seed)) | {
+                "seed": seed,
+                "settings": digests[name],
+            }
+        rows[name].append(done)
+        print(name, seed, rows[name][-1], flush=True)
     return {
         "cpu": cpu_model(),
         "date": time.strftime("%Y-%m-%d"),

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 
 from config_snapshots import snapshot_path
 from fmnist_lightning.config.files import CONF_DIR, project_root
+from fmnist_lightning.training.provenance import cpu_model
 
 
 @pytest.mark.slow
@@ -133,9 +135,7 @@ def test_every_recipes_row_composes_with_its_overrides() -> None:
     # A pilot or ablation row that no longer composes would only fail 15 minutes into a bench run. Each row's
     # composed config is frozen in tests/fixtures/resolved_configs/, and test_presets.py checks every frozen
     # config against a fresh compose; so here each override is checked to land where the row means it to.
-    spec = importlib.util.spec_from_file_location("recipes", project_root() / "bench" / "recipes.py")
-    recipes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipes)
+    recipes = recipes_bench()
     for name, row in recipes.ALL_ROWS.items():
         overrides = recipes.row_overrides(row, 10)
         frozen = yaml.safe_load(snapshot_path(f"recipes-{name}").read_text())
@@ -182,3 +182,75 @@ def test_roofline_smoke(data_root: Path, tmp_path: Path) -> None:
     assert report["peak"]["fp32"]["peak"] > 0
     assert report["peak"]["bf16"]["peak"] is None or report["peak"]["bf16"]["peak"] > 0  # measured where native
     assert "| speedrun |" in (tmp_path / "roofline.md").read_text()
+
+
+def recipes_bench() -> Any:
+    spec = importlib.util.spec_from_file_location("recipes", project_root() / "bench" / "recipes.py")
+    assert spec is not None and spec.loader is not None
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    return recipes
+
+
+def earlier_report(overrides: list[str], run: dict[str, Any]) -> dict[str, Any]:
+    """A recipes.json of one cell (small_e80, seed 0), as an earlier bench run wrote it."""
+    return {
+        "cpu": cpu_model(),
+        "epochs": 10,
+        "command": "python bench/recipes.py --rows small_e80",
+        "overrides": {"small_e80": overrides},
+        "rows": {"small_e80": [{"seed": 0, "val_acc_best": 0.9396, "wall_time_s": 839.0, **run}]},
+    }
+
+
+def test_recipes_reuse_matches_cells_by_the_settings_they_composed_to() -> None:
+    recipes = recipes_bench()
+    row = recipes.ALL_ROWS["small_e80"]
+    digest = recipes.settings_digest(recipes.row_overrides(row, 10))
+    # The same settings written another way: a key set to the value the row composes to anyway.
+    batch = yaml.safe_load(snapshot_path("recipes-small_e80").read_text())["config"]["data"]["batch_size"]
+    spelled_out = [*row, f"data.batch_size={batch}"]
+    assert recipes.settings_digest(recipes.row_overrides(spelled_out, 10)) == digest
+    assert recipes.settings_digest(recipes.row_overrides([*row, "data.batch_size=128"], 10)) != digest
+    assert recipes.settings_digest(["optim=no_such_optimizer"]) is None
+
+    def reused(report: dict[str, Any]) -> dict[str, Any] | None:
+        return recipes.reused([report], row, 10, 0, digest)
+
+    # Another text, the same digest: reused. The same text, but the run composed to other settings then: not.
+    assert reused(earlier_report(spelled_out, {"settings": digest}))["reused_from"] == "small_e80"
+    changed = earlier_report(row, {"settings": "0" * 64})
+    assert reused(changed) is None
+    assert recipes.missed([changed], "small_e80", row, 10, 0) == [
+        "python bench/recipes.py --rows small_e80: same overrides, composed to other settings"
+    ]
+    # Cells measured before digests were recorded match by their text, and another seed never matches.
+    assert reused(earlier_report(row, {}))["val_acc_best"] == 0.9396
+    assert recipes.reused([earlier_report(row, {})], row, 10, 1, digest) is None
+    renamed = [o.replace("optim=muon_recipe", "optim=muon") for o in row]
+    assert reused(earlier_report(renamed, {})) is None
+    (note,) = recipes.missed([earlier_report(renamed, {})], "small_e80", row, 10, 0)
+    assert note.endswith("optim=muon -> optim=muon_recipe, measured before settings were recorded")
+
+
+def test_recipes_plan_says_which_cells_run_again_before_any_does(tmp_path: Path) -> None:
+    # The real CLI: an earlier report whose cell was measured under an option's older name.
+    row = recipes_bench().ALL_ROWS["small_e80"]
+    renamed = [o.replace("optim=muon_recipe", "optim=muon") for o in row]
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(earlier_report(renamed, {})))
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(project_root() / "bench" / "recipes.py"), "--rows", "small_e80", "--seeds", "0"]
+    result = subprocess.run(
+        [*cmd, "--reuse", str(earlier), "--out", str(out), "--plan"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    assert "run small_e80 seed 0" in lines
+    assert any("not reused from" in line and "optim=muon -> optim=muon_recipe" in line for line in lines), lines
+    assert not out.exists()  # a plan runs nothing and writes nothing
+    earlier.write_text(json.dumps(earlier_report(row, {})))
+    result = subprocess.run(
+        [*cmd, "--reuse", str(earlier), "--out", str(out), "--plan"], capture_output=True, text=True, timeout=120
+    )
+    assert "reuse small_e80 seed 0: measured as small_e80" in result.stderr.splitlines(), result.stderr[-2000:]
