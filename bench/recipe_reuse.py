@@ -9,17 +9,16 @@ from typing import Any
 
 from recipe_rows import BASE, VALIDATION, row_overrides
 
+# Hydra's run directory in a composed config: a new one per run, so no part of what a run trains.
+RUN_DIR = "<run dir>"
 
-def settings_digest(overrides: list[str]) -> str | None:
-    """A digest of the job config a row's cell composes to (``BASE``, ``overrides``, ``VALIDATION``; no seed), every
-    interpolation resolved. Two cells with the same digest train the same thing whatever their overrides' text, and an
-    option whose meaning changed since (``optim=muon`` once meant what ``optim=muon_recipe`` means now) no longer
-    matches by its name. None: the overrides no longer compose (an option since removed)."""
+
+def composed_settings(overrides: list[str]) -> dict[str, Any]:
+    """The job config (no ``hydra`` node) that ``overrides`` compose to, every interpolation resolved, with Hydra's run
+    directory (a new one per run) as a fixed stand-in. The frozen configs of tests/config_snapshots.py are these."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
     from omegaconf import OmegaConf, open_dict
-    from omegaconf.errors import OmegaConfBaseException
 
     from fmnist_lightning.config.files import CONF_DIR
     from fmnist_lightning.config.hydra_compat import INIT_ARGS
@@ -27,15 +26,28 @@ def settings_digest(overrides: list[str]) -> str | None:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
-            cfg = compose("config", overrides=[*BASE, *overrides, *VALIDATION])
-        with open_dict(cfg):
-            # Hydra's run directory, a temporary one per cell.
-            cfg.paths.output_dir = "<run dir>"
-        settings = OmegaConf.to_container(cfg, resolve=True)
-    except (HydraException, OmegaConfBaseException):
-        return None
+            cfg = compose("config", overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.paths.output_dir = RUN_DIR
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(settings, dict)
+    return settings
+
+
+def settings_digest(overrides: list[str]) -> str | None:
+    """A digest of the job config a row's cell composes to (``BASE``, ``overrides``, ``VALIDATION``; no seed). Two
+    cells with the same digest train the same thing whatever their overrides' text, and an option whose meaning
+    changed since (``optim=muon`` once meant what ``optim=muon_recipe`` means now) no longer matches by its name.
+    None: the overrides no longer compose (an option since removed)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        settings = composed_settings([*BASE, *overrides, *VALIDATION])
+    except (HydraException, OmegaConfBaseException):
+        return None
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -37,7 +37,12 @@ ROOT = HERE.parent
 # bench/ is not a package: its rows sit beside this file. Off the path again after, as tests load this file.
 sys.path.insert(0, str(HERE))
 try:
-    from recipe_reuse import missed, reused, settings_digest
+    from recipe_reuse import (
+        composed_settings,  # noqa: F401 -- for tests/config_snapshots.py, which loads only this file
+        missed,
+        reused,
+        settings_digest,
+    )
     from recipe_rows import ALL_ROWS, BASE, CUMULATIVE, PILOTS, ROWS, VALIDATION, row_overrides
 finally:
     sys.path.remove(str(HERE))

@@ -8,25 +8,20 @@ Regenerate after a deliberate change of a preset or a row (and say in the commit
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf, open_dict
-
-from fmnist_lightning.config.hydra_compat import INIT_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SNAPSHOTS = Path(__file__).resolve().parent / "fixtures" / "resolved_configs"
-# The run directory is Hydra's at run time; a fixed stand-in lets every other value resolve.
-OUTPUT_DIR = "<run dir>"
 
 
+@functools.cache
 def recipes_module() -> Any:
     spec = importlib.util.spec_from_file_location("recipes", ROOT / "bench" / "recipes.py")
     assert spec is not None and spec.loader is not None
@@ -50,18 +45,9 @@ def cases() -> dict[str, list[str]]:
 
 
 def resolved(overrides: list[str]) -> dict[str, Any]:
-    """The job config (no ``hydra`` node) composed from ``overrides``, every interpolation resolved."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF), **INIT_ARGS):
-            cfg = compose("config", overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.paths.output_dir = OUTPUT_DIR
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    return container
+    """The job config (no ``hydra`` node) composed from ``overrides``, every interpolation resolved: what
+    ``bench/recipes.py`` digests to match a cell it may reuse."""
+    return recipes_module().composed_settings(overrides)
 
 
 def snapshot_path(name: str) -> Path:

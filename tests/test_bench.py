@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from config_snapshots import snapshot_path
+from config_snapshots import recipes_module, snapshot_path
 from fmnist_lightning.config.files import CONF_DIR, project_root
 from fmnist_lightning.training.provenance import cpu_model
 
@@ -135,7 +134,7 @@ def test_every_recipes_row_composes_with_its_overrides() -> None:
     # A pilot or ablation row that no longer composes would only fail 15 minutes into a bench run. Each row's
     # composed config is frozen in tests/fixtures/resolved_configs/, and test_presets.py checks every frozen
     # config against a fresh compose; so here each override is checked to land where the row means it to.
-    recipes = recipes_bench()
+    recipes = recipes_module()
     for name, row in recipes.ALL_ROWS.items():
         overrides = recipes.row_overrides(row, 10)
         frozen = yaml.safe_load(snapshot_path(f"recipes-{name}").read_text())
@@ -184,14 +183,6 @@ def test_roofline_smoke(data_root: Path, tmp_path: Path) -> None:
     assert "| speedrun |" in (tmp_path / "roofline.md").read_text()
 
 
-def recipes_bench() -> Any:
-    spec = importlib.util.spec_from_file_location("recipes", project_root() / "bench" / "recipes.py")
-    assert spec is not None and spec.loader is not None
-    recipes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipes)
-    return recipes
-
-
 def earlier_report(overrides: list[str], run: dict[str, Any]) -> dict[str, Any]:
     """A recipes.json of one cell (small_e80, seed 0), as an earlier bench run wrote it."""
     return {
@@ -204,7 +195,7 @@ def earlier_report(overrides: list[str], run: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_recipes_reuse_matches_cells_by_the_settings_they_composed_to() -> None:
-    recipes = recipes_bench()
+    recipes = recipes_module()
     row = recipes.ALL_ROWS["small_e80"]
     digest = recipes.settings_digest(recipes.row_overrides(row, 10))
     # The same settings written another way: a key set to the value the row composes to anyway.
@@ -235,7 +226,7 @@ def test_recipes_reuse_matches_cells_by_the_settings_they_composed_to() -> None:
 
 def test_recipes_plan_says_which_cells_run_again_before_any_does(tmp_path: Path) -> None:
     # The real CLI: an earlier report whose cell was measured under an option's older name.
-    row = recipes_bench().ALL_ROWS["small_e80"]
+    row = recipes_module().ALL_ROWS["small_e80"]
     renamed = [o.replace("optim=muon_recipe", "optim=muon") for o in row]
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps(earlier_report(renamed, {})))
