@@ -208,6 +208,19 @@ def test_resume_with_a_hydra_flag_prints_the_resumed_config_and_moves_nothing(tm
     assert sorted(p.name for p in run.iterdir()) == [".hydra", "train.log"]
 
 
+def test_resume_auto_starts_over_a_run_killed_while_hydra_wrote_its_files(tmp_path: Path) -> None:
+    # A kill -9 between Hydra creating .hydra/overrides.yaml and writing it leaves the file empty; with no
+    # checkpoint there is nothing to continue, so the same command starts the run over, its files set aside.
+    run = tmp_path / "job"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("")
+    args = prepare_argv(["model=linear", f"hydra.run.dir={run}", "resume=auto"])
+    assert args == ["model=linear", f"hydra.run.dir={run.resolve()}"]
+    assert not (run / ".hydra").exists()
+    (kept,) = list(run.rglob("overrides.yaml"))
+    assert kept.read_text() == ""
+
+
 def test_resume_auto_needs_a_fixed_run_directory(tmp_path: Path) -> None:
     result = run_cli("resume=auto", f"paths.log_dir={tmp_path}")
     assert result.returncode == 2

@@ -265,8 +265,9 @@ def auto_resume(args: Sequence[str], runs_job: bool = True) -> list[str]:
     rest = [a for a in args if override_key(a) != "hydra.run.dir"]
     if not (run / ".hydra").exists():
         return [*rest, f"hydra.run.dir={run}"]
-    if not (run / HYDRA_OVERRIDES).is_file():
-        # Stopped while Hydra wrote its files: nothing of the run's own yet.
+    if not (run / HYDRA_OVERRIDES).is_file() or not has_checkpoint(run):
+        # Stopped before its first checkpoint, perhaps while Hydra wrote its files (a kill can leave
+        # overrides.yaml empty): nothing to continue from, so the command's own words start it over.
         return _start_over(run, rest, runs_job)
     original = set(run_overrides(run))
     overrides = resume_overrides(run, [a for a in rest if a not in original], runs_job)
