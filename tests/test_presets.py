@@ -224,7 +224,7 @@ def test_preset_with_another_optimizer_gets_its_defaults() -> None:
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.defaults["lr"] == 0.001 and optimizer.defaults["weight_decay"] == 0.0001
     # and the preset's other settings stay
-    assert cfg.model.pool_first is True and cfg.trainer.max_epochs == 80 and cfg.module.tta_shift == 1
+    assert cfg.model.widths == [16, 24, 40, 64] and cfg.trainer.max_epochs == 96 and cfg.module.tta_shift == 1
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
