@@ -286,7 +286,9 @@ def killed_trial_rerun(run: OnHost, storage: str, study: str, max_trials: int) -
     states = [t["state"] for t in trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == max_trials, trials
     assert "RUNNING" not in states and "WAITING" not in states, trials
-    (killed,) = [t for t in trials if t["state"] == "FAIL" and not t["not_run"]]
+    failed = [t for t in trials if t["state"] == "FAIL" and not t["not_run"]]
+    assert len(failed) == 1, f"want one trial failed by its worker's death, got {failed}: {trials}"
+    (killed,) = failed
     (retry,) = [t for t in trials if t["retry_of"] == killed["number"]]
     assert retry["state"] == "COMPLETE", retry
     return trials, killed, retry

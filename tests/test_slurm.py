@@ -268,9 +268,12 @@ def test_two_node_ddp_through_slurm_matches_ddp_on_one_host(
 
 
 MAX_TRIALS = 6
+# scancel reaches the task through slurmctld and slurmd, which can take most of a second: the two epochs
+# left after a trial's first checkpoint must outlast that (1,000 batches is about 1.5 s an epoch on one
+# core), or the trial completes first and nothing is left to fail (CI, stop 48).
 TRIAL = [
     "model=linear",
-    "trainer.limit_train_batches=4",
+    "trainer.limit_train_batches=1000",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "trainer.max_epochs=3",
