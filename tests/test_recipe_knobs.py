@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
 from fmnist_lightning.models.registry import count_parameters, create_model, list_models
@@ -20,8 +21,9 @@ from fmnist_lightning.training.param_groups import NORM_LAYERS, param_groups
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_parameter_of_every_backbone_is_in_exactly_one_group(name: str) -> None:
-    net = create_model(name)
+def test_every_parameter_of_every_backbone_is_in_exactly_one_group(make_cfg, name: str) -> None:
+    # Each from its own config option (conf/model/<name>.yaml): an ensemble's member comes from there.
+    net = instantiate(make_cfg(f"model={name}").model)
     groups = param_groups(net, norm_bias_weight_decay=0.0, norm_bias_lr_scale=4.0)
     grouped = [id(p) for g in groups for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in net.parameters() if p.requires_grad)

@@ -200,6 +200,10 @@ OFFLINE_AND_MIX = (
     "distill.offline=true keeps the teacher's logits for each unmixed training image, and mix blends the images: "
     "use mix=none, or distill.offline=false (the teacher then sees each mixed batch)"
 )
+ENSEMBLE_AND_DISTILL = (
+    "distill.teacher teaches one network, and model=ensemble trains several side by side: distil into one of them "
+    "(its own model, e.g. model=compact_deep), or drop distill.teacher"
+)
 
 
 def check_together(cfg: DictConfig) -> None:
@@ -215,3 +219,5 @@ def check_together(cfg: DictConfig) -> None:
         raise ConfigError(OFFLINE_NEEDS_TEACHER)
     if distill.get("offline") and data.get("mix") is not None:
         raise ConfigError(OFFLINE_AND_MIX)
+    if distill.get("teacher") is not None and OmegaConf.select(cfg, "model.name", default=None) == "ensemble":
+        raise ConfigError(ENSEMBLE_AND_DISTILL)

@@ -6,9 +6,7 @@ trains, and with which optimizer, comes from the config.
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +18,10 @@ from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from fmnist_lightning.config.checks import ENSEMBLE_AND_DISTILL
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.training.param_groups import apply_lr_scales, group_max_lr, param_groups, splits_groups
+from fmnist_lightning.training.schedule_length import schedule_length
 from fmnist_lightning.training.tta import tta_views
 
 SCHEDULER_INTERVALS = ("epoch", "step")
@@ -32,9 +32,6 @@ RUN_LENGTH_STATE = ("total_steps", "_schedule_phases", "T_max")
 # The learning rate's tag in TensorBoard and metrics.csv, whatever the optimizer, so runs share a chart
 # (the scheduler's name here; callbacks.lr_tag.LearningRateTag when there is no scheduler).
 LR_TAG = "lr"
-# The run length a schedule is planned for when the optimizer and scheduler are built as a check, before
-# the run (and so its number of steps) exists.
-CHECK_STEPS = 1000
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +41,6 @@ def fill_missing_accumulators(module: nn.Module, state_dict: dict[str, Tensor]) 
     for key, value in module.state_dict().items():
         if key.startswith(("train_acc.", "train_loss.")):
             state_dict.setdefault(key, value)
-
-
-def _check_one_cycle_phases(factory: Any, target: Any, steps: int) -> None:
-    """OneCycleLR divides by zero when one of its phases has no length: on its first step when its warm-up
-    (``pct_start`` of the run) is exactly one step, at the run's last step when the warm-up is the whole run
-    (``pct_start=1.0``: no anneal). Refused before the run, in one line, instead of a ZeroDivisionError."""
-    if not (isinstance(target, type) and issubclass(target, torch.optim.lr_scheduler.OneCycleLR)):
-        return
-    pct_start = getattr(factory, "keywords", {}).get(
-        "pct_start", inspect.signature(target).parameters["pct_start"].default
-    )
-    if float(pct_start * steps) == 1.0:
-        fix = f"sched.scheduler.pct_start={2 / steps:g} (two steps)" if steps > 2 else "a run of more optimizer steps"
-        raise ConfigError(
-            f"sched.scheduler.pct_start={pct_start} of the schedule's {steps} optimizer steps is a warm-up of exactly "
-            f"one step, which torch's OneCycleLR cannot plan (it divides by zero): use {fix}"
-        )
-    if float(pct_start * steps) == float(steps):
-        raise ConfigError(
-            f"sched.scheduler.pct_start={pct_start} makes the whole schedule a warm-up, with no anneal after it, which "
-            "torch's OneCycleLR cannot plan (it divides by zero at the run's last step): use a pct_start under 1, "
-            "e.g. sched.scheduler.pct_start=0.3, or sched=none for a constant lr"
-        )
 
 
 class ImageClassifier(L.LightningModule):
@@ -202,7 +176,11 @@ class ImageClassifier(L.LightningModule):
         )
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        loss, logits, y = self._step(batch)
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        if logits.dim() == 3:
+            return self._members_step(logits, y)
+        loss = self.criterion(logits, y)
         if self.distill is not None:
             # batch[2:]: the teacher's logits for these images, where distill.offline computed them up front.
             loss = self.distill(logits, loss, batch[0], *batch[2:])
@@ -213,6 +191,18 @@ class ImageClassifier(L.LightningModule):
         # counts the class each mixed image holds most of.
         self.train_acc.update(logits, y.argmax(1) if y.is_floating_point() else y)
         return loss
+
+    def _members_step(self, logits: Tensor, y: Tensor) -> Tensor:
+        """``[members, batch, classes]`` logits: a backbone of several networks in training (models.ensemble)."""
+        if getattr(self.distill, "enabled", self.distill is not None):
+            raise ConfigError(ENSEMBLE_AND_DISTILL)  # checked before the run too, where the config is at hand
+        # Each member learns from the labels as if trained alone: their losses are summed, not averaged, so each
+        # one's gradient is the one its own run would give. The logged loss is the members' mean, a single
+        # network's scale; the accuracy is the ensemble's (its averaged probabilities).
+        losses = torch.stack([self.criterion(member, y) for member in logits])
+        self.train_loss.update(losses.detach().mean(), weight=y.shape[0])
+        self.train_acc.update(logits.detach().softmax(dim=-1).mean(dim=0), y.argmax(1) if y.is_floating_point() else y)
+        return losses.sum()
 
     def on_train_epoch_end(self) -> None:
         # Logging the metric objects lets Lightning compute, sync across processes and reset them.
@@ -269,52 +259,12 @@ class ImageClassifier(L.LightningModule):
         views = tta_views(x, self.tta_shift)
         return torch.stack([self(view).softmax(dim=-1) for view in views]).mean(dim=0)
 
-    def _schedule_length(self, run_steps: Callable[[], float] | None) -> dict[str, int]:
-        """``total_steps`` for schedulers that plan the whole run (OneCycleLR) when the config leaves it null.
-
-        The length depends on the Trainer (epochs, batches per epoch, limits, accumulation, devices),
-        so it is only known once fitting starts (``run_steps``: the Trainer's estimate); a config value of
-        its own would drift from the real run. ``run_steps=None``: a check before the run, which has no length yet.
-        """
-        factory = self.scheduler_factory
-        target: Any = getattr(factory, "func", factory)
-        try:
-            takes_total_steps = "total_steps" in inspect.signature(target).parameters
-        except (TypeError, ValueError):
-            return {}
-        explicit = getattr(factory, "keywords", {}).get("total_steps")
-        if not takes_total_steps:
-            return {}
-        if explicit is not None:
-            if run_steps is not None and explicit < (needed := run_steps()):
-                raise ConfigError(
-                    f"sched.scheduler.total_steps={explicit} is shorter than this run's {needed} optimizer steps; "
-                    "set it to null so it is planned from the run's length"
-                )
-            _check_one_cycle_phases(factory, target, int(explicit))  # its own length: known before the run
-            return {}
-        if self.scheduler_interval != "step":
-            raise ConfigError(
-                f"{target.__name__} plans its schedule in optimizer steps: set sched.interval=step "
-                f"(got {self.scheduler_interval!r})"
-            )
-        if run_steps is None:
-            return {"total_steps": CHECK_STEPS}
-        steps = run_steps()
-        if not math.isfinite(steps):
-            raise ConfigError(
-                f"{target.__name__} needs a finite run to plan its schedule: "
-                "set trainer.max_epochs or trainer.max_steps"
-            )
-        _check_one_cycle_phases(factory, target, int(steps))
-        return {"total_steps": int(steps)}
-
     def configure_optimizers(self) -> Any:
         return self.optimization(lambda: self.trainer.estimated_stepping_batches)
 
     def optimization(self, run_steps: Callable[[], float] | None = None) -> Any:
         """The optimizer and scheduler from the config, in Lightning's ``configure_optimizers`` form, for a run
-        of ``run_steps()`` optimizer steps (None: a check before the run; see ``_schedule_length``)."""
+        of ``run_steps()`` optimizer steps (None: a check before the run; see ``training.schedule_length``)."""
         if self.param_groups:
             optimizer = self.optimizer_factory(params=param_groups(self, **self.param_groups))
             apply_lr_scales(optimizer)
@@ -322,7 +272,7 @@ class ImageClassifier(L.LightningModule):
             optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        extra: dict[str, Any] = self._schedule_length(run_steps)
+        extra: dict[str, Any] = schedule_length(self.scheduler_factory, self.scheduler_interval, run_steps)
         max_lr = getattr(self.scheduler_factory, "keywords", {}).get("max_lr")
         if max_lr is not None:
             # OneCycleLR sets every group's rate itself: groups with rates of their own keep their ratios.

@@ -92,11 +92,17 @@ class DataInit(L.Callback):
         if not convolutions(net):
             log.warning("init: the model has no convolution; nothing to initialise")
             return
+        # A backbone of several networks (models.ensemble) lists them as `members`: each has a first convolution.
+        networks = list(getattr(net, "members", None) or [net])
         if self.whiten:
             dm: Any = getattr(trainer, "datamodule", None)  # the run's FashionMNISTDataModule
             # The same draw on every rank (the split is seeded), so DDP ranks start alike.
             images = normalize(dm.train_set.images[: self.images].cpu(), dm.mean, dm.std)
-            n = whiten_first_conv(net, images, self.eps)
-            log.info("init: %d whitening filters in the first convolution, from %d training images", n, len(images))
+            n = sum(whiten_first_conv(network, images, self.eps) for network in networks)
+            each = f" of each of {len(networks)} networks" if len(networks) > 1 else ""
+            log.info(
+                "init: %d whitening filters in the first convolution%s, from %d training images", n, each, len(images)
+            )
         if self.dirac:
-            log.info("init: %d later convolutions start as the identity", dirac_later_convs(net))
+            n = sum(dirac_later_convs(network) for network in networks)
+            log.info("init: %d later convolutions start as the identity", n)
