@@ -186,7 +186,8 @@ PILOTS: dict[str, list[str]] = {
     # 60,000. The rule, set before it ran (2026-12-07): on seed 0, validation with mirror + 1 px shifts at least
     # deep_e40's 94.94% + 0.5 (twice the margin one seed proved too thin for, as seeds 1-2 do not fit this session)
     # and train time scaled to 60,000 images at most 45 minutes; if it passes, seeds 1 and 2 must hold the same mean
-    # before any test run.
+    # before any test run. It failed both halves (95.20%, 3,542 s = 64 min scaled): ensembling and the shifted test
+    # views buy the same variance reduction (bench/ensemble_members.py: +0.41 over its members plain, +0.13 with views).
     "deep_x3_e32": [
         "init=whiten",
         "optim=muon_recipe",

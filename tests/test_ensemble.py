@@ -7,6 +7,8 @@ checked against each member run on its own.
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from fmnist_lightning.config.files import project_root
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.models.ensemble import Ensemble
 from fmnist_lightning.train import train
@@ -87,6 +90,19 @@ def test_compact_deep_x3_trains_whitens_each_member_and_tests_the_ensemble(make_
     assert cfg.model.members == 3 and cfg.model.member.name == "compact" and cfg.model.member.pool_first
     metrics = train(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0 and metrics["test_tta"]
+    # bench/ensemble_members.py: each member alone and the ensemble, on the run's validation split, per view.
+    spec = importlib.util.spec_from_file_location("ensemble_members", project_root() / "bench" / "ensemble_members.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main([metrics["best_model_path"], "--limit", "1", "--out", str(tmp_path / "members")])
+    report = json.loads((tmp_path / "members" / "members.json").read_text())
+    assert list(report["accuracy"]) == ["plain", "mirror", "mirror + 1 px shifts"]
+    assert all(len(row) == 4 and all(0 <= a <= 1 for a in row) for row in report["accuracy"].values())
+    assert (
+        "| view | member 0 | member 1 | member 2 | members' mean | ensemble | gain |"
+        in (tmp_path / "members" / "members.md").read_text()
+    )
     one = instantiate(make_cfg("model=compact_deep", "model.widths=[18,8,16,16]").model)
     assert metrics["params"] == 3 * sum(p.numel() for p in one.parameters())
     net = restore_run(metrics["best_model_path"]).module.net
@@ -116,3 +132,15 @@ def test_a_teacher_for_an_ensemble_is_refused_before_the_run(make_cfg, tmp_path:
     with pytest.raises(ConfigError) as refused:
         check_config(cfg)
     assert str(refused.value) == ENSEMBLE_AND_DISTILL
+
+
+def test_the_report_names_the_members_settings(make_cfg) -> None:
+    from omegaconf import OmegaConf
+
+    from fmnist_lightning.results.report import key_config
+
+    cfg = make_cfg("model=compact_deep_x3", "optim=muon_recipe")
+    config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "optim", "sched", "data")}
+    rows = dict(key_config(config))
+    assert rows["model"].startswith("ensemble (members=3, member.name=compact, member.widths=[32, 64, 128, 256], ")
+    assert "rest.lr=0.05" in rows["optimizer"] and "_target_" not in rows["optimizer"] + rows["model"]

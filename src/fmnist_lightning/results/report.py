@@ -134,11 +134,14 @@ def _short_target(node: Any) -> str:
     return str(node.get("_target_", "")).rsplit(".", 1)[-1] if isinstance(node, dict) else str(node)
 
 
-def _knobs(node: Any, skip: tuple[str, ...] = ()) -> str:
-    if not isinstance(node, dict):
-        return ""
-    items = [f"{k}={v}" for k, v in node.items() if not str(k).startswith("_") and k not in skip and v is not None]
-    return ", ".join(items)
+def _knobs(node: Any, skip: tuple[str, ...] = (), prefix: str = "") -> str:
+    # A nested node (an ensemble's member, Muon's optimizer for the rest) shows as its own keys, prefixed.
+    items = [
+        _knobs(v, prefix=f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k}={v}"
+        for k, v in (node.items() if isinstance(node, dict) else [])
+        if not str(k).startswith("_") and k not in skip and v is not None
+    ]
+    return ", ".join(item for item in items if item)
 
 
 def key_config(config: dict[str, Any]) -> list[tuple[str, str]]:
