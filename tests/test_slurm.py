@@ -73,6 +73,18 @@ def finish(proc: subprocess.Popen, log: Path, cluster: SlurmCluster, timeout: fl
     return text
 
 
+def start_requeued(cluster: SlurmCluster, job_id: str, stopped_at: float) -> None:
+    """Start a requeued job now rather than after SLURM's hold, but not in the second its old credential was revoked.
+
+    slurmd refuses a job whose credential is no newer, in whole seconds, than its revocation ("Killing non-startable
+    batch JobId=4: Job credential revoked", seen in CI when the restart came 0.7 s after a scancel). That is what
+    SLURM's hold of a requeued job (AuthInfo=cred_expire) waits out; two seconds after the stop are enough here.
+    """
+    time.sleep(max(0.0, stopped_at + 2.0 - time.time()))
+    started = cluster.run(LOGIN, ["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+    assert started.returncode == 0, started.stderr
+
+
 def job_dirs(log_dir: Path) -> list[Path]:
     (sweep,) = (log_dir / "multirun").glob("*")
     return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
@@ -142,12 +154,11 @@ def test_a_job_requeued_after_its_first_checkpoint_continues_and_ends_as_if_neve
     requeued = cluster.run(LOGIN, [*REQUEUES[how], job_id])
     assert requeued.returncode == 0, requeued.stderr
     requeued_at = time.time()
-    # SLURM holds a requeued job for a while before it may start again; the test does not wait for that.
     deadline = time.monotonic() + 60
     while cluster.job_state(job_id) != "PENDING":
         assert time.monotonic() < deadline, cluster.job_state(job_id)
         time.sleep(0.2)
-    cluster.run(LOGIN, ["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+    start_requeued(cluster, job_id, requeued_at)
     finish(proc, tmp_path / "console.log", cluster)
 
     (run,) = job_dirs(tmp_path)
@@ -205,11 +216,12 @@ def test_a_single_run_submitted_with_sbatch_requeue_continues_after_the_time_lim
         time.sleep(0.02)
     signalled = cluster.run(LOGIN, ["scancel", "--batch", "--signal=USR1", job_id])
     assert signalled.returncode == 0, signalled.stderr
+    signalled_at = time.time()
     deadline = time.monotonic() + 60
     while cluster.job_state(job_id) != "PENDING":
         assert time.monotonic() < deadline, output.read_text()[-3000:]
         time.sleep(0.2)
-    cluster.run(LOGIN, ["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+    start_requeued(cluster, job_id, signalled_at)
     deadline = time.monotonic() + 300
     while (state := cluster.job_state(job_id)) != "COMPLETED":
         assert time.monotonic() < deadline and state not in ("FAILED", "CANCELLED", "TIMEOUT"), output.read_text()[
