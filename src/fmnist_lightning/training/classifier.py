@@ -43,6 +43,12 @@ def fill_missing_accumulators(module: nn.Module, state_dict: dict[str, Tensor]) 
             state_dict.setdefault(key, value)
 
 
+def hard_labels(y: Tensor) -> Tensor:
+    """Mixed labels (mix=mixup|cutmix) are class probabilities, which the loss takes as they are; the training
+    accuracy counts the class each mixed image holds most of."""
+    return y.argmax(1) if y.is_floating_point() else y
+
+
 class ImageClassifier(L.LightningModule):
     def __init__(
         self,
@@ -187,9 +193,7 @@ class ImageClassifier(L.LightningModule):
         # Metrics only accumulate here and are logged once per epoch (on_train_epoch_end): a self.log
         # call per step costs Lightning's bookkeeping every step, a measurable share of a small CNN's step.
         self.train_loss.update(loss.detach(), weight=y.shape[0])
-        # Mixed labels (mix=mixup|cutmix) are class probabilities, which the loss takes as they are; the accuracy
-        # counts the class each mixed image holds most of.
-        self.train_acc.update(logits, y.argmax(1) if y.is_floating_point() else y)
+        self.train_acc.update(logits, hard_labels(y))
         return loss
 
     def _members_step(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -201,7 +205,7 @@ class ImageClassifier(L.LightningModule):
         # network's scale; the accuracy is the ensemble's (its averaged probabilities).
         losses = torch.stack([self.criterion(member, y) for member in logits])
         self.train_loss.update(losses.detach().mean(), weight=y.shape[0])
-        self.train_acc.update(logits.detach().softmax(dim=-1).mean(dim=0), y.argmax(1) if y.is_floating_point() else y)
+        self.train_acc.update(logits.detach().softmax(dim=-1).mean(dim=0), hard_labels(y))
         return losses.sum()
 
     def on_train_epoch_end(self) -> None:
