@@ -16,7 +16,7 @@
    such as EMA, Lightning's loop. Python and framework overhead is the steps' wall time that no
    operator accounts for.
 
-Usage: python bench/roofline.py [--presets speedrun speedrun94 best_small best] [--warmup 50] [--steps 30]
+Usage: python bench/roofline.py [--presets speedrun speedrun94 best_small best] [--warmup 10] [--steps 30]
 Writes bench/results/roofline.{json,md}, the CPU named in both.
 """
 
@@ -251,9 +251,9 @@ def markdown(report: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
-    # 50, not 10: best's network was still slowing its first steps after 10 (216 ms a step against 169 after 50,
-    # AMD EPYC Zen 4, docs/benchmarks.md); a small network's step is the same either way.
-    parser.add_argument("--warmup", type=int, default=50, help="steps before the timed ones")
+    # 10 is enough: best's step measured 165 and 171 ms after 10 warm-up steps, 173 and 157 after 50, interleaved
+    # (AMD EPYC Zen 4, 2026-12-07, docs/benchmarks.md); what differs between sittings is the machine, not warm-up.
+    parser.add_argument("--warmup", type=int, default=10, help="steps before the timed ones")
     parser.add_argument("--steps", type=int, default=30, help="steps timed, and as many profiled")
     parser.add_argument("--root", help="the dataset (default: ../shared/data beside the checkout)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where roofline.json and .md go")
