@@ -188,7 +188,7 @@ PILOTS: dict[str, list[str]] = {
     # and train time scaled to 60,000 images at most 45 minutes; if it passes, seeds 1 and 2 must hold the same mean
     # before any test run. It failed both halves (95.20%, 3,542 s = 64 min scaled): ensembling and the shifted test
     # views buy the same variance reduction (bench/ensemble_members.py: +0.41 over its members plain, +0.13 with views).
-    # The 2.28x was measured after 10 warm-up steps, too few for one network; after 50 it is 2.92x (494 ms against 169).
+    # The 2.28x came from a slow one-network arm; measured again, interleaved, it is 2.92x (494 ms against 169).
     "deep_x3_e32": [
         "init=whiten",
         "optim=muon_recipe",

@@ -245,6 +245,13 @@ def test_a_model_file_that_is_not_ours_is_one_error_line(tmp_path: Path) -> None
         assert result.returncode == 2, result.stderr[-2000:]
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and "Traceback" not in result.stderr, result.stderr[-2000:]
+    # An impossible setting is refused before the model is read.
+    for option, line in (
+        ("port=70000", "error: port=70000 is not a TCP port: it must be in 0-65535 (0: any free port), e.g. port=7860"),
+        ("max_upload_mb=big", "error: max_upload_mb='big' is str, not a number: it must be an upload limit in MB > 0"),
+    ):
+        result = run_cli("-m", "fmnist_lightning.demo", f"model={fake}", option, f"paths.log_dir={tmp_path / 'logs'}")
+        assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(line), result.stderr[-2000:]
 
 
 # Debian's chromium, quiet and local: no GPU, no QUIC, no background or update traffic.

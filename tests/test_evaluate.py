@@ -193,7 +193,7 @@ def test_tta_shift_averages_the_translated_views_on_the_validation_split(
     )
     assert (metrics["split"], metrics["tta"], metrics["tta_shift"]) == ("val", True, 1)
     assert metrics["val/acc"] == pytest.approx(expected_acc)
-    with pytest.raises(ConfigError, match="tta_shift must be >= 0"):
+    with pytest.raises(ConfigError, match="tta_shift=-1 is impossible: it must be a shift in pixels >= 0"):
         evaluate(eval_cfg(f"ckpt_path={ckpt_path}", "tta=true", "tta_shift=-1"))
 
 
@@ -221,13 +221,28 @@ def test_bad_checkpoints_raise_one_clear_error(eval_cfg, tmp_path: Path, make_fi
         evaluate(eval_cfg(f"ckpt_path={path}"))
 
 
+def test_evaluate_never_writes_into_the_run_it_evaluates(trained_run: Path) -> None:
+    # Hydra would replace the run's .hydra files (what resume= reads), and evaluate its report.md and metrics.json.
+    before = {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()}
+    last = trained_run / "checkpoints" / "last.ckpt"
+    result = run_cli("-m", "fmnist_lightning.evaluate", f"ckpt_path={last}", f"hydra.run.dir={trained_run}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {trained_run} already holds a run, and the evaluate command never writes into it: pick another "
+        "hydra.run.dir (or leave it out: each run gets a directory of its own)"
+    )
+    assert {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()} == before
+
+
 def test_usage_errors(eval_cfg, trained_run: Path, tmp_path: Path) -> None:
     last = trained_run / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match="no checkpoint given"):
         evaluate(eval_cfg())
     with pytest.raises(ConfigError, match="unknown split"):
         evaluate(eval_cfg(f"ckpt_path={last}", "split=train"))
-    with pytest.raises(ConfigError, match="batch_size must be >= 1"):
+    with pytest.raises(ConfigError, match="batch_size=0 is impossible: it must be a batch size >= 1"):
         evaluate(eval_cfg(f"ckpt_path={last}", "batch_size=0"))
+    with pytest.raises(ConfigError, match=r"tta_shift='one' is str, not an integer: .* e\.g\. tta_shift=1"):
+        evaluate(eval_cfg(f"ckpt_path={last}", "tta_shift=one"))
     with pytest.raises(DataError, match="data_root=<folder>"):
         evaluate(eval_cfg(f"ckpt_path={last}", f"data_root={tmp_path / 'no_data_here'}"))

@@ -114,9 +114,11 @@ def test_a_tampered_normalisation_fails_the_parity_check(checkpoint: Path, data_
         check_parity(tampered, images, reference, 1e-4)
 
 
-def test_an_opset_the_exporter_cannot_write_is_one_error_line(
+def test_an_opset_the_exporter_cannot_write_is_one_error_line_and_keeps_the_earlier_export(
     checkpoint: Path, data_root: Path, tmp_path: Path
 ) -> None:
+    _export(checkpoint, data_root, tmp_path)
+    earlier = {name: (tmp_path / name).read_bytes() for name in ("tinyvgg.onnx", "export.json")}
     result = run_cli(
         "-m",
         "fmnist_lightning.export",
@@ -130,7 +132,10 @@ def test_an_opset_the_exporter_cannot_write_is_one_error_line(
     assert (
         result.stderr.strip().splitlines()[-1].startswith("error: opset=7 cannot be written by torch's ONNX exporter")
     )
-    assert not (tmp_path / "tinyvgg.onnx").exists()  # no unverified file is left behind
+    # The failed export replaced nothing: the earlier file and the export.json describing it are as they were,
+    # and nothing unverified is left behind.
+    assert {name: (tmp_path / name).read_bytes() for name in earlier} == earlier
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "logs") == ["export.json", "tinyvgg.onnx"]
 
 
 def test_bad_export_inputs_are_one_line_errors(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
@@ -148,6 +153,8 @@ def test_bad_export_inputs_are_one_line_errors(checkpoint: Path, data_root: Path
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'missing.ckpt'}"
+    with pytest.raises(ConfigError, match=r"atol='tight' is str, not a number: .* e\.g\. atol=1e-4"):
+        _export(checkpoint, data_root, tmp_path, "atol=tight")
 
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import cli_overrides, run_cli
 from fmnist_lightning.config.files import write_json
 from fmnist_lightning.config.masking import MaskSecretsFilter, holds_masked_secret, mask_file, mask_text, mask_values
 from fmnist_lightning.errors import ConfigError
@@ -108,3 +109,29 @@ def test_warnings_printed_outside_logging_are_masked(tmp_path: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "http://u:***@host:5000/api" in result.stderr and "pw-warn-9" not in result.stderr
+
+
+def test_a_refused_override_is_quoted_masked(data_root: Path, tmp_path: Path) -> None:
+    # Hydra's own message quotes the override it could not apply (the key is logger.mlflow.tracking_uri).
+    result = run_cli(
+        *cli_overrides(data_root, tmp_path), "logger=mlflow", "logger.tracking_uri=postgresql://u:pw-5@db/x"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "logger.tracking_uri=postgresql://u:***@db/x" in result.stderr and "pw-5" not in result.stderr
+
+
+def test_a_sweep_that_fails_before_its_first_job_leaves_its_file_masked(data_root: Path, tmp_path: Path) -> None:
+    # The basic sweeper writes multirun.yaml, then finds that one swept option does not compose: no job starts.
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "--multirun",
+        *cli_overrides(data_root, tmp_path),
+        "logger=mlflow",
+        "logger.mlflow.tracking_uri=postgresql://u:pw-6@db/x",
+        "model=tinyvgg,tinyvg",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 2 and "tinyvg" in result.stderr, result.stderr
+    text = (sweep / "multirun.yaml").read_text()
+    assert "postgresql://u:***@db/x" in text and "pw-6" not in text
+    assert "pw-6" not in result.stderr + result.stdout

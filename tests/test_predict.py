@@ -170,6 +170,18 @@ def test_usage_errors_exit_2(checkpoint_path: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: inputs: {missing} does not exist"
+    result = run_cli(
+        "-m",
+        "fmnist_lightning.predict",
+        f"ckpt_path={checkpoint_path}",
+        f"inputs={tmp_path}",
+        "top_k=three",
+        f"paths.log_dir={tmp_path}",
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: top_k='three' is str, not an integer: it must be a number of classes >= 1, e.g. top_k=3"
+    )
 
     fmnist_predict = Path(sys.executable).parent / "fmnist-predict"
     result = subprocess.run(

@@ -109,12 +109,22 @@ def test_multi_view_tta_is_the_average_of_the_views_by_hand(shift: int) -> None:
 
 
 def test_multi_view_tta_runs_in_the_final_test(make_cfg, tmp_path: Path) -> None:
+    from fmnist_lightning.training.checkpoint_files import restore_run
+
     metrics = train(
         make_cfg(
-            "model=linear", "debug=fast_dev_run", "module.tta=true", "module.tta_shift=1", output_dir=tmp_path / "run"
+            "model=linear",
+            "debug=limit_batches",
+            "trainer.max_epochs=1",
+            "module.tta=true",
+            "module.tta_shift=1",
+            output_dir=tmp_path / "run",
         )
     )
-    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["test_tta"] and 0.0 <= metrics["test/acc"] <= 1.0
+    # The run's module, as evaluate and predict restore it, tests the same six views (the views: the test above).
+    module = restore_run(metrics["best_model_path"]).module
+    assert module.tta and module.tta_shift == 1
 
 
 def test_whitening_filters_decorrelate_the_training_patches(data_root: Path) -> None:
@@ -145,10 +155,38 @@ def test_dirac_makes_later_convolutions_identities_on_their_first_filters() -> N
             assert torch.allclose(y, x[:, :n], atol=1e-6)
 
 
+def _is_identity_on_its_first_filters(conv: nn.Conv2d) -> bool:
+    x = torch.randn(2, conv.in_channels, 9, 9)
+    n = min(conv.in_channels, conv.out_channels)
+    y = nn.functional.conv2d(x, conv.weight[:n].detach().float(), padding=conv.kernel_size[0] // 2)
+    return torch.allclose(y, x[:, :n], atol=1e-4)
+
+
 @pytest.mark.parametrize("init", ["whiten", "dirac", "whiten_dirac"])
-def test_each_init_composes_and_trains_a_batch(make_cfg, tmp_path: Path, init: str) -> None:
-    metrics = train(make_cfg("model=compact", f"init={init}", "debug=fast_dev_run", output_dir=tmp_path / "run"))
-    assert metrics["test/acc"] >= 0.0
+def test_each_init_composes_trains_and_leaves_its_filters_in_the_checkpoint(
+    make_cfg, tmp_path: Path, init: str
+) -> None:
+    from fmnist_lightning.training.callbacks.data_init import convolutions
+    from fmnist_lightning.training.checkpoint_files import restore_run
+
+    # A vanishing lr and no schedule: the checkpoint holds the weights as the initialisation left them.
+    metrics = train(
+        make_cfg(
+            "model=compact",
+            f"init={init}",
+            "optim.lr=1e-12",
+            "sched=none",
+            "debug=limit_batches",
+            "trainer.max_epochs=1",
+            output_dir=tmp_path / "run",
+        )
+    )
+    convs = convolutions(restore_run(metrics["best_model_path"]).module.net)
+    stem = convs[0].weight.detach().float()
+    # Whitening: 9 filters of the 3x3 patches and their negatives; dirac: later convolutions pass their input on.
+    assert torch.allclose(stem[:9], -stem[9:18]) is ("whiten" in init)
+    later = [conv for conv in convs[1:] if conv.groups == 1 and conv.kernel_size[0] % 2]
+    assert later and all(_is_identity_on_its_first_filters(conv) for conv in later) is ("dirac" in init)
 
 
 def test_muon_and_the_rest_hold_every_parameter_once(make_cfg, tmp_path: Path) -> None:
@@ -244,13 +282,17 @@ def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs(data_r
     assert torch.equal((op(x[order]) != x[order]).flatten(1).any(1), seen[0][order])
 
 
-def test_alternating_flip_trains_and_counts_as_a_flip_for_tta(make_cfg, tmp_path: Path) -> None:
+def test_alternating_flip_trains_and_counts_as_a_flip_for_tta(
+    make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     metrics = train(
         make_cfg(
             "model=linear", "aug=shift_alt_flip", "module.tta=true", "debug=limit_batches", output_dir=tmp_path / "run"
         )
     )
-    assert metrics["test/acc"] >= 0.0
+    # The mirror-image test runs, unwarned: the training images were flipped (test_config has the warning).
+    assert metrics["test_tta"] and 0.0 <= metrics["test/acc"] <= 1.0
+    assert "never flips images horizontally" not in caplog.text
 
 
 def test_bn_momentum_reaches_every_batchnorm_and_is_refused_without_one(make_cfg, tmp_path: Path) -> None:

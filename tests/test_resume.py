@@ -66,6 +66,22 @@ def test_resume_of_a_finished_run_leaves_every_file_as_it_is(finished_run: Path,
     assert _digests(run) == before
 
 
+def test_a_resume_refused_before_it_runs_leaves_the_runs_files_as_they_are(finished_run: Path, tmp_path: Path) -> None:
+    # A sweep's summary reads status.json: a complete run must not turn "failed" because a resume of it was refused.
+    run = _copy(finished_run, tmp_path)
+    before, log = _digests(run), (run / "train.log").read_bytes()
+    result = run_cli(f"resume={run}", "trainer.max_epochs=4", "module.label_smoothing=1.5")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: module.label_smoothing=1.5 is impossible")
+    after = _digests(run)
+    # The run's log is appended to (the refusal is part of its history); every other file is as it was.
+    assert {name: after.get(name) for name in before if name != "train.log"} == {
+        name: digest for name, digest in before.items() if name != "train.log"
+    }
+    assert (run / "train.log").read_bytes().startswith(log)
+    assert all(name.startswith(".hydra/resumed_") for name in set(after) - set(before)), set(after) - set(before)
+
+
 def test_resume_with_more_epochs_replans_onecycle_and_rewrites_full_results(finished_run: Path, tmp_path: Path) -> None:
     run = _copy(finished_run, tmp_path)
     first = json.loads((run / "metrics.json").read_text())

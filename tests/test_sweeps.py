@@ -82,6 +82,23 @@ def test_summary_plot_puts_learning_rates_on_a_log_axis(lr_sweep: Path) -> None:
     assert len(axes.lines[0].get_xdata()) == 3
 
 
+def test_a_second_sweep_never_writes_into_an_earlier_sweeps_directory(
+    lr_sweep: Path, data_root: Path, tmp_path: Path
+) -> None:
+    before = {p: p.read_bytes() for p in lr_sweep.rglob("*") if p.is_file()}
+    result = run_cli(
+        "-m",
+        "fmnist_lightning",
+        "--multirun",
+        *cli_overrides(data_root, tmp_path),
+        *TINY,
+        f"hydra.sweep.dir={lr_sweep}",
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {lr_sweep} already holds a sweep")
+    assert {p: p.read_bytes() for p in lr_sweep.rglob("*") if p.is_file()} == before
+
+
 def test_summarize_cli_rebuilds_an_interrupted_sweep(lr_sweep: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "interrupted"
     shutil.copytree(lr_sweep, sweep, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "summary*"))

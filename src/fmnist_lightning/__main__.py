@@ -14,7 +14,7 @@ from fmnist_lightning.config.command_line import is_multirun, override_key, spli
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError
-from fmnist_lightning.training.resume import RunComplete, prepare_argv
+from fmnist_lightning.training.resume import RunComplete, has_checkpoint, prepare_argv
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -26,7 +26,7 @@ def check_before_import(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from fmnist_lightning.config.checks import check_config
-    from fmnist_lightning.config.files import STATUS_FILE, write_json
+    from fmnist_lightning.config.files import METRICS_FILE, STATUS_FILE, write_json
     from fmnist_lightning.errors import failure_status
 
     if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -34,7 +34,10 @@ def check_before_import(cfg: DictConfig) -> None:
     try:
         check_config(cfg)
     except FmnistError as exc:
-        write_json(Path(cfg.paths.output_dir) / STATUS_FILE, failure_status(exc))
+        run = Path(cfg.paths.output_dir)
+        # A resume refused before anything ran leaves the run's own status (completed, interrupted) as it was.
+        if not (has_checkpoint(run) or (run / METRICS_FILE).is_file()):
+            write_json(run / STATUS_FILE, failure_status(exc))
         exit_with_error(exc)
 
 
@@ -104,7 +107,8 @@ def training_arguments(args: list[str]) -> list[str]:
         raise SystemExit(0) from None
 
 
-cli = hydra_command("config", train_command, arguments=training_arguments)
+# training_arguments refuse an earlier run's directory themselves, where resume= does not ask for it.
+cli = hydra_command("config", train_command, arguments=training_arguments, guards_output=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from fmnist_lightning.cli.commands import hydra_command
+from fmnist_lightning.config.checks import check_values, positive, whole
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.predict import model_file_arguments
 
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
 
 USAGE = "python -m fmnist_lightning.demo model=<file.onnx> (or ckpt_path=<file.ckpt>) [port=7860] [host=127.0.0.1]"
 MIB = 1024 * 1024
+OPTION_CHECKS = (
+    whole("port", 0, "a TCP port in 0-65535 (0: any free port)", "port=7860"),
+    whole("examples", 0, "a number of test-set examples >= 0", "examples=10"),
+    whole("top_k", 1, "a number of classes >= 1", "top_k=3"),
+    whole("batch_size", 1, "a batch size >= 1", "batch_size=256"),
+    positive("max_upload_mb", "an upload limit in MB > 0", "max_upload_mb=20"),
+    whole("max_pixels", 1, "a pixel limit >= 1", "max_pixels=40000000"),
+)
 
 
 def check(cfg: DictConfig) -> None:
@@ -31,11 +40,11 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(
             f"give exactly one of ckpt_path= (a training checkpoint) or model= (an exported file): {USAGE}"
         )
-    if not 0 <= int(cfg.port) <= 65535:
-        raise ConfigError(f"port={cfg.port} is not a TCP port (0-65535)")
-    for key in ("top_k", "batch_size", "max_upload_mb", "max_pixels"):
-        if not float(cfg[key]) > 0:
-            raise ConfigError(f"{key} must be > 0, got {cfg[key]}")
+    check_values(cfg, OPTION_CHECKS)
+    if cfg.port > 65535:
+        raise ConfigError(
+            f"port={cfg.port} is not a TCP port: it must be in 0-65535 (0: any free port), e.g. port=7860"
+        )
 
 
 def load_model(cfg: DictConfig) -> tuple[DemoModel, Path]:

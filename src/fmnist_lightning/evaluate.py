@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.cli.commands import hydra_command
+from fmnist_lightning.config.checks import check_values, whole
 from fmnist_lightning.config.files import METRICS_FILE, write_json
 from fmnist_lightning.errors import ConfigError
 
@@ -26,6 +27,12 @@ from fmnist_lightning.training.checkpoint_files import restore_run
 
 log = logging.getLogger("fmnist_lightning")
 
+# null leaves each to the run's own setting.
+OPTION_CHECKS = (
+    whole("batch_size", 1, "a batch size >= 1 (or null: the run's own)", "batch_size=512"),
+    whole("tta_shift", 0, "a shift in pixels >= 0 (or null: the run's own)", "tta_shift=1"),
+)
+
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write the report into ``cfg.paths.output_dir``; return the
@@ -35,10 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("no checkpoint given: python -m fmnist_lightning.evaluate ckpt_path=<file.ckpt>")
     # Checked before the checkpoint is loaded, so a typo fails at once.
     check_split(cfg.split)
-    if cfg.batch_size is not None and int(cfg.batch_size) < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.get("tta_shift") is not None and int(cfg.tta_shift) < 0:
-        raise ConfigError(f"tta_shift must be >= 0 pixels, got {cfg.tta_shift}")
+    check_values(cfg, OPTION_CHECKS)
     run = restore_run(cfg.ckpt_path, tta=cfg.tta, tta_shift=cfg.get("tta_shift"))
     datamodule = run.datamodule(root=cfg.data_root, batch_size=cfg.batch_size)
     trainer = prediction_trainer(accelerator=cfg.accelerator, precision=cfg.precision or run.precision)

@@ -15,6 +15,8 @@ accuracy change and size.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.cli.commands import hydra_command
+from fmnist_lightning.config.checks import check_values, positive, whole
 from fmnist_lightning.config.files import write_json
 from fmnist_lightning.deploy.parity import check_parity, parity, reference_probabilities
 from fmnist_lightning.deploy.quantization import QUANTIZE, quantize
@@ -35,12 +38,19 @@ from fmnist_lightning.deploy.served_model import (
     export_torchscript,
     served_metadata,
 )
-from fmnist_lightning.errors import ConfigError, ExportError
+from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.training.checkpoint_files import RestoredRun, restore_run
 
 log = logging.getLogger("fmnist_lightning")
 
 EXPORT_FILE = "export.json"
+OPTION_CHECKS = (
+    whole("opset", 1, "an ONNX opset number", "opset=18"),
+    positive("atol", "a tolerance on the probabilities > 0", "atol=1e-4"),
+    positive("int8_atol", "a tolerance on the int8 copy's probabilities > 0", "int8_atol=0.05"),
+    whole("batch_size", 1, "a batch size >= 1", "batch_size=1000"),
+    whole("calibration_images", 1, "a number of training images >= 1", "calibration_images=1000"),
+)
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -51,6 +61,7 @@ def check_options(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown format={cfg.format!r}; choose one of: {', '.join(FORMATS)}")
     if cfg.quantize is not None and (cfg.quantize not in QUANTIZE or cfg.format != "onnx"):
         raise ConfigError(f"quantize={cfg.quantize!r}: choose one of {', '.join(QUANTIZE)}, with format=onnx")
+    check_values(cfg, OPTION_CHECKS)
 
 
 def source_run(run: RestoredRun) -> dict[str, Any]:
@@ -82,6 +93,36 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         logging.getLogger(name).setLevel(logging.WARNING)
     check_options(cfg)
     run = restore_run(cfg.ckpt_path)
+    out_dir = Path(cfg.out).expanduser() if cfg.out else Path(HydraConfig.get().runtime.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Written into a folder of its own and moved into out= only once the file computes what the checkpoint
+    # computes: a failed export leaves an earlier one there (its files and export.json) as it was.
+    with tempfile.TemporaryDirectory(prefix=".exporting-", dir=out_dir) as staging:
+        summary = write_verified(cfg, run, Path(staging))
+        for entry in summary["files"]:
+            staged = Path(entry["path"])
+            os.replace(staged, out_dir / staged.name)
+            entry["path"] = str(out_dir / staged.name)
+    summary["file"] = summary["files"][0]["path"]
+    if "quantized" in summary:
+        summary["quantized"]["file"] = summary["files"][1]["path"]
+    parity_line = summary.pop("parity_line")
+    print(f"Exported {summary['file']} ({summary['bytes']:,} bytes); {parity_line}")
+    if "quantized" in summary:
+        q = summary["quantized"]
+        print(
+            f"int8 ({q['mode']}): {q['file']} ({q['bytes']:,} bytes, {q['size_ratio']:.0%} of fp32); "
+            f"test accuracy {q['test_accuracy']:.4f} ({q['accuracy_change']:+.4f})"
+        )
+    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+    write_json(out_dir / EXPORT_FILE, summary)
+    print(f"Wrote {out_dir / EXPORT_FILE}")
+    return summary
+
+
+def write_verified(cfg: DictConfig, run: RestoredRun, out_dir: Path) -> dict[str, Any]:
+    """Write the served file (and its int8 copy) into ``out_dir`` and check it against the checkpoint on the
+    official test images; raises ExportError if they disagree. Returns export.json's content but its timing."""
     mean, std = run.normalization
     datamodule = run.datamodule(root=cfg.data_root)
     datamodule.setup("test")
@@ -91,8 +132,6 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     labels = test_set.labels.numpy()
     reference = reference_probabilities(run.module, images, mean, std, int(cfg.batch_size)).numpy()
 
-    out_dir = Path(cfg.out).expanduser() if cfg.out else Path(HydraConfig.get().runtime.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     name = str(run.config.get("model", {}).get("name") or "model")
     path = out_dir / f"{name}{FORMATS[cfg.format]}"
     test_accuracy = _accuracy(reference, labels)
@@ -106,12 +145,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         export_torchscript(served, path, metadata)
 
     x = images.numpy()
-    try:
-        result = check_parity(path, x, reference, float(cfg.atol))
-    except ExportError:
-        # A file that does not compute what the checkpoint computes is not left where it could be served.
-        path.unlink(missing_ok=True)
-        raise
+    result = check_parity(path, x, reference, float(cfg.atol))
+    ties = f" but {result['near_ties']} near-ties" if result["near_ties"] else ""
     summary: dict[str, Any] = {
         "file": str(path),
         "format": cfg.format,
@@ -120,18 +155,12 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "files": [written(path)],
         "opset": int(cfg.opset) if cfg.format == "onnx" else None,
         "parity": {k: v for k, v in result.items() if k != "probs"},
+        "parity_line": f"parity on {len(x):,} test images: top-1 identical{ties}, "
+        f"max |dp| {result['max_abs_prob_diff']:.1e}; test accuracy {test_accuracy:.4f}",
     }
-    ties = f" but {result['near_ties']} near-ties" if result["near_ties"] else ""
-    print(
-        f"Exported {path} ({path.stat().st_size:,} bytes); parity on {len(x):,} test images: "
-        f"top-1 identical{ties}, max |dp| {result['max_abs_prob_diff']:.1e}; test accuracy {test_accuracy:.4f}"
-    )
     if cfg.quantize:
         summary["quantized"] = quantized_copy(path, cfg, run, (x, labels), reference, test_accuracy)
         summary["files"].append(written(Path(summary["quantized"]["file"])))
-    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
-    write_json(out_dir / EXPORT_FILE, summary)
-    print(f"Wrote {out_dir / EXPORT_FILE}")
     return summary
 
 
@@ -162,10 +191,6 @@ def quantized_copy(
         "max_abs_prob_diff": quantized["max_abs_prob_diff"],
         "calibration_images": len(train_images) if cfg.quantize == "static" else 0,
     }
-    print(
-        f"int8 ({cfg.quantize}): {int8} ({int8.stat().st_size:,} bytes, {entry['size_ratio']:.0%} "
-        f"of fp32); test accuracy {int8_accuracy:.4f} ({int8_accuracy - test_accuracy:+.4f})"
-    )
     return entry
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs
+from fmnist_lightning.config.checks import check_values, whole
 from fmnist_lightning.data.image_files import Result, input_files, read_image, top_classes, write_csv
 from fmnist_lightning.deploy.predictors import Classifier, ModulePredictor, checkpoint_classifier, exported_classifier
 from fmnist_lightning.errors import ConfigError, DataError
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("fmnist_lightning")
 
 EXIT_SOME_FAILED = 1
+OPTION_CHECKS = (
+    whole("top_k", 1, "a number of classes >= 1", "top_k=3"),
+    whole("batch_size", 1, "a batch size >= 1", "batch_size=256"),
+)
 USAGE = "python -m fmnist_lightning.predict ckpt_path=<file.ckpt> (or model=<file.onnx>) inputs=<image or folder>"
 
 
@@ -71,8 +76,7 @@ def predict(cfg: DictConfig) -> list[Result]:
         raise ConfigError(
             f"give exactly one of ckpt_path= (a training checkpoint) or model= (an exported file): {USAGE}"
         )
-    if int(cfg.top_k) < 1 or int(cfg.batch_size) < 1:
-        raise ConfigError(f"top_k and batch_size must be >= 1, got top_k={cfg.top_k}, batch_size={cfg.batch_size}")
+    check_values(cfg, OPTION_CHECKS)
     classify = classifier(cfg)
     inputs: Any = cfg.inputs if isinstance(cfg.inputs, str) else OmegaConf.to_container(cfg.inputs)
     # Earlier predict runs' logs too, so classifying "." twice gives the same answer.

@@ -18,6 +18,7 @@ from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightni
 from fmnist_lightning.config.command_line import first_override, override_key, split_flags
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
+from fmnist_lightning.config.output_dirs import refuse_existing_output
 from fmnist_lightning.errors import FmnistError
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ def hydra_command(
     body: Callable[[DictConfig], Any],
     *,
     arguments: Arguments | None = None,
+    guards_output: bool = False,
     lightning: bool = False,
     quiet_trainers: bool = False,
 ) -> Callable[[], None]:
@@ -56,8 +58,10 @@ def hydra_command(
     ``--help`` (the config's ``hydra/help``), and Hydra's own errors end as one line (``run_hydra``).
 
     ``arguments`` rewrites the command line before Hydra reads it (e.g. ``model=<file>`` into a key that is not a
-    config group). ``lightning``: route Lightning's log records through Hydra's handlers before the body (for
-    bodies that import Lightning at once); ``quiet_trainers``: also drop the device summary every Trainer logs.
+    config group). A command never writes into an earlier run's or sweep's directory (``config.output_dirs``);
+    ``guards_output``: its ``arguments`` refuse one themselves (training's, which let ``resume=`` in).
+    ``lightning``: route Lightning's log records through Hydra's handlers before the body (for bodies that import
+    Lightning at once); ``quiet_trainers``: also drop the device summary every Trainer logs.
     """
 
     def run(cfg: DictConfig) -> Any:
@@ -81,6 +85,12 @@ def hydra_command(
     def cli() -> None:
         if arguments is not None:
             sys.argv[1:] = guarded(arguments, sys.argv[1:], lambda: None)
+        if not guards_output:
+            guarded(
+                lambda args: refuse_existing_output(args, f"the {command_name(body)} command", ""),
+                sys.argv[1:],
+                lambda: None,
+            )
         # Hydra names the job for the module of the function it decorates, which is this one for every command.
         sys.argv[1:] = with_settings({"hydra.job.name": command_name(body)})(sys.argv[1:])
         run_hydra(main)

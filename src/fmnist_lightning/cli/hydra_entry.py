@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from fmnist_lightning.cli.console import keep_file_only_records_off_console
 from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
-from fmnist_lightning.config.masking import mask_text
+from fmnist_lightning.config.masking import mask_sweep_files, mask_text
 from fmnist_lightning.errors import FmnistError, first_line
 
 
@@ -58,7 +58,10 @@ def run_hydra(main: Callable[[], Any]) -> None:
     mask_warnings()
     previous = os.environ.get("HYDRA_FULL_ERROR")
     if previous == "1":
-        main()
+        try:
+            main()
+        finally:
+            mask_sweep_files()
         return
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
@@ -82,11 +85,13 @@ def run_hydra(main: Callable[[], Any]) -> None:
         if not isinstance(exc, HydraException):
             message = f"the config could not be composed: {message}"
         # Not exit_with_error: logging is not set up before Hydra composes, and would print the line twice.
-        print(f"error: {message}", file=sys.stderr)
+        # Masked: Hydra quotes the override it refused, a database URL's password included.
+        print(f"error: {mask_text(message)}", file=sys.stderr)
         raise SystemExit(2) from None
     except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
         exit_with_failure(exc)
     finally:
+        mask_sweep_files()
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:

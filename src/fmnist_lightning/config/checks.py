@@ -118,7 +118,7 @@ def _stray_key_line(where: str, key: str, target: str, accepted: list[str], opti
     )
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -127,23 +127,24 @@ def is_number(value: Any) -> bool:
 
 
 # (key, type check, type name, value check, what a valid value is, example).
-VALUE_CHECKS: tuple[tuple[str, Any, str, Any, str, str], ...] = (
+ValueCheck = tuple[str, Any, str, Any, str, str]
+VALUE_CHECKS: tuple[ValueCheck, ...] = (
     ("optim.lr", is_number, "a number", lambda v: v > 0, "a learning rate > 0", "optim.lr=0.001"),
     ("optim.weight_decay", is_number, "a number", lambda v: v >= 0, "a weight decay >= 0", "optim.weight_decay=0.0005"),
     ("optim.momentum", is_number, "a number", lambda v: 0 <= v < 1, "a momentum in [0, 1)", "optim.momentum=0.9"),
-    ("data.batch_size", _is_int, "an integer", lambda v: v >= 1, "a batch size >= 1", "data.batch_size=64"),
-    ("data.eval_batch_size", _is_int, "an integer", lambda v: v >= 1, "a batch size >= 1", "data.eval_batch_size=512"),
+    ("data.batch_size", is_int, "an integer", lambda v: v >= 1, "a batch size >= 1", "data.batch_size=64"),
+    ("data.eval_batch_size", is_int, "an integer", lambda v: v >= 1, "a batch size >= 1", "data.eval_batch_size=512"),
     (
         "data.val_size",
         is_number,
         "a number",
-        lambda v: v >= 0 and (_is_int(v) or v < 1),
+        lambda v: v >= 0 and (is_int(v) or v < 1),
         "a validation count >= 0 or a fraction in [0, 1)",
         "data.val_size=5000",
     ),
     (
         "trainer.max_epochs",
-        _is_int,
+        is_int,
         "an integer",
         lambda v: v >= 1 or v == -1,
         "a number of epochs >= 1 (or -1 for no limit)",
@@ -151,7 +152,7 @@ VALUE_CHECKS: tuple[tuple[str, Any, str, Any, str, str], ...] = (
     ),
     (
         "trainer.accumulate_grad_batches",
-        _is_int,
+        is_int,
         "an integer",
         lambda v: v >= 1,
         "an integer >= 1",
@@ -167,19 +168,30 @@ VALUE_CHECKS: tuple[tuple[str, Any, str, Any, str, str], ...] = (
     ),
     (
         "model.max_params",
-        _is_int,
+        is_int,
         "an integer",
         lambda v: v >= 1,
         "a parameter budget >= 1 (or null)",
         "model.max_params=100000",
     ),
-    ("seed", _is_int, "an integer", lambda v: True, "an integer seed (or null)", "seed=42"),
+    ("seed", is_int, "an integer", lambda v: True, "an integer seed (or null)", "seed=42"),
 )
 
 
-def check_values(cfg: DictConfig) -> None:
-    """Refuse impossible or mistyped values of the common knobs, each with one line saying how to fix it."""
-    for key, type_ok, type_name, value_ok, meaning, example in VALUE_CHECKS:
+def whole(key: str, minimum: int, meaning: str, example: str) -> ValueCheck:
+    """A check that ``key`` is an integer >= ``minimum`` (a command's count, size or port)."""
+    return (key, is_int, "an integer", lambda v: v >= minimum, meaning, example)
+
+
+def positive(key: str, meaning: str, example: str) -> ValueCheck:
+    """A check that ``key`` is a number > 0 (a tolerance, a size in MB)."""
+    return (key, is_number, "a number", lambda v: v > 0, meaning, example)
+
+
+def check_values(cfg: DictConfig, checks: tuple[ValueCheck, ...] = VALUE_CHECKS) -> None:
+    """Refuse impossible or mistyped values (by default the training's common knobs; a command passes its own
+    options'), each with one line saying how to fix it."""
+    for key, type_ok, type_name, value_ok, meaning, example in checks:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:
             continue

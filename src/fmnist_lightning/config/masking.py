@@ -98,6 +98,20 @@ def mask_file(path: Path) -> bool:
     return True
 
 
+# The sweeps this process started (MaskSecretFiles.on_multirun_start), for mask_sweep_files.
+_SWEEP_FILES: list[Path] = []
+
+
+def mask_sweep_files() -> None:
+    """Mask the ``multirun.yaml`` of every sweep this process started; the entry point calls it on its way out.
+
+    A sweep that fails before its first job (an option that does not compose, a cluster that refuses the
+    submission) reaches neither ``on_job_start`` nor ``on_multirun_end``, and the sweeper has written the file by
+    then."""
+    while _SWEEP_FILES:
+        mask_file(_SWEEP_FILES.pop())
+
+
 class MaskSecretFiles(Callback):
     """A Hydra callback: the files Hydra writes with the config (``.hydra/config.yaml``, ``hydra.yaml``,
     ``overrides.yaml``, the sweep's ``multirun.yaml``) rewritten with their secrets masked, as soon as
@@ -111,6 +125,10 @@ class MaskSecretFiles(Callback):
         # The sweep's own file, written before its first job (BasicSweeper); every job checks it, which is idempotent.
         if config.hydra.mode == RunMode.MULTIRUN:
             mask_file(Path(config.hydra.sweep.dir) / "multirun.yaml")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Before the sweeper writes the file: remembered, so that a sweep that fails first still has it masked.
+        _SWEEP_FILES.append(Path(config.hydra.sweep.dir) / "multirun.yaml")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         mask_file(Path(config.hydra.sweep.dir) / "multirun.yaml")

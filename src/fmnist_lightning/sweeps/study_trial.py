@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from fmnist_lightning.config.masking import mask_values
 from fmnist_lightning.config.run_record import job_overrides
 from fmnist_lightning.errors import first_line, one_line
 from fmnist_lightning.sweeps.study_storage import Heartbeats, HeartbeatStorage, open_storage
@@ -83,7 +84,9 @@ class StudyTrial:
         return optuna.trial.Trial(self.study(pruner), self.trial_id)
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
-        for key, value in attrs.items():
+        """Store ``attrs`` in the trial, masked: the storage is a file or a shared database that every dashboard
+        reads, and an override or an error may quote a tracker's password."""
+        for key, value in mask_values(attrs).items():
             if value is not None:
                 self.storage.set_trial_user_attr(self.trial_id, key, value)
 

@@ -38,6 +38,7 @@ from fmnist_lightning.config.files import (
     read_run_yaml,
 )
 from fmnist_lightning.config.masking import holds_masked_secret
+from fmnist_lightning.config.output_dirs import refuse_existing_output
 from fmnist_lightning.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -308,13 +309,6 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
         # DDP job re-run in its own process (distributed.py). Both pass the run's own directory with
         # hydra.output_subdir=null, so they write no Hydra files there.
         return args
-    for arg in args:
-        if override_key(arg) != "hydra.run.dir":
-            continue
-        existing = arg.partition("=")[2].strip("\"'")
-        if (Path(existing).expanduser() / ".hydra").exists():
-            raise ConfigError(
-                f"{existing} already holds a run; a new run never writes into it. "
-                f"Continue it with resume={existing}, or pick another hydra.run.dir"
-            )
+    # A restarted sweep's jobs continue in place (training.requeue).
+    refuse_existing_output(args, "a new run", "continue it with resume={dir}, or ", restarted=scheduler_restarts() > 0)
     return args
