@@ -3,15 +3,17 @@ Optuna distributions, and the sweeper's config nodes (sampler, pruner) built thr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import ALLOWED
+from fmnist_lightning.errors import ConfigError
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -68,3 +70,23 @@ def search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution],
         else:
             space[key] = found
     return space, fixed
+
+
+def check_searched_keys(space: Mapping[str, Any], config: DictConfig) -> None:
+    """Refuse a searched key the composed config has not (``hparams_search=tinyvgg`` searches ``model.hidden_units``,
+    which ``model=compact`` lacks) before the first trial, instead of every trial failing at composition. A config
+    group (``aug``) or an appended key (``+...``) is searched as Hydra composes it, so it is not looked up."""
+    for key in space:
+        if key.startswith("+") or ("." not in key and (CONF_DIR / key).is_dir()):
+            continue
+        if OmegaConf.select(config, key, default=_ABSENT, throw_on_resolution_failure=False) is _ABSENT:
+            group = key.split(".", 1)[0]
+            chosen = OmegaConf.select(config, f"hydra.runtime.choices.{group}", default=None)
+            where = f"{group}={chosen}" if chosen else "this config"
+            raise ConfigError(
+                f"the search's hydra.sweeper.params searches {key}, which {where} has not: pick the option the "
+                f"search is written for, or search {group}.* keys this one has"
+            )
+
+
+_ABSENT = object()

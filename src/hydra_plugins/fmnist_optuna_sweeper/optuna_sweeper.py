@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.config.files import METRICS_FILE, SWEEP_FILE, write_text_atomic
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import first_line
-from fmnist_lightning.sweeps.search_space import OBSOLETE, built, search_space
+from fmnist_lightning.sweeps.search_space import OBSOLETE, built, check_searched_keys, search_space
 from fmnist_lightning.sweeps.study_budget import (
     SWEEPER_ATTR,
     SWEEPER_ID,
@@ -165,9 +165,10 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         space, fixed = search_space([f"{k!s}={v}" for k, v in self.params.items()] + list(arguments))
+        assert self.config is not None  # setup() set it
+        check_searched_keys(space, self.config)
         # The sweep's composed config beside its trials, as Hydra's own sweeper leaves it: what the study searched,
         # with which sampler and storage (masked, as every file we write; the summary and run names read it).
-        assert self.config is not None  # setup() set it
         write_text_atomic(Path(self.config.hydra.sweep.dir) / SWEEP_FILE, OmegaConf.to_yaml(self.config))
         study = self._open_study()
         if self.max_trials is not None:
