@@ -78,6 +78,11 @@ def test_bf16_mixed_precision_and_channels_last_run_on_the_cpu(make_cfg: Callabl
     cfg = make_cfg(*TINY, "trainer.precision=bf16-mixed", "model.channels_last=true", "trainer.limit_test_batches=1")
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"]) and 0 <= metrics["test/acc"] <= 1
+    # What the run used, as its checkpoint keeps it: the precision it ran at, and filters stored NHWC.
+    saved = torch.load(metrics["best_model_path"], weights_only=True)
+    assert saved["fmnist_config"]["provenance"]["precision"] == "bf16-mixed"
+    filters = [w for w in saved["state_dict"].values() if w.dim() == 4]
+    assert filters and all(w.is_contiguous(memory_format=torch.channels_last) for w in filters)
 
 
 def test_compiled_model_trains_on_the_cpu(make_cfg: Callable[..., DictConfig]) -> None:

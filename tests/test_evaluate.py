@@ -139,6 +139,7 @@ def test_evaluate_with_precision_auto_picks_this_machines_autocast(
     # bf16 autocast (where this CPU has it) moves a few logits; float32 must reproduce the run's own figure.
     tolerance = 0.02 if fast_precision("cpu") == "bf16-mixed" else 1e-6
     assert metrics["test/acc"] == pytest.approx(trained["test/acc"], abs=tolerance)
+    assert metrics["precision"] == fast_precision("cpu")  # what auto resolved to here, as metrics.json records it
 
 
 def _restored_split(run_dir: Path, data_root: Path, split: str):

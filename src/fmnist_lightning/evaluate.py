@@ -65,6 +65,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "split": cfg.split,
         "tta": run.module.tta,
         "tta_shift": run.module.tta_shift if run.module.tta else 0,
+        # What the figures were computed at (precision=auto resolves per machine), as a training run's record has it.
+        "precision": str(trainer.precision),
         "ckpt_path": facts.checkpoint,
         "wall_time_s": round(facts.wall_time_s, 2),
     }
