@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 # The tests' own callbacks (test_resume.SigtermAt, ...) and bench/'s (gpu_check.DeviceProbe) are targets their
 # configs may build (config/hydra_compat.py): set before the package reads it, inherited by every CLI a test starts.
-os.environ["FMNIST_TRUSTED_TARGETS"] = "test_resume.*,test_ema.*,gpu_check.*,step_timer.*"
+os.environ["FMNIST_TRUSTED_TARGETS"] = "test_resume.*,test_ema.*,test_mix.*,gpu_check.*,step_timer.*"
 
 from fmnist_lightning.cli.known_warnings import as_pytest_filters
 from fmnist_lightning.config.files import CONF_DIR, project_root

@@ -4,11 +4,13 @@ trains, validates and tests a run."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from fmnist_lightning.config.files import CONF_DIR
@@ -67,13 +69,42 @@ def test_cutmix_pastes_a_box_of_the_neighbour_whose_area_is_its_label_weight() -
         assert bool(box.all()) and bool((pasted == pasted[:1]).all())
 
 
+class SeenLabels(Callback):
+    """The labels of every batch the training, validation and test steps receive (after the batch transfer)."""
+
+    seen: ClassVar[dict[str, list[torch.Tensor]]] = {}
+
+    def _keep(self, stage: str, batch: Any) -> None:
+        SeenLabels.seen.setdefault(stage, []).append(batch[1].detach().clone())
+
+    def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
+        self._keep("train", batch)
+
+    def on_validation_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int, idx: int = 0) -> None:
+        self._keep("val", batch)
+
+    def on_test_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int, idx: int = 0) -> None:
+        self._keep("test", batch)
+
+
 @pytest.mark.parametrize("option", OPTIONS)
 def test_each_mix_option_trains_validates_and_tests(option: str, make_cfg: Callable[..., DictConfig]) -> None:
     from fmnist_lightning.train import train
 
-    # Validation and test batches keep their class labels: their accuracy would fail on mixed ones.
-    metrics = train(make_cfg(f"mix={option}", "aug=flip", "debug=fast_dev_run"))
+    SeenLabels.seen.clear()
+    metrics = train(
+        make_cfg(
+            f"mix={option}", "aug=flip", "debug=fast_dev_run", "+callbacks.seen_labels._target_=test_mix.SeenLabels"
+        )
+    )
     assert 0 <= metrics["test/acc"] <= 1 and torch.isfinite(torch.tensor(metrics["train/loss"]))
+    # The training batch was mixed: soft labels, each row a distribution, not every row one class.
+    (train_labels,) = SeenLabels.seen["train"]
+    assert train_labels.dim() == 2 and torch.allclose(train_labels.sum(1), torch.ones(len(train_labels)))
+    assert bool((train_labels.max(1).values < 1).any())
+    # Validation and test batches keep their class labels: their accuracy would fail on mixed ones.
+    for stage in ("val", "test"):
+        assert all(labels.dim() == 1 for labels in SeenLabels.seen[stage]), stage
 
 
 def test_a_mix_option_joins_a_preset() -> None:

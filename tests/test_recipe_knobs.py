@@ -376,7 +376,13 @@ def test_muon_with_param_groups_trains(make_cfg, tmp_path: Path) -> None:
             output_dir=tmp_path / "run",
         )
     )
-    assert metrics["test/acc"] >= 0.0
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    # The run's optimizer, as its checkpoint keeps it: the norm scales' and biases' groups without weight decay,
+    # in the part for the rest (Muon takes only the filters), beside a decayed group of the other weights.
+    (state,) = torch.load(metrics["best_model_path"], weights_only=True)["optimizer_states"]
+    groups = [group for part in state["parts"] for group in part["param_groups"]]
+    decay = {group["name"]: group["weight_decay"] for group in groups if group.get("name") and group["params"]}
+    assert decay["norm_scales_and_biases"] == 0.0 and decay["weights"] > 0.0, decay
 
 
 def test_pool_first_is_the_same_function_with_the_pool_moved(make_cfg, tmp_path: Path) -> None:
