@@ -85,3 +85,6 @@ def test_a_search_over_keys_the_config_has_not_is_refused_before_its_first_trial
             match=r"^the search's hydra.sweeper.params searches model.hidden_units, which model=compact has not",
         ):
             check_searched_keys(space, composed(f"hparams_search={search}", "model=compact"))
+        # A search selects no model of its own: beside a preset it searches that preset's model, or is refused.
+        with pytest.raises(ConfigError, match=r"searches model.hidden_units, which model=compact_deep has not"):
+            check_searched_keys(space, composed(f"hparams_search={search}", "experiment=best"))
