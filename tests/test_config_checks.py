@@ -217,3 +217,21 @@ def test_a_search_is_a_sweep_without_m_and_removing_one_is_not() -> None:
     assert searches_are_sweeps(["++hparams_search=lr_wd"])[-1] == "--multirun"
     assert searches_are_sweeps(["~hparams_search"]) == ["~hparams_search"]
     assert searches_are_sweeps(["hparams_search=null"]) == ["hparams_search=null"]
+    # A line that only prints, and a process joining a trial's run (its DDP job run again in its own process, with
+    # the trial's overrides), start no search.
+    assert searches_are_sweeps(["hparams_search=lr_wd", "--cfg", "hydra"]) == ["hparams_search=lr_wd", "--cfg", "hydra"]
+    joining = ["hparams_search=lr_wd", "optim.lr=0.01", "hydra.run.dir=/x/trial_0", "hydra.output_subdir=null"]
+    assert searches_are_sweeps(joining) == joining
+
+
+def test_a_commands_numbers_may_come_from_the_environment_as_strings_of_digits() -> None:
+    from fmnist_lightning.config.checks import check_values, positive, whole
+
+    checks = (whole("port", 0, "a TCP port in 0-65535", "port=7860"), positive("atol", "a tolerance > 0", "atol=1e-4"))
+    check_values(OmegaConf.create({"port": "8080", "atol": "1e-4"}), checks)  # as ${oc.env:PORT} resolves
+    with pytest.raises(ConfigError, match=r"^port='80x' is str, not an integer: it must be a TCP port in 0-65535"):
+        check_values(OmegaConf.create({"port": "80x", "atol": 1e-4}), checks)
+    with pytest.raises(ConfigError, match=r"^atol=0 is impossible: it must be a tolerance > 0, e.g. atol=1e-4$"):
+        check_values(OmegaConf.create({"port": 80, "atol": 0}), checks)
+    with pytest.raises(ConfigError, match=r"^port=True is bool, not an integer"):
+        check_values(OmegaConf.create({"port": True, "atol": 1e-4}), checks)

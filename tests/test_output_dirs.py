@@ -11,9 +11,14 @@ from fmnist_lightning.config.output_dirs import refuse_existing_output
 from fmnist_lightning.errors import ConfigError
 
 
-def _sweep(path: Path, sweeper: str) -> Path:
+def _sweep(path: Path, sweeper: str, search: str = "null", jobs: tuple[str, ...] = ("0",)) -> Path:
+    """A sweep directory as a sweeper leaves one: its multirun.yaml (the search it was, among the choices) and jobs."""
     path.mkdir()
-    (path / "multirun.yaml").write_text(f"hydra:\n  sweeper:\n    _target_: {sweeper}\n")
+    (path / "multirun.yaml").write_text(
+        f"hydra:\n  sweeper:\n    _target_: {sweeper}\n  runtime:\n    choices:\n      hparams_search: {search}\n"
+    )
+    for job in jobs:
+        (path / job / ".hydra").mkdir(parents=True)
     return path
 
 
@@ -33,16 +38,44 @@ def test_a_run_directory_that_holds_a_run_is_refused_with_the_way_out(tmp_path: 
         refuse_existing_output([f"hydra.run.dir={folder}"], "a new run", "")
 
 
-def test_a_sweep_directory_is_refused_unless_an_optuna_search_goes_on_there(tmp_path: Path) -> None:
+def test_a_sweep_directory_is_refused_unless_the_same_optuna_search_goes_on_there(tmp_path: Path) -> None:
     basic = _sweep(tmp_path / "basic", "hydra._internal.core_plugins.basic_sweeper.BasicSweeper")
-    search = _sweep(tmp_path / "search", "hydra_plugins.fmnist_optuna_sweeper.optuna_sweeper.OptunaSweeper")
-    for args in (["-m", f"hydra.sweep.dir={basic}"], ["--multirun", f"hydra.sweep.dir={search}", "optim.lr=1,2"]):
+    optuna = "hydra_plugins.fmnist_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    search = _sweep(tmp_path / "search", optuna, search="lr_wd", jobs=("trial_0", "trial_1"))
+    refused = [
+        ["-m", f"hydra.sweep.dir={basic}"],
+        ["--multirun", f"hydra.sweep.dir={search}", "optim.lr=1,2"],
+        # a search is a sweep without -m; a basic sweep's directory is never a search's
+        [f"hydra.sweep.dir={basic}", "hparams_search=lr_wd"],
+        # another search would number its trials from 0 again, into the same trial_<n> folders
+        [f"hydra.sweep.dir={search}", "hparams_search=tinyvgg"],
+    ]
+    for args in refused:
         with pytest.raises(ConfigError, match=r"already holds a sweep, whose jobs a new sweep there would replace"):
             refuse_existing_output(args, "a new run", "")
-    # An Optuna search continues in its own directory; a basic sweep's directory is never a search's.
+    # The same search goes on in its own directory, with -m or without.
+    refuse_existing_output([f"hydra.sweep.dir={search}", "hparams_search=lr_wd"], "a new run", "")
     refuse_existing_output(["-m", f"hydra.sweep.dir={search}", "hparams_search=lr_wd"], "a new run", "")
-    with pytest.raises(ConfigError, match="already holds a sweep"):
-        refuse_existing_output(["-m", f"hydra.sweep.dir={basic}", "hparams_search=lr_wd"], "a new run", "")
-    # A scheduler's restart of the sweep continues its jobs in place; a single run ignores hydra.sweep.dir.
+    # A scheduler's restart of the sweep continues its jobs in place; a single run ignores hydra.sweep.dir, and
+    # hparams_search=null is no search.
     refuse_existing_output(["-m", f"hydra.sweep.dir={basic}"], "a new run", "", restarted=True)
     refuse_existing_output([f"hydra.sweep.dir={basic}"], "a new run", "")
+    refuse_existing_output([f"hydra.sweep.dir={basic}", "hparams_search=null"], "a new run", "")
+
+
+def test_a_sweep_that_ran_no_job_and_a_directory_still_to_be_named_are_free(tmp_path: Path) -> None:
+    # A sweep refused before its first job left only multirun.yaml: the corrected command runs there.
+    failed = _sweep(tmp_path / "failed", "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", jobs=())
+    refuse_existing_output(["-m", f"hydra.sweep.dir={failed}"], "a new run", "")
+    # An interpolation names no directory until Hydra resolves it, with a time or a variable in it.
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    refuse_existing_output([f"hydra.run.dir={tmp_path}/${{oc.env:RUN,run}}"], "a new run", "")
+
+
+def test_a_command_line_that_only_prints_writes_nothing_and_is_not_refused(tmp_path: Path) -> None:
+    from fmnist_lightning.cli.commands import refuse_new_output_in_old
+
+    (tmp_path / ".hydra").mkdir()
+    refuse_new_output_in_old([f"hydra.run.dir={tmp_path}", "--cfg", "job"], "evaluate")
+    with pytest.raises(ConfigError, match="already holds a run, and the evaluate command never writes into it"):
+        refuse_new_output_in_old([f"hydra.run.dir={tmp_path}"], "evaluate")

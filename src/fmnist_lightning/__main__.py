@@ -10,11 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import route_lightning_logs
-from fmnist_lightning.config.command_line import is_multirun, override_key, split_flags
+from fmnist_lightning.config.command_line import is_multirun, override_key, prints_only, split_flags
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError
-from fmnist_lightning.training.resume import RunComplete, has_checkpoint, prepare_argv
+from fmnist_lightning.training.resume import RunComplete, has_checkpoint, joins_a_started_run, prepare_argv
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -92,7 +92,12 @@ def train_command(cfg: DictConfig) -> float | None:
 def searches_are_sweeps(args: list[str]) -> list[str]:
     """``args`` with ``--multirun`` added when they pick an Optuna search (``hparams_search=<name>``): a search is
     always a sweep, so it needs no ``-m``. (Hydra 1.4 refuses ``hydra.mode`` set by a config group.)"""
-    overrides, _ = split_flags(args)
+    overrides, flags = split_flags(args)
+    # Not for a line that only prints (--cfg hydra), nor for a process joining a trial's run: an Optuna trial's DDP
+    # job run again in its own process (sweeps.ddp_jobs) and the ranks Lightning starts, which carry the trial's
+    # overrides, hparams_search= among them, into the trial's own directory (hydra.output_subdir=null).
+    if prints_only(flags) or joins_a_started_run(args):
+        return args
     search = [a for a in overrides if override_key(a) == "hparams_search" and a.partition("=")[2] not in ("", "null")]
     return [*args, "--multirun"] if search and not is_multirun(args) else args
 

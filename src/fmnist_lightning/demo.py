@@ -41,7 +41,7 @@ def check(cfg: DictConfig) -> None:
             f"give exactly one of ckpt_path= (a training checkpoint) or model= (an exported file): {USAGE}"
         )
     check_values(cfg, OPTION_CHECKS)
-    if cfg.port > 65535:
+    if int(cfg.port) > 65535:
         raise ConfigError(
             f"port={cfg.port} is not a TCP port: it must be in 0-65535 (0: any free port), e.g. port=7860"
         )

@@ -43,8 +43,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     # Checked before the checkpoint is loaded, so a typo fails at once.
     check_split(cfg.split)
     check_values(cfg, OPTION_CHECKS)
-    run = restore_run(cfg.ckpt_path, tta=cfg.tta, tta_shift=cfg.get("tta_shift"))
-    datamodule = run.datamodule(root=cfg.data_root, batch_size=cfg.batch_size)
+    shift, batch_size = cfg.get("tta_shift"), cfg.batch_size  # checked above; a string of digits from ${oc.env:...} too
+    run = restore_run(cfg.ckpt_path, tta=cfg.tta, tta_shift=None if shift is None else int(shift))
+    datamodule = run.datamodule(root=cfg.data_root, batch_size=None if batch_size is None else int(batch_size))
     trainer = prediction_trainer(accelerator=cfg.accelerator, precision=cfg.precision or run.precision)
     result = evaluate_split(run.module, datamodule, cfg.split, trainer)
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs, run_hydra
-from fmnist_lightning.config.command_line import first_override, override_key, split_flags
+from fmnist_lightning.config.command_line import first_override, override_key, prints_only, split_flags
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.config.output_dirs import refuse_existing_output
@@ -86,16 +86,22 @@ def hydra_command(
         if arguments is not None:
             sys.argv[1:] = guarded(arguments, sys.argv[1:], lambda: None)
         if not guards_output:
-            guarded(
-                lambda args: refuse_existing_output(args, f"the {command_name(body)} command", ""),
-                sys.argv[1:],
-                lambda: None,
-            )
+            guarded(lambda args: refuse_new_output_in_old(args, command_name(body)), sys.argv[1:], lambda: None)
         # Hydra names the job for the module of the function it decorates, which is this one for every command.
         sys.argv[1:] = with_settings({"hydra.job.name": command_name(body)})(sys.argv[1:])
         run_hydra(main)
 
     return cli
+
+
+def refuse_new_output_in_old(args: list[str], name: str) -> None:
+    """A command's guard against writing into an earlier run's or sweep's directory (``config.output_dirs``),
+    except on a line that only prints, and on a scheduler's restart of the same job, whose directory it is."""
+    from fmnist_lightning.training.resume import scheduler_restarts
+
+    if prints_only(split_flags(args)[1]) or scheduler_restarts():
+        return
+    refuse_existing_output(args, f"the {name} command", "")
 
 
 def command_name(body: Callable[..., Any]) -> str:

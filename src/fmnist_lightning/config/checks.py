@@ -119,11 +119,25 @@ def _stray_key_line(where: str, key: str, target: str, accepted: list[str], opti
 
 
 def is_int(value: Any) -> bool:
+    """An int, not a bool (YAML's true is one to Python, never a count)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_number(value: Any) -> bool:
+    """An int or a float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numeric(value: Any, kind: type[int] | type[float]) -> int | float | None:
+    """``value`` as ``kind``, a string of digits too (``${oc.env:PORT}`` resolves to one); None if it is not one."""
+    if is_int(value) if kind is int else is_number(value):
+        return kind(value)
+    if isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            return None
+    return None
 
 
 # (key, type check, type name, value check, what a valid value is, example).
@@ -179,13 +193,14 @@ VALUE_CHECKS: tuple[ValueCheck, ...] = (
 
 
 def whole(key: str, minimum: int, meaning: str, example: str) -> ValueCheck:
-    """A check that ``key`` is an integer >= ``minimum`` (a command's count, size or port)."""
-    return (key, is_int, "an integer", lambda v: v >= minimum, meaning, example)
+    """A check that a command's ``key`` is an integer >= ``minimum`` (a count, a size, a port), or a string of one
+    from the environment."""
+    return (key, lambda v: _numeric(v, int) is not None, "an integer", lambda v: int(v) >= minimum, meaning, example)
 
 
 def positive(key: str, meaning: str, example: str) -> ValueCheck:
-    """A check that ``key`` is a number > 0 (a tolerance, a size in MB)."""
-    return (key, is_number, "a number", lambda v: v > 0, meaning, example)
+    """A check that a command's ``key`` is a number > 0 (a tolerance, a size in MB), or a string of one."""
+    return (key, lambda v: _numeric(v, float) is not None, "a number", lambda v: float(v) > 0, meaning, example)
 
 
 def check_values(cfg: DictConfig, checks: tuple[ValueCheck, ...] = VALUE_CHECKS) -> None:

@@ -98,7 +98,7 @@ def mask_file(path: Path) -> bool:
     return True
 
 
-# The sweeps this process started (MaskSecretFiles.on_multirun_start), for mask_sweep_files.
+# Kept from the callback to the entry point's exit: a sweep that fails early gives no later hook to mask its file in.
 _SWEEP_FILES: list[Path] = []
 
 

@@ -8,6 +8,7 @@ directory is how a search goes on (``hparams_search=... hydra.sweep.dir=<its dir
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,45 +17,65 @@ from fmnist_lightning.config.files import SWEEP_FILE
 from fmnist_lightning.errors import ConfigError
 
 OPTUNA_SWEEPER = "fmnist_optuna_sweeper"
+NO_SEARCH = ("", "null", "none")
 
 
 def given_dir(args: Sequence[str], key: str) -> str | None:
-    """The last value the line gives ``key`` (``hydra.run.dir``, ``hydra.sweep.dir``), unquoted; None if none."""
+    """The last value the line gives ``key`` (``hydra.run.dir``, ``hydra.sweep.dir``), unquoted; None if none.
+    A value with an interpolation (``${now:...}``) names no directory yet: Hydra makes a new one."""
     values = [a.partition("=")[2].strip("\"'") for a in args if override_key(a) == key]
-    return values[-1] if values else None
+    return values[-1] if values and "${" not in values[-1] else None
 
 
-def is_search(args: Sequence[str]) -> bool:
-    """Whether the line asks for an Optuna search (an ``hparams_search`` option, or the sweeper by name)."""
-    return any(override_key(a) == "hparams_search" or a.endswith("hydra/sweeper=optuna") for a in args)
+def search_of(args: Sequence[str]) -> str | None:
+    """The Optuna search the line asks for: its ``hparams_search`` option, ``optuna`` for the sweeper by name,
+    None for none. A search is a sweep with or without ``-m`` (``__main__.searches_are_sweeps``)."""
+    chosen = [a.partition("=")[2] for a in args if override_key(a) == "hparams_search"]
+    if chosen and chosen[-1].strip("\"'").lower() not in NO_SEARCH:
+        return chosen[-1].strip("\"'")
+    return "optuna" if any(a.endswith("hydra/sweeper=optuna") for a in args) else None
 
 
-def _holds_search(sweep: Path) -> bool:
+def _searched_there(sweep: Path) -> str | None:
+    """The search an earlier sweep in ``sweep`` was (its hparams_search option, or ``optuna``); None if not one."""
     try:
-        return OPTUNA_SWEEPER in (sweep / SWEEP_FILE).read_text()
+        text = (sweep / SWEEP_FILE).read_text()
     except (OSError, UnicodeDecodeError):
-        return False
+        return None
+    if OPTUNA_SWEEPER not in text:
+        return None
+    found = re.search(r"^\s+hparams_search: (\S+)$", text, re.MULTILINE)
+    return found.group(1) if found and found.group(1) not in NO_SEARCH else "optuna"
+
+
+def _holds_jobs(sweep: Path) -> bool:
+    # A sweep that failed before its first job left only multirun.yaml: running it again replaces nothing.
+    return sweep.is_dir() and any((job / ".hydra").is_dir() for job in sweep.iterdir() if job.is_dir())
 
 
 def refuse_existing_output(args: Sequence[str], command: str, fix: str, restarted: bool = False) -> None:
-    """Refuse a ``hydra.run.dir`` that holds a run, and a sweep's ``hydra.sweep.dir`` that holds another sweep.
+    """Refuse a ``hydra.run.dir`` that holds a run, and a sweep's ``hydra.sweep.dir`` that holds another sweep's jobs.
 
-    ``command`` names what would write there ("a new run", "fmnist-evaluate"); ``fix`` is the line's way out
+    ``command`` names what would write there ("a new run", "the evaluate command"); ``fix`` is the line's way out
     besides another directory (e.g. ``resume=<dir>``). ``restarted``: the line is a scheduler's restart of a
     sweep, whose jobs continue in place (``training.requeue``)."""
+    sweeps = is_multirun(args) or search_of(args) is not None
     run_dir = given_dir(args, "hydra.run.dir")
-    if run_dir and not is_multirun(args) and (Path(run_dir).expanduser() / ".hydra").exists():
+    if run_dir and not sweeps and (Path(run_dir).expanduser() / ".hydra").exists():
         raise ConfigError(
             f"{run_dir} already holds a run, and {command} never writes into it: {fix.format(dir=run_dir)}"
             "pick another hydra.run.dir (or leave it out: each run gets a directory of its own)"
         )
     sweep_dir = given_dir(args, "hydra.sweep.dir")
-    if not sweep_dir or not is_multirun(args) or restarted:
+    if not sweep_dir or not sweeps or restarted:
         return
     sweep = Path(sweep_dir).expanduser()
-    if (sweep / SWEEP_FILE).is_file() and not (is_search(args) and _holds_search(sweep)):
+    earlier, wanted = _searched_there(sweep), search_of(args)
+    # An Optuna search goes on in its own directory: its trials are numbered by its study. Another search there
+    # would number its own from 0 again, into the same trial_<n> folders.
+    if _holds_jobs(sweep) and not (earlier is not None and earlier == wanted):
         raise ConfigError(
             f"{sweep_dir} already holds a sweep, whose jobs a new sweep there would replace: pick another "
             "hydra.sweep.dir (or leave it out: each sweep gets a directory of its own); an Optuna search goes on "
-            "in its own directory with its hparams_search=..."
+            "in its own directory with the same hparams_search=..."
         )

@@ -11,7 +11,6 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Overrid
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import ALLOWED
 from fmnist_lightning.errors import ConfigError
 
@@ -75,18 +74,31 @@ def search_space(arguments: Sequence[str]) -> tuple[dict[str, BaseDistribution],
 def check_searched_keys(space: Mapping[str, Any], config: DictConfig) -> None:
     """Refuse a searched key the composed config has not (``hparams_search=tinyvgg`` searches ``model.hidden_units``,
     which ``model=compact`` lacks) before the first trial, instead of every trial failing at composition. A config
-    group (``aug``) or an appended key (``+...``) is searched as Hydra composes it, so it is not looked up."""
+    group (``aug``, ``hydra/launcher``) or an appended key (``+...``) is searched as Hydra composes it, so it is not
+    looked up."""
+    groups = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
     for key in space:
-        if key.startswith("+") or ("." not in key and (CONF_DIR / key).is_dir()):
+        if key.startswith(("+", "~")) or key.split("@", 1)[0] in groups or _has_key(config, key):
             continue
-        if OmegaConf.select(config, key, default=_ABSENT, throw_on_resolution_failure=False) is _ABSENT:
-            group = key.split(".", 1)[0]
-            chosen = OmegaConf.select(config, f"hydra.runtime.choices.{group}", default=None)
-            where = f"{group}={chosen}" if chosen else "this config"
-            raise ConfigError(
-                f"the search's hydra.sweeper.params searches {key}, which {where} has not: pick the option the "
-                f"search is written for, or search {group}.* keys this one has"
-            )
+        group = key.split(".", 1)[0]
+        chosen = groups.get(group)
+        where = f"{group}={chosen}" if chosen else "this config"
+        raise ConfigError(
+            f"the search's hydra.sweeper.params searches {key}, which {where} has not: pick the option the "
+            f"search is written for, or search {group}.* keys this one has"
+        )
 
 
-_ABSENT = object()
+def _has_key(config: DictConfig, key: str) -> bool:
+    """Whether ``key`` is in ``config``, whatever its value (``???``, an interpolation that does not resolve yet)."""
+    node: Any = config
+    for part in key.split("."):
+        if not OmegaConf.is_dict(node) or part not in node:
+            return False
+        node = node._get_node(part)  # the node itself, unresolved: DictConfig has no public accessor for it
+        if node is not None and node._is_interpolation():
+            try:
+                node = node._dereference_node()
+            except Exception:  # noqa: BLE001 - it resolves only in the job (${hydra:...}): not this check's to refuse
+                return True
+    return True

@@ -283,6 +283,13 @@ def auto_resume(args: Sequence[str], runs_job: bool = True) -> list[str]:
     return overrides
 
 
+def joins_a_started_run(args: Sequence[str]) -> bool:
+    """Whether this process joins a run that already started: a DDP rank Lightning launched, or a multirun's DDP
+    job run again in its own process (sweeps.ddp_jobs). Both pass the run's own directory with
+    hydra.output_subdir=null, so they write no Hydra files there."""
+    return "hydra.output_subdir=null" in args or os.environ.get("LOCAL_RANK") not in (None, "0")
+
+
 def prepare_argv(argv: Sequence[str]) -> list[str]:
     """``sys.argv[1:]`` with ``resume=`` expanded; refuses to start a new run inside an existing one."""
     args = list(argv)
@@ -304,10 +311,7 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
         # The job's command again, started by SLURM after a requeue: the run in its directory goes on.
         rest, flags = split_flags(args)
         return [*auto_resume(rest), *flags]
-    if "hydra.output_subdir=null" in args or os.environ.get("LOCAL_RANK") not in (None, "0"):
-        # A process joining a run that already started: a DDP rank Lightning launched, or a multirun's
-        # DDP job re-run in its own process (distributed.py). Both pass the run's own directory with
-        # hydra.output_subdir=null, so they write no Hydra files there.
+    if joins_a_started_run(args):
         return args
     # A restarted sweep's jobs continue in place (training.requeue).
     refuse_existing_output(args, "a new run", "continue it with resume={dir}, or ", restarted=scheduler_restarts() > 0)
