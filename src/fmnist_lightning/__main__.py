@@ -10,9 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import route_lightning_logs
-from fmnist_lightning.config.command_line import is_multirun, override_key, prints_only, split_flags
+from fmnist_lightning.config.command_line import is_multirun, prints_only, split_flags
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.masking import mask_text
+from fmnist_lightning.config.output_dirs import hparams_search_of
 from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.training.resume import RunComplete, has_checkpoint, joins_a_started_run, prepare_argv
 
@@ -98,8 +99,7 @@ def searches_are_sweeps(args: list[str]) -> list[str]:
     # overrides, hparams_search= among them, into the trial's own directory (hydra.output_subdir=null).
     if prints_only(flags) or joins_a_started_run(args):
         return args
-    search = [a for a in overrides if override_key(a) == "hparams_search" and a.partition("=")[2] not in ("", "null")]
-    return [*args, "--multirun"] if search and not is_multirun(args) else args
+    return [*args, "--multirun"] if hparams_search_of(overrides) and not is_multirun(args) else args
 
 
 def training_arguments(args: list[str]) -> list[str]:

@@ -27,13 +27,16 @@ def given_dir(args: Sequence[str], key: str) -> str | None:
     return values[-1] if values and "${" not in values[-1] else None
 
 
+def hparams_search_of(overrides: Sequence[str]) -> str | None:
+    """The ``hparams_search`` option the overrides pick; None where they pick none, remove it or set it to null."""
+    chosen = [a.partition("=")[2].strip("\"'") for a in overrides if override_key(a) == "hparams_search"]
+    return chosen[-1] if chosen and chosen[-1].lower() not in NO_SEARCH else None
+
+
 def search_of(args: Sequence[str]) -> str | None:
     """The Optuna search the line asks for: its ``hparams_search`` option, ``optuna`` for the sweeper by name,
     None for none. A search is a sweep with or without ``-m`` (``__main__.searches_are_sweeps``)."""
-    chosen = [a.partition("=")[2] for a in args if override_key(a) == "hparams_search"]
-    if chosen and chosen[-1].strip("\"'").lower() not in NO_SEARCH:
-        return chosen[-1].strip("\"'")
-    return "optuna" if any(a.endswith("hydra/sweeper=optuna") for a in args) else None
+    return hparams_search_of(args) or ("optuna" if any(a.endswith("hydra/sweeper=optuna") for a in args) else None)
 
 
 def _searched_there(sweep: Path) -> str | None:
