@@ -35,11 +35,27 @@ from fmnist_lightning.training.resume import resume_overrides
         ),
         ("wandb.api_key=abc123 password: hunter2", "wandb.api_key=*** password: ***"),
         ('{"MLFLOW_TRACKING_PASSWORD": "zz"}', '{"MLFLOW_TRACKING_PASSWORD": "***"}'),
+        # A value runs to where the next override, key or line begins: commas, spaces and quotes inside it stay hidden.
+        (
+            "#0 : logger.api_key=ab,cd model=x\n#1 : logger.api_key=ef",
+            "#0 : logger.api_key=*** model=x\n#1 : logger.api_key=***",
+        ),
+        ("password: pa ss  # set by ops", "password: ***  # set by ops"),
+        ("http://u:pa ss@h/db", "http://u:***@h/db"),
+        ("{'api_key': 'ab,c\\'d}', 'x': 1}", "{'api_key': '***', 'x': 1}"),
+        ('{"token": "a\\"b, c", "y": 2}', '{"token": "***", "y": 2}'),
+        ("{password: ab, user: x}", "{password: ***, user: x}"),
+        ("password: 'it''s me'", "password: '***'"),
+        ("Trainer(api_key=abc, model=x)", "Trainer(api_key=***, model=x)"),
+        ("token=choice(a, b) seed=1", "token=*** seed=1"),
+        ("http://token:abc@host/x", "http://token:***@host/x"),
         # Left alone: no password, an interpolation that names where it is, a null, a key that only looks alike.
         ("http://host:5000/path sqlite:///a/b.db", "http://host:5000/path sqlite:///a/b.db"),
         ("storage: ${oc.env:DB_URL}", "storage: ${oc.env:DB_URL}"),
         ("password: null", "password: null"),
         ("tokenizer_lr=0.1", "tokenizer_lr=0.1"),
+        ("password: ''", "password: ''"),
+        ("an invalid token:abc", "an invalid token:abc"),  # prose, not YAML: no blank after the colon
     ],
 )
 def test_mask_text(text: str, shown: str) -> None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import warnings
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from fmnist_lightning.cli.composition_errors import composition_error_line
 from fmnist_lightning.cli.console import keep_file_only_records_off_console
 from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
 from fmnist_lightning.config.masking import mask_sweep_files, mask_text
-from fmnist_lightning.errors import FmnistError, first_line
+from fmnist_lightning.errors import FmnistError
 
 
 def _raised_in(exc: BaseException, packages: tuple[str, ...]) -> bool:
@@ -49,7 +49,7 @@ def run_hydra(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function so that Hydra's own errors (an unknown option, a bad override, a
     malformed config file or defaults list) end as one ``error:`` line too, with exit code 2."""
     import yaml
-    from hydra.errors import HydraException, InstantiationException
+    from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     # Hydra prints its internal traceback for errors it cannot shorten (a bool in a defaults list, a YAML
@@ -73,20 +73,9 @@ def run_hydra(main: Callable[[], Any]) -> None:
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
         if isinstance(exc, ValueError) and not _raised_in(exc, ("hydra.", "omegaconf.", "yaml.")):
             exit_with_failure(exc)  # not the config: a sweeper's, launcher's or callback's own failure
-        message = str(exc).strip()
-        if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, ValueError):
-            # A value the object itself refused (e.g. the sweeper's n_trials): its own message, on one line.
-            key = re.search(r"full_key: (\S+)", message)
-            message = f"{key.group(1) + ': ' if key else ''}{first_line(exc.__cause__)}"
-        if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in message:
-            message += f"\n{exc.__cause__}"
-        if "Unsupported item value in defaults : bool" in message:
-            message += " (YAML reads on, off, yes, no, true and false as booleans: quote the option, e.g. 'on')"
-        if not isinstance(exc, HydraException):
-            message = f"the config could not be composed: {message}"
+        message = composition_error_line(exc)
         # Not exit_with_error: logging is not set up before Hydra composes, and would print the line twice.
-        # Masked: Hydra quotes the override it refused, a database URL's password included.
-        print(f"error: {mask_text(message)}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)  # masked there: Hydra quotes the override it refused
         raise SystemExit(2) from None
     except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
         exit_with_failure(exc)

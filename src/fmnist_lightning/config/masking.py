@@ -23,15 +23,52 @@ MASK = "***"
 # access_token.
 _SECRET_WORD = r"(?:password|passwd|token|secret|api[_-]?key|credentials?)"
 SECRET_KEY = re.compile(r"(?:^|[._-])" + _SECRET_WORD + r"$", re.IGNORECASE)
-# scheme://user:password@host: the password ends at the last '@' before the host (it may hold '@' itself).
-# Also as Hydra's override grammar escapes it (http\://user\:password@host), as sweepers write overrides.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][\w+.-]*\\?://[^\s:/@'\"\\]*\\?:)(?P<password>[^\s'\"]*)(?P<at>@)")
-# key=value (an override), key: value (YAML), "key": "value" (JSON); not null, not an ${interpolation}.
-_KEY_VALUE = re.compile(
-    r"(?<![\w.-])(?P<key>(?:[\w+~-]+\.)*(?:[\w-]*[_-])?" + _SECRET_WORD + r")(?![\w-])(?P<quote>['\"]?)"
-    r"(?P<sep>\s*[:=]\s*)(?P<q2>['\"]?)(?P<value>(?!(?:null|None|\*\*\*)(?![^\s'\",}\]]))(?!\$\{)[^\s'\",}\]]+)",
+# scheme://user:password@host: the password ends at the last '@' before the host (it may hold '@' itself, and a
+# space, unless the space starts another override). Also as Hydra's override grammar escapes it
+# (http\://user\:password@host), as sweepers write overrides.
+_URL_PASSWORD = re.compile(
+    r"(?P<head>\b[a-zA-Z][\w+.-]*\\?://[^\s:/@'\"\\]*\\?:)"
+    r"(?P<password>(?:[^\s'\"]|[ \t](?![\w.+~/@-]*=))*)(?P<at>@)"
+)
+# A secret key followed by its separator: key=value (an override), key: value (YAML), "key": "value" (JSON),
+# 'key': 'value' (a Python repr). Where its value ends is decided by _value_span.
+_KEY_SEP = re.compile(
+    r"(?<![\w./:-])(?P<key>(?:[\w+~-]+\.)*(?:[\w-]*[_-])?" + _SECRET_WORD + r")(?![\w-])"
+    r"(?:['\"][ \t]*[:=]|[ \t]*=|[ \t]*:(?=\s|$))[ \t]*",
     re.IGNORECASE,
 )
+# Where an unquoted value ends: before the next override (` model=x`, ` key: v`), the next key of a flow mapping or
+# JSON object (`, "x":`), the mapping's or list's closing bracket, a YAML comment, or the line's end (and a
+# quote that closes the override, as Hydra quotes it: 'logger.password=pa,ss'). A comma alone
+# does not end it: `api_key=ab,cd` is one value (or a sweep over two, both secret), and so is `pa ss`.
+_PLAIN_END = re.compile(
+    r"[ \t]+[\w.+~/@-]+(?:=|:(?:[ \t]|$))|[ \t]*,[ \t]*['\"]?[\w.-]+['\"]?[ \t]*[:=]"
+    r"|[}\]][ \t]*(?:[,}\]]|$)|[ \t]+#|['\"]?[ \t]*$",
+    re.MULTILINE,
+)
+# Nothing to hide, masked already (a value that begins with the mask: masking twice changes nothing), or an
+# interpolation that names where the secret is.
+_NOT_SECRET = re.compile(r"(?:null|None|~)$|\*\*\*|\$\{")
+
+
+def _value_span(text: str, start: int) -> tuple[int, int]:
+    """The value after a secret key's separator at ``start``: inside its quotes (a backslash escapes, and YAML's
+    '' stands for one quote), or unquoted up to what _PLAIN_END finds; never past the end of the line."""
+    line_end = text.find("\n", start)
+    line_end = len(text) if line_end < 0 else line_end
+    quote = text[start : start + 1]
+    if quote in ("'", '"'):
+        i = start + 1
+        while i < line_end:
+            if text[i] == "\\" or text[i : i + 2] == "''":
+                i += 2
+            elif text[i] == quote:
+                break
+            else:
+                i += 1
+        return start + 1, min(i, line_end)
+    end = _PLAIN_END.search(text, start, line_end)
+    return start, end.start() if end else line_end
 
 
 def mask_text(text: str) -> str:
@@ -39,7 +76,16 @@ def mask_text(text: str) -> str:
     if not text:
         return text
     text = _URL_PASSWORD.sub(lambda m: m["head"] + (m["password"] if m["password"] == MASK else MASK) + m["at"], text)
-    return _KEY_VALUE.sub(lambda m: f"{m['key']}{m['quote']}{m['sep']}{m['q2']}{MASK}", text)
+    pieces, done = [], 0
+    for match in _KEY_SEP.finditer(text):
+        if match.start() < done:  # inside a value already masked
+            continue
+        start, end = _value_span(text, match.end())
+        value = text[start:end]
+        if value and not _NOT_SECRET.match(value):
+            pieces += [text[done:start], MASK]
+            done = end
+    return "".join([*pieces, text[done:]])
 
 
 def is_secret_key(key: object) -> bool:
