@@ -154,6 +154,11 @@ def test_typo_added_with_plus_stops_before_the_data(tmp_path: Path) -> None:
             "torch.optim.AdamW (optim=adamw) takes no argument `momentum`",
         ),
         (["experiment=linear_baseline", "optim=muon"], "the model has no convolution filters"),
+        # The metrics and the mix would take 5 classes, the labels and the heads have 10: refused, not a late crash.
+        (
+            ["mix=cutmix", "module.num_classes=5"],
+            "error: module.num_classes=5 is impossible: Fashion-MNIST has 10 classes (labels 0-9)",
+        ),
     ],
 )
 def test_impossible_combinations_stop_before_the_data(tmp_path: Path, overrides: list[str], line: str) -> None:

@@ -19,9 +19,9 @@ from fmnist_lightning.config.hydra_compat import ALLOWED, INIT_ARGS
 OPTIONS = ("mixup", "cutmix", "mixup_cutmix")
 
 
-def mix_of(option: str) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def mix_of(option: str, *overrides: str) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
-        cfg = compose(config_name="config", overrides=[f"mix={option}"])
+        cfg = compose(config_name="config", overrides=[f"mix={option}", *overrides])
     return instantiate(cfg.data.mix, **ALLOWED)
 
 
@@ -105,6 +105,14 @@ def test_each_mix_option_trains_validates_and_tests(option: str, make_cfg: Calla
     # Validation and test batches keep their class labels: their accuracy would fail on mixed ones.
     for stage in ("val", "test"):
         assert all(labels.dim() == 1 for labels in SeenLabels.seen[stage]), stage
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_the_mix_takes_the_runs_number_of_classes(option: str) -> None:
+    # One number for the whole run, module.num_classes (which training checks against the dataset's ten).
+    mix = mix_of(option, "module.num_classes=7")
+    transforms = getattr(mix, "transforms", [mix])
+    assert [t.num_classes for t in transforms] == [7] * len(transforms)
 
 
 def test_a_mix_option_joins_a_preset() -> None:

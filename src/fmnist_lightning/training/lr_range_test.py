@@ -84,6 +84,7 @@ def run_range_test(cfg: DictConfig, output_dir: Path) -> RangeTest:
     from lightning.pytorch.tuner import Tuner
 
     from fmnist_lightning.training.builders import build
+    from fmnist_lightning.training.run_setup import build_module
 
     settings = cfg.lr_find
     if cfg.get("seed") is not None:
@@ -92,7 +93,7 @@ def run_range_test(cfg: DictConfig, output_dir: Path) -> RangeTest:
     # Read (and validate) the data first, as training does, so bad data stops here with its own error line.
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module: L.LightningModule = build(cfg.module, "module", net=build(cfg.model, "model"))
+    module = build_module(cfg)
     # The test's own length, not the run's epochs: max_steps also gives a schedule that plans the
     # whole run (onecycle) a finite length to be built with before Lightning swaps it out.
     trainer: L.Trainer = build(

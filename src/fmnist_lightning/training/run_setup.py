@@ -17,6 +17,7 @@ from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.run_names import name_tracker_runs
 from fmnist_lightning.config.run_record import hydra_choices, run_record
 from fmnist_lightning.data.datamodule import FashionMNISTDataModule
+from fmnist_lightning.data.fashion_mnist import NUM_CLASSES
 from fmnist_lightning.errors import ConfigError, FmnistError, typed_line
 from fmnist_lightning.training.builders import build, instantiate_group, model_info
 from fmnist_lightning.training.callbacks.config_in_checkpoints import RunRecord
@@ -101,6 +102,12 @@ def build_datamodule(cfg: DictConfig) -> FashionMNISTDataModule:
 def build_module(cfg: DictConfig, net: Any = None) -> ImageClassifier:
     """The LightningModule around the configured backbone (or ``net``), its optimizer and scheduler built once as a
     check: a combination that cannot work is refused with one line before any data is read."""
+    classes = cfg.module.get("num_classes")
+    if classes != NUM_CLASSES:
+        raise ConfigError(
+            f"module.num_classes={classes!r} is impossible: Fashion-MNIST has {NUM_CLASSES} classes (labels "
+            f"0-{NUM_CLASSES - 1}), as the models' heads have; leave it at module.num_classes={NUM_CLASSES}"
+        )
     module: ImageClassifier = build(cfg.module, "module", net=net if net is not None else build(cfg.model, "model"))
     try:
         module.optimization()
