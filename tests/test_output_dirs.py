@@ -3,11 +3,15 @@ test_reliability.py, test_sweeps.py and test_evaluate.py."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from fmnist_lightning.config.output_dirs import refuse_existing_output
+from fmnist_lightning.config.output_dirs import STAGING_PREFIX, refuse_existing_output, staging_folder
+from fmnist_lightning.config.processes import HOST_TAG
 from fmnist_lightning.errors import ConfigError
 
 
@@ -79,3 +83,17 @@ def test_a_command_line_that_only_prints_writes_nothing_and_is_not_refused(tmp_p
     refuse_new_output_in_old([f"hydra.run.dir={tmp_path}", "--cfg", "job"], "evaluate")
     with pytest.raises(ConfigError, match="already holds a run, and the evaluate command never writes into it"):
         refuse_new_output_in_old([f"hydra.run.dir={tmp_path}"], "evaluate")
+
+
+def test_a_staging_folder_left_by_a_killed_process_is_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = tmp_path / f"{STAGING_PREFIX}{HOST_TAG}-{gone.stdout.strip()}-a1"
+    live = tmp_path / f"{STAGING_PREFIX}{HOST_TAG}-{os.getppid()}-b2"  # pytest's parent: alive while this runs
+    other_host = tmp_path / f"{STAGING_PREFIX}0badc0de-{gone.stdout.strip()}-c3"  # its pids mean nothing here
+    for folder in (killed, live, other_host):
+        (folder / "model.onnx").parent.mkdir()
+        (folder / "model.onnx").write_bytes(b"half-written")
+    with staging_folder(tmp_path) as staging:
+        assert Path(staging).name.startswith(f"{STAGING_PREFIX}{HOST_TAG}-{os.getpid()}-")
+        assert not killed.exists() and live.is_dir() and other_host.is_dir()
+    assert not Path(staging).exists()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.config.checks import check_values, positive, whole
+from fmnist_lightning.config.command_line import override_key
 from fmnist_lightning.config.files import write_json
+from fmnist_lightning.config.output_dirs import staging_folder
 from fmnist_lightning.deploy.parity import check_parity, parity, reference_probabilities
 from fmnist_lightning.deploy.quantization import QUANTIZE, quantize
 from fmnist_lightning.deploy.runtime import FORMATS
@@ -91,13 +92,16 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     for name in ("onnxscript", "onnx_ir", "onnxruntime"):
         # The exporter's and quantizer's step-by-step INFO lines are noise in a command's output.
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Their warnings (a traceback among them) are about an opset the exporter cannot write, which the error line says.
+    for name in ("onnxscript.version_converter", "torch.onnx._internal.exporter._compat"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     check_options(cfg)
     run = restore_run(cfg.ckpt_path)
     out_dir = Path(cfg.out).expanduser() if cfg.out else Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Written into a folder of its own and moved into out= only once the file computes what the checkpoint
     # computes: a failed export leaves an earlier one there (its files and export.json) as it was.
-    with tempfile.TemporaryDirectory(prefix=".exporting-", dir=out_dir) as staging:
+    with staging_folder(out_dir) as staging:
         summary = write_verified(cfg, run, Path(staging))
         for entry in summary["files"]:
             staged = Path(entry["path"])
@@ -138,7 +142,8 @@ def write_verified(cfg: DictConfig, run: RestoredRun, out_dir: Path) -> dict[str
     metadata = served_metadata(name, mean, std, run.path.resolve(), test_accuracy, len(labels), source_run(run))
     served = ServedModel(run.module.net, mean, std).eval()
     if cfg.format == "onnx":
-        export_onnx(served, path, int(cfg.opset), metadata)
+        chosen = any(override_key(o) == "opset" for o in HydraConfig.get().overrides.task)
+        export_onnx(served, path, int(cfg.opset), metadata, opset_chosen=chosen)
     elif cfg.format == "pt2":
         export_pt2(served, path, metadata)
     else:

@@ -8,12 +8,16 @@ directory is how a search goes on (``hparams_search=... hydra.sweep.dir=<its dir
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from fmnist_lightning.config.command_line import is_multirun, override_key
 from fmnist_lightning.config.files import SWEEP_FILE
+from fmnist_lightning.config.processes import HOST_TAG, process_alive
 from fmnist_lightning.errors import ConfigError
 
 OPTUNA_SWEEPER = "fmnist_optuna_sweeper"
@@ -82,3 +86,17 @@ def refuse_existing_output(args: Sequence[str], command: str, fix: str, restarte
             "hydra.sweep.dir (or leave it out: each sweep gets a directory of its own); an Optuna search goes on "
             "in its own directory with the same hparams_search=..."
         )
+
+
+STAGING_PREFIX = ".exporting-"
+
+
+def staging_folder(out_dir: Path) -> tempfile.TemporaryDirectory[str]:
+    """A private folder in ``out_dir`` for files that are moved in only once they are verified, so that a failed
+    write leaves ``out_dir`` as it was. It is named for this process: a folder that a killed process of this host
+    left (SIGKILL, the machine's OOM killer) is removed here, and one a live process is writing is left alone."""
+    for folder in out_dir.glob(f"{STAGING_PREFIX}{HOST_TAG}-*"):
+        pid = folder.name.removeprefix(f"{STAGING_PREFIX}{HOST_TAG}-").partition("-")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{HOST_TAG}-{os.getpid()}-", dir=out_dir)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from fmnist_lightning.config.processes import HOST, process_alive
 
 if TYPE_CHECKING:
     import optuna
@@ -24,18 +25,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _pid_namespace() -> str:
-    # Containers that share a hostname (host networking) each have their own process ids.
-    try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return "0"
-
-
 # Which sweep process asked a trial (host/pid namespace:pid), so that a trial left by a dead sweep on this
 # host is seen at once.
 SWEEPER_ATTR = "fmnist_sweeper"
-SWEEPER_HOST = f"{socket.gethostname()}/{_pid_namespace()}"
+SWEEPER_HOST = HOST
 SWEEPER_ID = f"{SWEEPER_HOST}:{os.getpid()}"
 # Set by RetryFailedTrialCallback on the trial it queues in place of a failed one.
 RETRY_OF = "failed_trial"
@@ -129,16 +122,6 @@ def over_budget(study: optuna.Study, number: int, max_trials: int, max_retry: in
     return ahead >= max_trials
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover(study: optuna.Study, retry: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None) -> None:
     """Store as FAIL the running trials whose worker is gone, and queue their retries (``retry``).
 
@@ -152,7 +135,7 @@ def recover(study: optuna.Study, retry: Callable[[optuna.Study, optuna.trial.Fro
     told_here = set()
     for trial in running:
         owner_host, _, pid = str(trial.user_attrs.get(SWEEPER_ATTR, "")).rpartition(":")
-        if owner_host == SWEEPER_HOST and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if owner_host == SWEEPER_HOST and pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             try:
                 study.tell(trial.number, state=TrialState.FAIL)
             except (ValueError, RuntimeError):  # another worker told it first
