@@ -202,8 +202,25 @@ def test_preview_sweep_writes_a_grid_per_preset_in_its_own_directory(data_root, 
     assert "Sweep summary" not in result.stdout
 
 
-def test_per_sample_pipeline_trains(make_cfg) -> None:
+def test_per_sample_pipeline_augments_each_training_image_in_the_loader_and_trains(make_cfg) -> None:
+    from fmnist_lightning.config.hydra_compat import ALLOWED
     from fmnist_lightning.train import train
 
-    metrics = train(make_cfg("aug=randaugment", "data.pipeline=per_sample", "debug=fast_dev_run"))
+    cfg = make_cfg("aug=randaugment", "data.pipeline=per_sample", "debug=fast_dev_run")
+    datamodule = instantiate(cfg.data, **ALLOWED)
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    # Augmented in the loader, image by image (torchvision on uint8), and not a second time on the device.
+    assert datamodule.batch_transform is None and datamodule.train_set.transform is not None
+    assert datamodule.val_set.transform is None and datamodule.test_set.transform is None
+    torch.manual_seed(0)
+    train_images = datamodule.train_set.images
+    images, labels = datamodule.train_set.__getitems__([0] * 16)  # one image, drawn 16 times in one batch
+    assert images.dtype == torch.uint8 and images.shape == (16, 1, 28, 28) and (labels == labels[0]).all()
+    assert len({bytes(image.numpy()) for image in images}) > 8  # each image its own draw of ops and magnitudes
+    assert any(not torch.equal(image, train_images[0]) for image in images)
+    val_images, _ = datamodule.val_set.__getitems__([0, 1])
+    assert torch.equal(val_images, datamodule.val_set.images[:2])  # validation images as stored
+
+    metrics = train(cfg)
     assert 0 <= metrics["test/acc"] <= 1
