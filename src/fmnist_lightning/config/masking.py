@@ -158,12 +158,24 @@ def mask_sweep_files() -> None:
         mask_file(_SWEEP_FILES.pop())
 
 
+def mask_every_handler() -> None:
+    """Every handler of the root logger masks secrets, whatever logging option a user picked
+    (``hydra/job_logging=stdout`` replaces the project's, whose handlers carry the filter already)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskSecretsFilter) for f in handler.filters):
+            handler.addFilter(MaskSecretsFilter())
+
+
 class MaskSecretFiles(Callback):
     """A Hydra callback: the files Hydra writes with the config (``.hydra/config.yaml``, ``hydra.yaml``,
     ``overrides.yaml``, the sweep's ``multirun.yaml``) rewritten with their secrets masked, as soon as
     Hydra has written them and before the job's code runs. The job itself gets the real values."""
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        mask_every_handler()  # Hydra's own logging is set up by now
+
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        mask_every_handler()  # the job's logging is set up by now, before the job's code logs anything
         runtime = config.hydra.runtime
         if config.hydra.output_subdir is not None:
             for path in (Path(runtime.output_dir) / str(config.hydra.output_subdir)).glob("*.yaml"):
@@ -173,6 +185,7 @@ class MaskSecretFiles(Callback):
             mask_file(Path(config.hydra.sweep.dir) / "multirun.yaml")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        mask_every_handler()
         # Before the sweeper writes the file: remembered, so that a sweep that fails first still has it masked.
         _SWEEP_FILES.append(Path(config.hydra.sweep.dir) / "multirun.yaml")
 
