@@ -159,6 +159,7 @@ def test_typo_added_with_plus_stops_before_the_data(tmp_path: Path) -> None:
             ["mix=cutmix", "module.num_classes=5"],
             "error: module.num_classes=5 is impossible: Fashion-MNIST has 10 classes (labels 0-9)",
         ),
+        (["module.num_classes=10.0"], "error: module.num_classes=10.0 is impossible"),
     ],
 )
 def test_impossible_combinations_stop_before_the_data(tmp_path: Path, overrides: list[str], line: str) -> None:

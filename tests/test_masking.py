@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,22 +34,31 @@ from fmnist_lightning.training.resume import resume_overrides
             r"logger.mlflow.tracking_uri=http\://fmnist\:pw@h\:5000",
             r"logger.mlflow.tracking_uri=http\://fmnist\:***@h\:5000",
         ),
-        ("wandb.api_key=abc123 password: hunter2", "wandb.api_key=*** password: ***"),
+        ("wandb.api_key=abc123 password: hunter2", "wandb.api_key=*** password: '***'"),
         ('{"MLFLOW_TRACKING_PASSWORD": "zz"}', '{"MLFLOW_TRACKING_PASSWORD": "***"}'),
         # A value runs to where the next override, key or line begins: commas, spaces and quotes inside it stay hidden.
         (
             "#0 : logger.api_key=ab,cd model=x\n#1 : logger.api_key=ef",
             "#0 : logger.api_key=*** model=x\n#1 : logger.api_key=***",
         ),
-        ("password: pa ss  # set by ops", "password: ***  # set by ops"),
+        ("password: pa ss  # set by ops", "password: '***'  # set by ops"),
         ("http://u:pa ss@h/db", "http://u:***@h/db"),
         ("{'api_key': 'ab,c\\'d}', 'x': 1}", "{'api_key': '***', 'x': 1}"),
         ('{"token": "a\\"b, c", "y": 2}', '{"token": "***", "y": 2}'),
-        ("{password: ab, user: x}", "{password: ***, user: x}"),
+        ("{password: ab, user: x}", "{password: '***', user: x}"),
         ("password: 'it''s me'", "password: '***'"),
         ("Trainer(api_key=abc, model=x)", "Trainer(api_key=***, model=x)"),
         ("token=choice(a, b) seed=1", "token=*** seed=1"),
         ("http://token:abc@host/x", "http://token:***@host/x"),
+        # A sweep's values, all of them; brackets inside an override's value; a quote in a URL's password.
+        ("- logger.password='a b',c", "- logger.password=***"),
+        ("password=[a,b],[c,d] x=1", "password=*** x=1"),
+        ("password: XQZ],XQZ", "password: '***'"),
+        ("{a: {password: x}, b: 1}", "{a: {password: '***'}, b: 1}"),
+        ("url: postgresql://u:pa'ss@h/db", "url: postgresql://u:***@h/db"),
+        ("override_dirname: +x.password=1,+x.token=2,seed=3", "override_dirname: +x.password=***,+x.token=***,seed=3"),
+        ('{"token": 123, "x": 1}', '{"token": "***", "x": 1}'),
+        ("password: abc\r\nx: 1\r\n", "password: '***'\r\nx: 1\r\n"),
         # Left alone: no password, an interpolation that names where it is, a null, a key that only looks alike.
         ("http://host:5000/path sqlite:///a/b.db", "http://host:5000/path sqlite:///a/b.db"),
         ("storage: ${oc.env:DB_URL}", "storage: ${oc.env:DB_URL}"),
@@ -61,6 +71,40 @@ from fmnist_lightning.training.resume import resume_overrides
 def test_mask_text(text: str, shown: str) -> None:
     assert mask_text(text) == shown
     assert mask_text(shown) == shown  # masking twice changes nothing
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "!pa\\",  # a backslash last: YAML's single quotes do not escape
+        "x" * 30 + " " + "y" * 80 + " zz",  # folded onto a second line
+        "-----BEGIN KEY-----\nAAAA\nBBBB\n-----END KEY-----\n",  # a quoted scalar over several lines
+        "line1\nline2",
+        "*star",
+    ],
+    ids=["backslash-last", "folded", "pem", "two-lines", "star"],
+)
+def test_a_masked_yaml_file_is_still_yaml_and_shows_no_part_of_the_secret(value: str, tmp_path: Path) -> None:
+    # As the .hydra/ files are written (OmegaConf.save) and then rewritten masked; resume and summaries read them.
+    config = {"a": 1, "credentials": value, "logger": {"password": value}, "list": [f"logger.token={value}"], "z": 2}
+    OmegaConf.save(OmegaConf.create(config), tmp_path / "config.yaml")
+    assert mask_file(tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert not any(len(part) > 2 and part in text for part in value.split())
+    assert OmegaConf.to_container(OmegaConf.load(tmp_path / "config.yaml")) == {
+        "a": 1,
+        "credentials": "***",
+        "logger": {"password": "***"},
+        "list": ["logger.token=***"],
+        "z": 2,
+    }
+
+
+def test_masking_a_long_line_takes_linear_time() -> None:
+    line = "http://h:5000/x " * 4000  # 64 KB of URLs without a password: each is looked at once
+    started = time.perf_counter()
+    assert mask_text(line) == line
+    assert time.perf_counter() - started < 1
 
 
 def test_mask_values_walks_a_config() -> None:

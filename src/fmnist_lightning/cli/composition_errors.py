@@ -85,7 +85,7 @@ def _nearest_key(cause: BaseException | None) -> str | None:
     if close:
         return prefix + close[0]
     for name in names:
-        child = parent._get_node(name)  # a node, not its value: nothing is resolved
-        if isinstance(child, DictConfig) and key in child:
+        child = parent._get_node(name)  # the node, not its value: an interpolation there is not resolved
+        if isinstance(child, DictConfig) and key in set(child):  # its keys, no value resolved
             return f"{prefix}{name}.{key}"
     return None

@@ -23,52 +23,109 @@ MASK = "***"
 # access_token.
 _SECRET_WORD = r"(?:password|passwd|token|secret|api[_-]?key|credentials?)"
 SECRET_KEY = re.compile(r"(?:^|[._-])" + _SECRET_WORD + r"$", re.IGNORECASE)
-# scheme://user:password@host: the password ends at the last '@' before the host (it may hold '@' itself, and a
-# space, unless the space starts another override). Also as Hydra's override grammar escapes it
+# scheme://user:password@host: the password ends at the last '@' before the host (it may hold '@' itself, a quote,
+# and a space unless the space starts another override or URL). Also as Hydra's override grammar escapes it
 # (http\://user\:password@host), as sweepers write overrides.
 _URL_PASSWORD = re.compile(
     r"(?P<head>\b[a-zA-Z][\w+.-]*\\?://[^\s:/@'\"\\]*\\?:)"
-    r"(?P<password>(?:[^\s'\"]|[ \t](?![\w.+~/@-]*=))*)(?P<at>@)"
+    r"(?P<password>(?:[^\s\"]|[ \t](?![\w.+~/@-]*=)(?!\S*://))*)(?P<at>@)"
 )
 # A secret key followed by its separator: key=value (an override), key: value (YAML), "key": "value" (JSON),
 # 'key': 'value' (a Python repr). Where its value ends is decided by _value_span.
 _KEY_SEP = re.compile(
     r"(?<![\w./:-])(?P<key>(?:[\w+~-]+\.)*(?:[\w-]*[_-])?" + _SECRET_WORD + r")(?![\w-])"
-    r"(?:['\"][ \t]*[:=]|[ \t]*=|[ \t]*:(?=\s|$))[ \t]*",
+    r"(?:(?P<quote>['\"])[ \t]*(?P<sep1>[:=])|[ \t]*(?P<sep2>=)|[ \t]*(?P<sep3>:)(?=\s|$))[ \t]*",
     re.IGNORECASE,
 )
-# Where an unquoted value ends: before the next override (` model=x`, ` key: v`), the next key of a flow mapping or
-# JSON object (`, "x":`), the mapping's or list's closing bracket, a YAML comment, or the line's end (and a
-# quote that closes the override, as Hydra quotes it: 'logger.password=pa,ss'). A comma alone
-# does not end it: `api_key=ab,cd` is one value (or a sweep over two, both secret), and so is `pa ss`.
-_PLAIN_END = re.compile(
-    r"[ \t]+[\w.+~/@-]+(?:=|:(?:[ \t]|$))|[ \t]*,[ \t]*['\"]?[\w.-]+['\"]?[ \t]*[:=]"
-    r"|[}\]][ \t]*(?:[,}\]]|$)|[ \t]+#|['\"]?[ \t]*$",
-    re.MULTILINE,
+# Where an unquoted value ends: before the next override (` model=x`, ` key: v`), the next key of a JSON object,
+# a call's keywords or an override_dirname (`, "x":`, `, model=`, `,+x=`), a YAML comment, or the line's end (and a
+# quote that closes the override, as Hydra quotes it: 'logger.password=pa,ss'). A comma alone does not end it:
+# `api_key=ab,cd` is one value (or a sweep over two, both secret), and so is `pa ss`.
+_PLAIN_END = (
+    r"[ \t]+[\w.+~/@-]+(?:=|:(?:[ \t]|$))|[ \t]*,[ \t]*['\"]?[+~]*[\w.-]+['\"]?[ \t]*[:=]|[ \t]+#|['\"]?[ \t]*$"
 )
+_PLAIN = re.compile(_PLAIN_END, re.MULTILINE)
+# In a YAML flow mapping or list ({password: x}, [token: y]), its closing bracket ends the value too.
+_FLOW = re.compile(_PLAIN_END + r"|[}\]][ \t]*(?:[,}\]]|$)", re.MULTILINE)
+_BLOCK_SCALAR = re.compile(r"[|>][-+]?[0-9]?[ \t]*$")
 # Nothing to hide, masked already (a value that begins with the mask: masking twice changes nothing), or an
 # interpolation that names where the secret is.
-_NOT_SECRET = re.compile(r"(?:null|None|~)$|\*\*\*|\$\{")
+_NOT_SECRET = re.compile(r"(?:null|None|~)$|'?\*\*\*|\$\{")
 
 
-def _value_span(text: str, start: int) -> tuple[int, int]:
-    """The value after a secret key's separator at ``start``: inside its quotes (a backslash escapes, and YAML's
-    '' stands for one quote), or unquoted up to what _PLAIN_END finds; never past the end of the line."""
-    line_end = text.find("\n", start)
-    line_end = len(text) if line_end < 0 else line_end
-    quote = text[start : start + 1]
-    if quote in ("'", '"'):
-        i = start + 1
-        while i < line_end:
-            if text[i] == "\\" or text[i : i + 2] == "''":
-                i += 2
-            elif text[i] == quote:
-                break
-            else:
-                i += 1
-        return start + 1, min(i, line_end)
-    end = _PLAIN_END.search(text, start, line_end)
-    return start, end.start() if end else line_end
+def _line_end(text: str, at: int) -> int:
+    end = text.find("\n", at)
+    end = len(text) if end < 0 else end
+    return end - 1 if end > at and text[end - 1] == "\r" else end
+
+
+def _indent(text: str, line_start: int) -> int:
+    return len(text[line_start:]) - len(text[line_start:].lstrip(" "))
+
+
+def _more_indented(text: str, end: int, indent: int) -> int:
+    """``end`` moved over the lines after it that are indented deeper than ``indent`` (blank ones between them
+    too): a YAML value folded onto more lines, a block scalar's body."""
+    while end < len(text) and text[end] in "\r\n":
+        following = text.find("\n", end) + 1
+        if not following:
+            break
+        line = text[following : _line_end(text, following)]
+        if line.strip() and _indent(text, following) <= indent:
+            break
+        if not line.strip() and not text[_line_end(text, following) + 1 :].startswith(" " * (indent + 1)):
+            break
+        end = _line_end(text, following)
+    return end
+
+
+def _escaped(text: str, i: int, quote: str) -> bool:
+    """A backslash at ``i`` escapes the next character: always in double quotes; in single quotes a ``\\'`` only
+    inside a Python repr's string, not as the last character of a YAML one (where a backslash is a backslash)."""
+    if text[i] != "\\":
+        return False
+    return quote == '"' or text[i + 1 : i + 2] != "'" or text[i + 2 : i + 3] not in ("", "\n", "\r", ",", "}", "]", " ")
+
+
+def _closing_quote(text: str, start: int) -> int:
+    """Where the string opened by the quote at ``start`` closes (across lines), or the end of its line if never:
+    '' is one quote inside single quotes (YAML), a backslash escapes inside double quotes (JSON, YAML, Python)."""
+    quote, i = text[start], start + 1
+    while i < len(text):
+        if text[i : i + 2] == quote * 2 == "''" or _escaped(text, i, quote):
+            i += 2
+        elif text[i] == quote:
+            return i
+        else:
+            i += 1
+    return _line_end(text, start)
+
+
+def _value_span(text: str, key_start: int, start: int, colon: bool) -> tuple[int, int, bool]:
+    """The value after a secret key's separator at ``start``, as (start, end, quoted inside).
+
+    Quoted: inside its quotes, or the whole run of a sweep's values when a comma follows (``'a b',c``). A YAML
+    block scalar (``|``): its indented body. Unquoted: up to where _PLAIN_END finds (in a flow mapping also its
+    closing bracket), and over the more indented lines after it that YAML folds a long value onto."""
+    line_start = text.rfind("\n", 0, key_start) + 1
+    indent = _indent(text, line_start)
+    if not colon and text[key_start - 1 : key_start] in ("'", '"'):
+        return start, _closing_quote(text, key_start - 1), True  # a whole override quoted: 'logger.token=...'
+    scan = start
+    if text[start : start + 1] in ("'", '"'):
+        close = _closing_quote(text, start)
+        if text[close + 1 : close + 2] != ",":
+            return start + 1, close, True
+        scan = close + 1  # a sweep: every value after the comma too
+    elif colon and _BLOCK_SCALAR.match(text, start, _line_end(text, start)):
+        return start, _more_indented(text, _line_end(text, start), indent), False
+    line_end = _line_end(text, scan)
+    before = text[line_start:key_start]
+    flow = colon and before.count("{") + before.count("[") > before.count("}") + before.count("]")
+    found = (_FLOW if flow else _PLAIN).search(text, scan, line_end)
+    if found and found.start() < line_end:
+        return start, found.start(), False
+    return start, _more_indented(text, line_end, indent), False
 
 
 def mask_text(text: str) -> str:
@@ -80,11 +137,16 @@ def mask_text(text: str) -> str:
     for match in _KEY_SEP.finditer(text):
         if match.start() < done:  # inside a value already masked
             continue
-        start, end = _value_span(text, match.end())
+        colon = ":" in (match["sep1"] or "") + (match["sep3"] or "")
+        start, end, quoted = _value_span(text, match.start(), match.end(), colon)
         value = text[start:end]
-        if value and not _NOT_SECRET.match(value):
-            pieces += [text[done:start], MASK]
-            done = end
+        if not value or _NOT_SECRET.match(value):
+            continue
+        # Unquoted after a colon, the mask is quoted: a YAML scalar may not begin with '*' (an alias), and JSON
+        # needs its quotes.
+        shown = MASK if quoted or not colon else f"{match['quote'] or chr(39)}{MASK}{match['quote'] or chr(39)}"
+        pieces += [text[done:start], shown]
+        done = end
     return "".join([*pieces, text[done:]])
 
 

@@ -78,11 +78,12 @@ def export_onnx(
     written = [op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")]
     if written != [opset]:
         path.unlink()
-        newest = opset > written[0]
-        way_out = f"leave it out, or use opset={written[0]}" if newest else f"use opset={written[0]} or newer"
-        raise ExportError(
-            f"opset={opset} cannot be written by torch's ONNX exporter (it wrote opset {written[0]}); {way_out}"
-        )
+        wrote = f"it wrote opset {written[0]}" if written else "it wrote no opset"
+        if not opset_chosen or not written:
+            raise RuntimeError(f"torch's ONNX exporter did not write opset {opset} ({wrote})")  # a failure
+        newer = opset > written[0]
+        way_out = f"leave it out, or use opset={written[0]}" if newer else f"use opset={written[0]} or newer"
+        raise ExportError(f"opset={opset} cannot be written by torch's ONNX exporter ({wrote}); {way_out}")
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata)})
     onnx.save(proto, str(path))
 

@@ -13,6 +13,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, open_dict
 
+from fmnist_lightning.config.checks import is_int
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.run_names import name_tracker_runs
 from fmnist_lightning.config.run_record import hydra_choices, run_record
@@ -103,7 +104,7 @@ def build_module(cfg: DictConfig, net: Any = None) -> ImageClassifier:
     """The LightningModule around the configured backbone (or ``net``), its optimizer and scheduler built once as a
     check: a combination that cannot work is refused with one line before any data is read."""
     classes = cfg.module.get("num_classes")
-    if classes != NUM_CLASSES:
+    if not is_int(classes) or classes != NUM_CLASSES:
         raise ConfigError(
             f"module.num_classes={classes!r} is impossible: Fashion-MNIST has {NUM_CLASSES} classes (labels "
             f"0-{NUM_CLASSES - 1}), as the models' heads have; leave it at module.num_classes={NUM_CLASSES}"
