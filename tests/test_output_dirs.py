@@ -71,9 +71,16 @@ def test_a_sweep_that_ran_no_job_and_a_directory_still_to_be_named_are_free(tmp_
     # A sweep refused before its first job left only multirun.yaml: the corrected command runs there.
     failed = _sweep(tmp_path / "failed", "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", jobs=())
     refuse_existing_output(["-m", f"hydra.sweep.dir={failed}"], "a new run", "")
-    # An interpolation names no directory until Hydra resolves it, with a time or a variable in it.
+    # An interpolation of a config key names no directory until Hydra composes the config.
     (tmp_path / "run" / ".hydra").mkdir(parents=True)
-    refuse_existing_output([f"hydra.run.dir={tmp_path}/${{oc.env:RUN,run}}"], "a new run", "")
+    refuse_existing_output([f"hydra.run.dir=${{paths.log_dir}}/{tmp_path.name}/run"], "a new run", "")
+
+
+def test_a_directory_named_through_an_environment_variable_is_resolved_and_guarded(tmp_path: Path) -> None:
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=f"{tmp_path}/run already holds a run"):
+        refuse_existing_output([f"hydra.run.dir={tmp_path}/${{oc.env:FMNIST_TEST_RUN,run}}"], "a new run", "")
+    refuse_existing_output([f"hydra.run.dir={tmp_path}/${{oc.env:FMNIST_TEST_RUN,other}}"], "a new run", "")
 
 
 def test_a_command_line_that_only_prints_writes_nothing_and_is_not_refused(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ from fmnist_lightning.config.command_line import is_multirun, prints_only, split
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.config.output_dirs import hparams_search_of
+from fmnist_lightning.config.processes import joins_a_started_run
 from fmnist_lightning.errors import FmnistError
-from fmnist_lightning.training.resume import RunComplete, has_checkpoint, joins_a_started_run, prepare_argv
+from fmnist_lightning.training.resume import RunComplete, has_checkpoint, prepare_argv
 
 log = logging.getLogger("fmnist_lightning")
 

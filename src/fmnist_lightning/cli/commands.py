@@ -97,7 +97,7 @@ def hydra_command(
 def refuse_new_output_in_old(args: list[str], name: str) -> None:
     """A command's guard against writing into an earlier run's or sweep's directory (``config.output_dirs``),
     except on a line that only prints, and on a scheduler's restart of the same job, whose directory it is."""
-    from fmnist_lightning.training.resume import scheduler_restarts
+    from fmnist_lightning.config.processes import scheduler_restarts
 
     if prints_only(split_flags(args)[1]) or scheduler_restarts():
         return

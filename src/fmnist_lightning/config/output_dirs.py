@@ -15,6 +15,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from fmnist_lightning.config.command_line import is_multirun, override_key
 from fmnist_lightning.config.files import SWEEP_FILE
 from fmnist_lightning.config.processes import HOST_TAG, process_alive
@@ -26,9 +29,15 @@ NO_SEARCH = ("", "null", "none")
 
 def given_dir(args: Sequence[str], key: str) -> str | None:
     """The last value the line gives ``key`` (``hydra.run.dir``, ``hydra.sweep.dir``), unquoted; None if none.
-    A value with an interpolation (``${now:...}``) names no directory yet: Hydra makes a new one."""
+    An interpolation is resolved where it needs no config (``${oc.env:RUN}``, ``${now:...}``, which Hydra registers);
+    one that names a config key (``${paths.log_dir}/x``) names no directory until Hydra composes: None."""
     values = [a.partition("=")[2].strip("\"'") for a in args if override_key(a) == key]
-    return values[-1] if values and "${" not in values[-1] else None
+    if not values or "${" not in values[-1]:
+        return values[-1] if values else None
+    try:
+        return str(OmegaConf.create({"dir": values[-1]}).dir)
+    except OmegaConfBaseException:
+        return None
 
 
 def hparams_search_of(overrides: Sequence[str]) -> str | None:

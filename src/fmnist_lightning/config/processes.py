@@ -1,11 +1,13 @@
 """Which process on which host: for leftovers (a trial's claim, a staging folder) that name the process that made
-them, so that one whose process is gone can be told from one a live process still uses."""
+them, so that one whose process is gone can be told from one a live process still uses; and which start of a job
+this process is (a scheduler's restart, a task after the first, a DDP rank joining a run that started)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import socket
+from collections.abc import Sequence
 
 
 def _pid_namespace() -> str:
@@ -31,3 +33,29 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # another user's: alive
         return True
     return True
+
+
+# SLURM sets it in a job's environment from its first requeue on (preemption, node failure, scontrol requeue,
+# or a job that requeues itself before its time limit): how many times the job has started over.
+RESTART_COUNT = "SLURM_RESTART_COUNT"
+
+
+def scheduler_restarts() -> int:
+    """How many times the scheduler has started this job again (0 outside SLURM and on its first start)."""
+    try:
+        return int(os.environ.get(RESTART_COUNT) or 0)
+    except ValueError:
+        return 0
+
+
+def is_first_task() -> bool:
+    """Whether this process is the first of its job's tasks (every process outside SLURM is): only it moves files."""
+    return os.environ.get("SLURM_PROCID", "0") == "0"
+
+
+def joins_a_started_run(args: Sequence[str]) -> bool:
+    """Whether this process joins a run that already started: a DDP rank Lightning launched, or a multirun's DDP
+    job run again in its own process (sweeps.ddp_jobs), both of which pass the run's own directory with
+    hydra.output_subdir=null; or a task of a multi-node job after the first (``srun``), whose first task may have
+    made the run's directory already."""
+    return "hydra.output_subdir=null" in args or os.environ.get("LOCAL_RANK") not in (None, "0") or not is_first_task()

@@ -23,14 +23,13 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from fmnist_lightning.config.files import METRICS_FILE, RUN_FILE
+from fmnist_lightning.config.processes import is_first_task, scheduler_restarts
 from fmnist_lightning.training.provenance import now
 from fmnist_lightning.training.resume import (
     ATTEMPTS,
     finished_message,
     has_checkpoint,
-    is_first_task,
     readable_checkpoint,
-    scheduler_restarts,
     set_aside,
 )
 

@@ -39,6 +39,7 @@ from fmnist_lightning.config.files import (
 )
 from fmnist_lightning.config.masking import holds_masked_secret
 from fmnist_lightning.config.output_dirs import refuse_existing_output
+from fmnist_lightning.config.processes import is_first_task, joins_a_started_run, scheduler_restarts
 from fmnist_lightning.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,24 +57,6 @@ CARRIED_HYDRA_KEYS = (
     "hydra/job_logging",
     "hydra/hydra_logging",
 )
-
-
-# SLURM sets it in a job's environment from its first requeue on (preemption, node failure, scontrol requeue,
-# or a job that requeues itself before its time limit): how many times the job has started over.
-RESTART_COUNT = "SLURM_RESTART_COUNT"
-
-
-def scheduler_restarts() -> int:
-    """How many times the scheduler has started this job again (0 outside SLURM and on its first start)."""
-    try:
-        return int(os.environ.get(RESTART_COUNT) or 0)
-    except ValueError:
-        return 0
-
-
-def is_first_task() -> bool:
-    """Whether this process is the first of its job's tasks (every process outside SLURM is): only it moves files."""
-    return os.environ.get("SLURM_PROCID", "0") == "0"
 
 
 class RunComplete(Exception):
@@ -281,13 +264,6 @@ def auto_resume(args: Sequence[str], runs_job: bool = True) -> list[str]:
         )
         print(f"{restart}continuing the run in {run} from {checkpoint[-1]}", file=sys.stderr, flush=True)
     return overrides
-
-
-def joins_a_started_run(args: Sequence[str]) -> bool:
-    """Whether this process joins a run that already started: a DDP rank Lightning launched, or a multirun's DDP
-    job run again in its own process (sweeps.ddp_jobs). Both pass the run's own directory with
-    hydra.output_subdir=null, so they write no Hydra files there."""
-    return "hydra.output_subdir=null" in args or os.environ.get("LOCAL_RANK") not in (None, "0")
 
 
 def prepare_argv(argv: Sequence[str]) -> list[str]:
