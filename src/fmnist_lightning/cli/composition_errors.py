@@ -40,7 +40,8 @@ def composition_error_line(exc: BaseException) -> str:
         message = f"the config could not be composed: {message}"
     # Masked line by line, before the lines are joined: a value ends at its line's end.
     message = mask_text(_options_inline(_SEARCH_PATH.sub("", message)))
-    hint = _nearest_key(exc.__cause__)
+    # OmegaConf 2.4 suggests keys itself ("Did you mean one of: ..."); ours only where it does not.
+    hint = None if "did you mean" in message.lower() else _nearest_key(exc.__cause__)
     return join_lines(message) + (f" (did you mean {hint}?)" if hint else "")
 
 
