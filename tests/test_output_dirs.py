@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,21 @@ def test_a_directory_named_through_an_environment_variable_is_resolved_and_guard
     with pytest.raises(ConfigError, match=f"{tmp_path}/run already holds a run"):
         refuse_existing_output([f"hydra.run.dir={tmp_path}/${{oc.env:FMNIST_TEST_RUN,run}}"], "a new run", "")
     refuse_existing_output([f"hydra.run.dir={tmp_path}/${{oc.env:FMNIST_TEST_RUN,other}}"], "a new run", "")
+    # Hydra's own resolver for the time, in a process where Hydra has not started yet (its entry point's guard).
+    code = "from fmnist_lightning.config.output_dirs import given_dir; print(given_dir(['d=x/${now:%Y}'], 'd'))"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert shown.stdout.strip() == f"x/{datetime.now().year}", shown.stderr
+
+
+def test_resume_auto_resolves_its_directory_and_refuses_one_named_by_a_config_key(tmp_path: Path) -> None:
+    from fmnist_lightning.training.resume import auto_resume
+
+    assert auto_resume([f"hydra.run.dir={tmp_path}/${{oc.env:FMNIST_TEST_RUN,job-7}}", "seed=1"]) == [
+        "seed=1",
+        f"hydra.run.dir={tmp_path}/job-7",
+    ]
+    with pytest.raises(ConfigError, match=r"resume=auto needs hydra.run.dir to name its directory before"):
+        auto_resume(["hydra.run.dir=${paths.log_dir}/runs/job-7"])
 
 
 def test_a_command_line_that_only_prints_writes_nothing_and_is_not_refused(tmp_path: Path) -> None:

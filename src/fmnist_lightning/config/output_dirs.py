@@ -34,6 +34,9 @@ def given_dir(args: Sequence[str], key: str) -> str | None:
     values = [a.partition("=")[2].strip("\"'") for a in args if override_key(a) == key]
     if not values or "${" not in values[-1]:
         return values[-1] if values else None
+    from hydra.core.utils import setup_globals
+
+    setup_globals()  # Hydra's own resolvers (now), registered when Hydra starts, which is after this guard
     try:
         return str(OmegaConf.create({"dir": values[-1]}).dir)
     except OmegaConfBaseException:

@@ -55,7 +55,6 @@ def is_first_task() -> bool:
 
 def joins_a_started_run(args: Sequence[str]) -> bool:
     """Whether this process joins a run that already started: a DDP rank Lightning launched, or a multirun's DDP
-    job run again in its own process (sweeps.ddp_jobs), both of which pass the run's own directory with
-    hydra.output_subdir=null; or a task of a multi-node job after the first (``srun``), whose first task may have
-    made the run's directory already."""
-    return "hydra.output_subdir=null" in args or os.environ.get("LOCAL_RANK") not in (None, "0") or not is_first_task()
+    job run again in its own process (sweeps.ddp_jobs). Both pass the run's own directory with
+    hydra.output_subdir=null, so they write no Hydra files there."""
+    return "hydra.output_subdir=null" in args or os.environ.get("LOCAL_RANK") not in (None, "0")

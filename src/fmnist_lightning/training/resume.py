@@ -38,7 +38,7 @@ from fmnist_lightning.config.files import (
     read_run_yaml,
 )
 from fmnist_lightning.config.masking import holds_masked_secret
-from fmnist_lightning.config.output_dirs import refuse_existing_output
+from fmnist_lightning.config.output_dirs import given_dir, refuse_existing_output
 from fmnist_lightning.config.processes import is_first_task, joins_a_started_run, scheduler_restarts
 from fmnist_lightning.errors import CheckpointError, ConfigError
 
@@ -245,7 +245,13 @@ def auto_resume(args: Sequence[str], runs_job: bool = True) -> list[str]:
             "resume=auto needs the run's own directory, the same each time the command runs: add "
             "hydra.run.dir=<dir>, e.g. hydra.run.dir=outputs/runs/job-$SLURM_JOB_ID"
         )
-    run = Path(run_dirs[-1]).expanduser().resolve()
+    named = given_dir(args, "hydra.run.dir")
+    if named is None:
+        raise ConfigError(
+            f"resume=auto needs hydra.run.dir to name its directory before the config is composed, and "
+            f"{run_dirs[-1]} names a config key: use a path, or ${{oc.env:VARIABLE}} in it"
+        )
+    run = Path(named).expanduser().resolve()
     rest = [a for a in args if override_key(a) != "hydra.run.dir"]
     if not (run / ".hydra").exists():
         return [*rest, f"hydra.run.dir={run}"]
@@ -287,7 +293,8 @@ def prepare_argv(argv: Sequence[str]) -> list[str]:
         # The job's command again, started by SLURM after a requeue: the run in its directory goes on.
         rest, flags = split_flags(args)
         return [*auto_resume(rest), *flags]
-    if joins_a_started_run(args):
+    # A task of a multi-node job after the first (srun) trains in the run its first task may have started already.
+    if joins_a_started_run(args) or not is_first_task():
         return args
     # A restarted sweep's jobs continue in place (training.requeue).
     refuse_existing_output(args, "a new run", "continue it with resume={dir}, or ", restarted=scheduler_restarts() > 0)
