@@ -45,6 +45,13 @@ def composition_error_line(exc: BaseException) -> str:
     return join_lines(message) + (f" (did you mean {hint}?)" if hint else "")
 
 
+def _nearest_key(cause: BaseException | None) -> str | None:
+    try:
+        return _nearest_key_of(cause)
+    except Exception:  # noqa: BLE001 - a suggestion is a courtesy: never a second failure inside the error line
+        return None
+
+
 def join_lines(message: str) -> str:
     """A several-line message as one line: blank and ``object_type=`` lines dropped, a ``full_key:`` line dropped
     when the message already names the key, Hydra's "To append ..." advice last."""
@@ -71,7 +78,7 @@ def _options_inline(message: str) -> str:
     return message[: found.start()] + listed + message[found.end() :]
 
 
-def _nearest_key(cause: BaseException | None) -> str | None:
+def _nearest_key_of(cause: BaseException | None) -> str | None:
     """For a key the config does not have (``optim.lrr``): the nearest key of its parent node, or the same key one
     level down (``logger.tracking_uri`` -> ``logger.mlflow.tracking_uri``)."""
     parent = getattr(cause, "parent_node", None)
