@@ -19,6 +19,7 @@ from fmnist_lightning.config.command_line import first_override, override_key, p
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.config.output_dirs import refuse_existing_output
+from fmnist_lightning.config.processes import scheduler_restarts
 from fmnist_lightning.errors import FmnistError
 
 T = TypeVar("T")
@@ -97,8 +98,6 @@ def hydra_command(
 def refuse_new_output_in_old(args: list[str], name: str) -> None:
     """A command's guard against writing into an earlier run's or sweep's directory (``config.output_dirs``),
     except on a line that only prints, and on a scheduler's restart of the same job, whose directory it is."""
-    from fmnist_lightning.config.processes import scheduler_restarts
-
     if prints_only(split_flags(args)[1]) or scheduler_restarts():
         return
     refuse_existing_output(args, f"the {name} command", "")

@@ -59,8 +59,11 @@ def _line_end(text: str, at: int) -> int:
     return end - 1 if end > at and text[end - 1] == "\r" else end
 
 
+_SPACES = re.compile(r" *")
+
+
 def _indent(text: str, line_start: int) -> int:
-    return len(text[line_start:]) - len(text[line_start:].lstrip(" "))
+    return _SPACES.match(text, line_start).end() - line_start  # type: ignore[union-attr]  # " *" always matches
 
 
 def _more_indented(text: str, end: int, indent: int) -> int:
@@ -70,12 +73,13 @@ def _more_indented(text: str, end: int, indent: int) -> int:
         following = text.find("\n", end) + 1
         if not following:
             break
-        line = text[following : _line_end(text, following)]
-        if line.strip() and _indent(text, following) <= indent:
+        following_end = _line_end(text, following)
+        blank = not text[following:following_end].strip()
+        if not blank and _indent(text, following) <= indent:
             break
-        if not line.strip() and not text[_line_end(text, following) + 1 :].startswith(" " * (indent + 1)):
+        if blank and not text.startswith(" " * (indent + 1), following_end + 1):
             break
-        end = _line_end(text, following)
+        end = following_end
     return end
 
 
