@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import ast
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from fmnist_lightning.cli.commands import argparse_command, guarded, with_settings
+from fmnist_lightning.cli.hydra_entry import run_hydra
 from fmnist_lightning.config.files import project_root
 from fmnist_lightning.errors import ConfigError
 
@@ -45,6 +48,16 @@ def test_every_command_has_a_console_script_on_its_cli() -> None:
     assert targets == expected
 
 
+def test_no_command_imports_torch_or_lightning_before_it_has_parsed_its_command_line() -> None:
+    # --help and a config error answer in about a second (torch's import alone takes 2-7 s on 2 cores), and a
+    # broken torch install fails inside the command's guard, as one error line.
+    imports = "; ".join(f"import fmnist_lightning.{module}" for module in command_modules())
+    probe = f"import sys; {imports}; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=project_root())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
 def test_bad_input_is_one_error_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     def body(_: object) -> None:
         raise ConfigError("unknown option optim=adamx; choose one of adamw, sgd")
@@ -68,6 +81,47 @@ def test_a_failure_is_one_line_and_exit_1_with_its_traceback_kept(
     assert len(err) == 1 and err[0].startswith("error: RuntimeError: CUDA error: device-side assert triggered")
     assert f"traceback in {tmp_path / 'error.log'}" in err[0]
     assert 'raise RuntimeError("CUDA error' in (tmp_path / "error.log").read_text()
+
+
+def test_a_failure_whose_folder_cannot_take_the_traceback_keeps_it_elsewhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The folder of a failure may be what failed (read only, a full disk); here error.log cannot be a file there.
+    (tmp_path / "error.log").mkdir()
+
+    def body(_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(SystemExit) as exit_:
+        guarded(body, None, lambda: tmp_path)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: OSError: [Errno 28] No space left on device"), err
+    saved = Path(err[0].split("traceback in ", 1)[1].rstrip(")"))
+    assert saved.parent != tmp_path and "No space left on device" in saved.read_text()
+
+
+def test_a_library_message_of_several_lines_is_joined_into_one(capsys: pytest.CaptureFixture[str]) -> None:
+    def body(_: object) -> None:
+        raise ConfigError("model=x failed to build (Error in call to target:\nTypeError: bad width\n)")
+
+    with pytest.raises(SystemExit):
+        guarded(body, None, lambda: None)
+    assert (
+        capsys.readouterr().err == "error: model=x failed to build (Error in call to target:; TypeError: bad width; )\n"
+    )
+
+
+@pytest.mark.parametrize("entry", ["guarded", "run_hydra"])
+def test_ctrl_c_outside_a_trainer_is_one_line_and_exit_130(entry: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # A checkpoint loading, an export, the download: Lightning turns Ctrl-C into an exit only inside its Trainer.
+    def body(_: object = None) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_:
+        guarded(body, None, lambda: None) if entry == "guarded" else run_hydra(body)
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted (Ctrl-C)\n"
 
 
 def test_a_command_value_passes_through() -> None:

@@ -92,6 +92,34 @@ def test_missing_data_error_names_files(tmp_path: Path) -> None:
     assert "data.root" in message and "\n" not in message
 
 
+def test_a_failed_download_is_one_line_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torchvision's download, for real, from a mirror on loopback that has no such files: its error names the
+    # mirror and the reason on lines of their own, which must reach the user as one line.
+    import functools
+    import http.server
+    import threading
+
+    from torchvision.datasets import FashionMNIST
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]  # the server's access log is noise here
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    mirror = f"http://127.0.0.1:{server.server_address[1]}/"
+    monkeypatch.setattr(FashionMNIST, "mirrors", [mirror])
+    try:
+        dm = FashionMNISTDataModule(root=str(tmp_path / "root"), download=True)
+        with pytest.raises(DataError) as info:
+            dm.prepare_data()
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"the download failed (Error downloading train-images-idx3-ubyte.gz:; Tried {mirror}" in message
+    assert "404" in message and "Fix: set data.root=" in message
+
+
 def _copy(data_root: Path, tmp_path: Path) -> Path:
     shutil.copytree(data_root, tmp_path / "copy")
     return tmp_path / "copy"

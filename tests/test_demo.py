@@ -219,6 +219,32 @@ def test_the_server_keeps_no_uploads(server: Server, images: Path) -> None:
     assert server.written() == {f"examples/{e['name']}" for e in httpx.get(f"{server.url}/api/examples").json()}
 
 
+def test_a_failure_of_the_server_is_a_500_and_one_line_and_it_goes_on_serving(
+    trained: tuple[Path, Path], data_root: Path, images: Path, tmp_path: Path
+) -> None:
+    # A real failure of the server's own: the temporary folder it writes uploads into is gone (a cleaner, a
+    # full disk). Starlette answers such a failure and raises it again, for uvicorn to print its traceback.
+    running = Server(f"model={trained[1]}", f"data_root={data_root}", log_dir=tmp_path / "logs")
+    moved = running.workdir.with_name(running.workdir.name + "-away")
+    try:
+        running.workdir.rename(moved)
+        response = api_predict(running.url, images / "00.png")
+        assert response.status_code == 500
+        error = response.json()["error"]
+        assert error.startswith("FileNotFoundError: ") and "\n" not in error, error
+        moved.rename(running.workdir)
+        assert api_predict(running.url, images / "00.png").status_code == 200  # still serving
+    finally:
+        if moved.exists():
+            moved.rename(running.workdir)
+        output = running.stop()
+    assert "Traceback" not in output, output[-3000:]
+    (line,) = [line for line in output.splitlines() if "POST /api/predict failed" in line]
+    assert "FileNotFoundError" in line and "(traceback in " in line, line
+    log_file = Path(line.rsplit("(traceback in ", 1)[1].rstrip(")"))
+    assert "Traceback (most recent call last)" in log_file.read_text()
+
+
 def test_a_checkpoint_whose_run_used_tta_shows_both_results(
     trained: tuple[Path, Path], data_root: Path, images: Path, tmp_path: Path
 ) -> None:

@@ -203,7 +203,11 @@ def test_missing_checkpoint_is_one_line_and_exit_2(tmp_path: Path) -> None:
         "-m", "fmnist_lightning.evaluate", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"paths.log_dir={tmp_path}"
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}; pass the file of a run, e.g. ckpt_path=")
+    )
 
 
 @pytest.mark.parametrize(

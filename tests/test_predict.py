@@ -169,7 +169,9 @@ def test_usage_errors_exit_2(checkpoint_path: Path, tmp_path: Path) -> None:
         f"paths.log_dir={tmp_path}",
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == f"error: inputs: {missing} does not exist"
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: inputs: {missing} does not exist; pass inputs=<an image or a folder of images> that exists"
+    )
     result = run_cli(
         "-m",
         "fmnist_lightning.predict",

@@ -290,6 +290,8 @@ def test_resume_of_a_directory_without_a_run_is_refused(tmp_path: Path) -> None:
         ("data.val_size=600", "data.val_size=600 leaves no training images out of 600"),
         ("data.val_size=1.0", "data.val_size=1.0 is impossible"),
         ("trainer.precision=banana", "cannot build trainer from the config"),
+        ("module.tta_shift=-1", "module.tta_shift=-1 is impossible: it must be a shift in pixels >= 0"),
+        ("module.tta_shift=0.5", "module.tta_shift=0.5 is float, not an integer"),
     ],
 )
 def test_impossible_config_values_stop_before_training(override: str, message: str, make_cfg, tmp_path: Path) -> None:

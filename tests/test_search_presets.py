@@ -88,3 +88,9 @@ def test_a_search_over_keys_the_config_has_not_is_refused_before_its_first_trial
         # A search selects no model of its own: beside a preset it searches that preset's model, or is refused.
         with pytest.raises(ConfigError, match=r"searches model.hidden_units, which model=compact_deep has not"):
             check_searched_keys(space, composed(f"hparams_search={search}", "experiment=best"))
+
+
+def test_a_sweep_optuna_cannot_search_is_bad_input_that_says_how_to_write_one() -> None:
+    # Hydra's grammar has glob() too, which selects config keys, not values to sample.
+    with pytest.raises(ConfigError, match=r"^optim\.lr=glob\(\*\): not a sweep Optuna can search; write it as choice"):
+        search_space(["optim.lr=glob(*)"])

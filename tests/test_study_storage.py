@@ -43,6 +43,10 @@ def test_an_unreachable_or_misspelt_storage_is_one_error_line_without_its_passwo
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: cannot open the study storage {shown}: ")
+    assert line.endswith(
+        "; check the URL (sqlite:///<file>, journal:///<file> or a database's, e.g. "
+        "postgresql+psycopg://<user>@<host>/<db>) and that its server is up and reachable from here"
+    )
     assert "s3cret-pw" not in result.stderr + result.stdout
     assert not (tmp_path / "multirun").exists() or not list((tmp_path / "multirun").glob("*/trial_*"))
 

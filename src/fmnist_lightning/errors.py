@@ -37,6 +37,11 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def on_one_line(text: str) -> str:
+    """A several-line message (a library's, quoted inside ours) as one line: its lines joined with "; "."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def typed_line(exc: BaseException) -> str:
     """``Type: first line``, or the type alone when the message is empty."""
     return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__

@@ -19,12 +19,6 @@ from fmnist_lightning.config.checks import check_values, whole
 from fmnist_lightning.config.files import METRICS_FILE, write_json
 from fmnist_lightning.errors import ConfigError
 
-# Imported before Hydra sets up logging, so that its job_logging config replaces the console
-# handlers Lightning installs at import (otherwise every Lightning message prints twice).
-from fmnist_lightning.results.report import RunFacts, checkpoint_facts, csv_log_path, format_summary, write_report
-from fmnist_lightning.results.split_metrics import check_split, evaluate_split, prediction_trainer
-from fmnist_lightning.training.checkpoint_files import restore_run
-
 log = logging.getLogger("fmnist_lightning")
 
 # null leaves each to the run's own setting.
@@ -37,6 +31,12 @@ OPTION_CHECKS = (
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; write the report into ``cfg.paths.output_dir``; return the
     metrics."""
+    # Imported here, once Hydra has parsed the command line: --help and a config error answer without torch's
+    # seconds of import, and a broken torch install is one error line too.
+    from fmnist_lightning.results.report import RunFacts, checkpoint_facts, csv_log_path, format_summary, write_report
+    from fmnist_lightning.results.split_metrics import check_split, evaluate_split, prediction_trainer
+    from fmnist_lightning.training.checkpoint_files import restore_run
+
     started = time.perf_counter()
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("no checkpoint given: python -m fmnist_lightning.evaluate ckpt_path=<file.ckpt>")

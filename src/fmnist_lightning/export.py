@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
@@ -28,18 +28,12 @@ from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.config.checks import check_values, positive, whole
 from fmnist_lightning.config.files import CONF_DIR, write_json
 from fmnist_lightning.config.output_dirs import staging_folder
-from fmnist_lightning.deploy.parity import check_parity, parity, reference_probabilities
 from fmnist_lightning.deploy.quantization import QUANTIZE, quantize
 from fmnist_lightning.deploy.runtime import FORMATS
-from fmnist_lightning.deploy.served_model import (
-    ServedModel,
-    export_onnx,
-    export_pt2,
-    export_torchscript,
-    served_metadata,
-)
 from fmnist_lightning.errors import ConfigError
-from fmnist_lightning.training.checkpoint_files import RestoredRun, restore_run
+
+if TYPE_CHECKING:
+    from fmnist_lightning.training.checkpoint_files import RestoredRun
 
 log = logging.getLogger("fmnist_lightning")
 
@@ -95,6 +89,10 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     for name in ("onnxscript.version_converter", "torch.onnx._internal.exporter._compat"):
         logging.getLogger(name).setLevel(logging.ERROR)
     check_options(cfg)
+    # Torch and Lightning are imported once Hydra has parsed the command line: --help and a config error answer
+    # without their seconds of import, and a broken install is one error line too.
+    from fmnist_lightning.training.checkpoint_files import restore_run
+
     run = restore_run(cfg.ckpt_path)
     out_dir = Path(cfg.out).expanduser() if cfg.out else Path(HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -126,6 +124,15 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 def write_verified(cfg: DictConfig, run: RestoredRun, out_dir: Path) -> dict[str, Any]:
     """Write the served file (and its int8 copy) into ``out_dir`` and check it against the checkpoint on the
     official test images; raises ExportError if they disagree. Returns export.json's content but its timing."""
+    from fmnist_lightning.deploy.parity import check_parity, reference_probabilities
+    from fmnist_lightning.deploy.served_model import (
+        ServedModel,
+        export_onnx,
+        export_pt2,
+        export_torchscript,
+        served_metadata,
+    )
+
     mean, std = run.normalization
     datamodule = run.datamodule(root=cfg.data_root)
     datamodule.setup("test")
@@ -178,6 +185,8 @@ def quantized_copy(
     test_accuracy: float,
 ) -> dict[str, Any]:
     """Write the int8 copy of ``fp32`` and measure it on the test images; its entry in export.json."""
+    from fmnist_lightning.deploy.parity import parity
+
     images, labels = test
     train_images = _calibration_images(run, cfg)
     int8 = quantize(fp32, cfg.quantize, train_images)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import hydra
 from omegaconf import DictConfig
 
-from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
+from fmnist_lightning.cli.exits import exit_on_closed_output, exit_on_interrupt, exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs, run_hydra
 from fmnist_lightning.config.command_line import first_override, override_key, prints_only, split_flags
 from fmnist_lightning.config.files import CONF_DIR
@@ -33,6 +33,8 @@ def guarded(body: Callable[[Any], T], value: Any, where: Callable[[], Path | Non
         return body(value)
     except BrokenPipeError:
         exit_on_closed_output()
+    except KeyboardInterrupt:
+        exit_on_interrupt()
     except FmnistError as exc:
         exit_with_error(exc)
     except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line

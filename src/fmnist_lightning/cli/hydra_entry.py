@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from fmnist_lightning.cli.composition_errors import composition_error_line
 from fmnist_lightning.cli.console import keep_file_only_records_off_console
-from fmnist_lightning.cli.exits import exit_on_closed_output, exit_with_error, exit_with_failure
+from fmnist_lightning.cli.exits import exit_on_closed_output, exit_on_interrupt, exit_with_error, exit_with_failure
 from fmnist_lightning.config.masking import mask_sweep_files, mask_text
 from fmnist_lightning.errors import FmnistError
 
@@ -68,6 +68,8 @@ def run_hydra(main: Callable[[], Any]) -> None:
         main()
     except BrokenPipeError:
         exit_on_closed_output()
+    except KeyboardInterrupt:
+        exit_on_interrupt()
     except FmnistError as exc:
         exit_with_error(exc)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:

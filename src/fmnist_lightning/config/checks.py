@@ -181,6 +181,15 @@ VALUE_CHECKS: tuple[ValueCheck, ...] = (
         "module.label_smoothing=0.1",
     ),
     (
+        # Used only by the final test's views: unchecked, a bad one would fail after the whole training.
+        "module.tta_shift",
+        is_int,
+        "an integer",
+        lambda v: v >= 0,
+        "a shift in pixels >= 0 (0: mirror views only)",
+        "module.tta_shift=1",
+    ),
+    (
         "model.max_params",
         is_int,
         "an integer",

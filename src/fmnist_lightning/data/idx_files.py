@@ -17,7 +17,7 @@ from torchvision.datasets import FashionMNIST
 
 from fmnist_lightning.config.files import project_root
 from fmnist_lightning.data.fashion_mnist import IMAGE_SIZE, NUM_CLASSES
-from fmnist_lightning.errors import DataError
+from fmnist_lightning.errors import DataError, on_one_line
 
 log = logging.getLogger(__name__)
 
@@ -124,4 +124,6 @@ def ensure_downloaded(root: Path, download: bool) -> None:
         for train in (True, False):
             FashionMNIST(str(root), train=train, download=True)
     except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError depending on where it fails
-        raise DataError(_missing_data_message(root, missing, f"the download failed ({exc})")) from exc
+        # torchvision's message names each mirror it tried, a line apiece.
+        reason = f"the download failed ({on_one_line(str(exc)) or type(exc).__name__})"
+        raise DataError(_missing_data_message(root, missing, reason)) from exc

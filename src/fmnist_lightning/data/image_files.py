@@ -54,12 +54,14 @@ def input_files(inputs: str | Sequence[str], exclude: Sequence[Path] = ()) -> li
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and not _skipped(p, path, exclude))
             if not found:
-                raise ConfigError(f"no files in {path}")
+                raise ConfigError(f"no files in {path}; pass inputs=<a folder of PNG or JPEG images, or one image>")
             files += found
         elif path.exists():
             files.append(path)
         else:
-            raise ConfigError(f"inputs: {path} does not exist")
+            raise ConfigError(
+                f"inputs: {path} does not exist; pass inputs=<an image or a folder of images> that exists"
+            )
     if not files:
         raise ConfigError(
             "no inputs given: python -m fmnist_lightning.predict ckpt_path=<file> inputs=<image or folder>"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import signal
 import socket
 import threading
@@ -26,19 +27,23 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES
 from fmnist_lightning.data.image_files import read_image, top_classes
 from fmnist_lightning.deploy.predictors import Classifier
-from fmnist_lightning.errors import ConfigError, DataError, FmnistError, first_line
+from fmnist_lightning.errors import ConfigError, DataError, FmnistError, first_line, typed_line
 
 PAGE = "demo_page.html"  # package data beside this module
 UPLOAD_FIELD = "file"
 # Bodies read as an HTML form (the image in its "file" field); any other body is the image itself.
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -196,11 +201,37 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
 
-async def _failure(request: Request, exc: Exception) -> Response:
-    # Whatever else goes wrong with one request (a model error, an upload the parser cannot read) is that
-    # request's 4xx/5xx and one line; the server goes on serving the next one.
-    status = 400 if isinstance(exc, FmnistError) else 500
-    return JSONResponse({"error": first_line(exc) or type(exc).__name__}, status_code=status)
+async def _bad_input(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": first_line(exc)}, status_code=400)
+
+
+class FailuresAsJson:
+    """Whatever else goes wrong with one request (a model error, a full disk) is that request's 500 with one line,
+    and one line on the server's console (the traceback in its log file); the server goes on serving the next one.
+
+    Answered here, inside the app: Starlette's own last-resort handler answers too, but then raises the exception
+    again for the server, and uvicorn prints its traceback on the console."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:  # one request's failure must not reach the server as a traceback
+            log.error("%s %s failed: %s", scope["method"], scope["path"], typed_line(exc), exc_info=exc)
+            if not started:  # otherwise the client has the start of an answer, and the server closes it
+                await JSONResponse({"error": typed_line(exc)}, status_code=500)(scope, receive, send)
 
 
 def create_app(model: DemoModel, limits: Limits, workdir: Path, examples: list[dict[str, Any]]) -> Starlette:
@@ -213,7 +244,11 @@ def create_app(model: DemoModel, limits: Limits, workdir: Path, examples: list[d
         Route("/api/examples", examples_endpoint),
         Route("/examples/{name}", example_file),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _failure})
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(FailuresAsJson)],
+        exception_handlers={HTTPException: _http_error, FmnistError: _bad_input},
+    )
     app.state.demo = DemoState(model, limits, workdir, examples)
     return app
 
@@ -247,7 +282,10 @@ def run_server(app: Starlette, sock: socket.socket) -> None:
     """
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)).run(sockets=[sock])
+        # log_config=None: uvicorn's records go through the command's own handlers (one line each, secrets masked,
+        # the log file), not handlers of its own on the console.
+        config = uvicorn.Config(app, log_level="warning", log_config=None, timeout_graceful_shutdown=2)
+        uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
         print("Stopped.")
     finally:

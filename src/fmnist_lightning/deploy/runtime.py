@@ -114,5 +114,8 @@ def load_exported(path: str | Path) -> ExportedModel:
     """The exported model in ``path``, ready to run; one-line errors for a missing, foreign or broken file."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ConfigError(f"model={path}: no such file")
+        raise ConfigError(
+            f"model={path}: no such file; pass a file that fmnist-export wrote (.onnx, .pt2 or .pt), "
+            "or ckpt_path=<file.ckpt>"
+        )
     return {"onnx": _onnx, "pt2": _pt2, "torchscript": _torchscript}[format_of(path)](path)

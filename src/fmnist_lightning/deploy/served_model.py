@@ -94,7 +94,7 @@ def export_pt2(model: ServedModel, path: Path, metadata: dict[str, Any]) -> None
     try:
         program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
     except Exception as exc:  # torch.export raises its own error types for code it cannot trace
-        raise ExportError(f"torch.export failed: {first_line(exc)}") from exc
+        raise ExportError(f"torch.export failed: {first_line(exc)}; export with format=onnx instead") from exc
     torch.export.save(program, str(path), extra_files={METADATA_FILE: json.dumps(metadata)})
 
 

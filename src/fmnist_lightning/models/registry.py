@@ -108,7 +108,7 @@ def create_model(
     try:
         model = _registered(name)(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"model {name!r} does not take these options: {exc}") from exc
+        raise ConfigError(f"model {name!r} cannot be built from these options: {exc}") from exc
     n_params = count_parameters(model)
     if max_params is not None and n_params > max_params:
         raise ConfigError(

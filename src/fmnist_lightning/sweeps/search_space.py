@@ -48,7 +48,10 @@ def distribution(override: Override) -> BaseDistribution | None:
             return FloatDistribution(start, stop - step, step=step)
         return IntDistribution(int(start), int(stop) - int(step), step=int(step))
     if not isinstance(value, IntervalSweep):
-        raise ValueError(f"{override.input_line}: not a sweep Optuna can search (choice, range or interval)")
+        raise ConfigError(
+            f"{override.input_line}: not a sweep Optuna can search; write it as choice(a,b), range(1,10) or "
+            "interval(1e-4,1e-1) (add tag(log, ...) for a log scale)"
+        )
     log_scale = "log" in value.tags
     if isinstance(value.start, int) and isinstance(value.end, int):
         return IntDistribution(value.start, value.end, log=log_scale)

@@ -203,7 +203,11 @@ def open_storage(
         password = _password(url)
         if password:
             reason = reason.replace(password, "***")
-        raise StorageError(f"cannot open the study storage {mask_text(url)}: {reason}") from None
+        raise StorageError(
+            f"cannot open the study storage {mask_text(url)}: {reason}; check the URL (sqlite:///<file>, "
+            "journal:///<file> or a database's, e.g. postgresql+psycopg://<user>@<host>/<db>) and that its server "
+            "is up and reachable from here"
+        ) from None
 
 
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], **kwargs: Any) -> BaseStorage:

@@ -87,7 +87,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
     path = Path(path).expanduser()
     if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(
+            f"checkpoint not found: {path}; pass the file of a run, e.g. "
+            "ckpt_path=outputs/runs/<time>/checkpoints/last.ckpt"
+        )
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; pass a checkpoint file, e.g. {path}/last.ckpt")
     if not zipfile.is_zipfile(path):

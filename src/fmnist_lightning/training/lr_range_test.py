@@ -143,5 +143,8 @@ def read_finder(finder: Any, settings: DictConfig) -> RangeTest:
         raise TrainingError(reason)
     suggestion = finder.suggestion(skip_begin=SKIP_BEGIN, skip_end=SKIP_END)
     if suggestion is None:
-        raise TrainingError("the learning-rate range test found no steepest descent to suggest")
+        raise TrainingError(
+            "the learning-rate range test found no steepest descent to suggest; widen lr_find.min_lr/max_lr or take "
+            "more steps with lr_find.num_training"
+        )
     return RangeTest(lrs, losses, float(suggestion))
