@@ -152,4 +152,6 @@ def test_console_script_is_the_same_command(data_root: Path, tmp_path: Path) -> 
         timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Test accuracy:" in result.stdout
+    (run,) = _runs(tmp_path / "outputs")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert f"Test accuracy: {metrics['test/acc']:.4f}" in result.stdout, result.stdout[-2000:]

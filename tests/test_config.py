@@ -36,9 +36,14 @@ def test_every_option_composes_and_instantiates(make_cfg, group: str, option: st
     if OmegaConf.select(cfg, "sched.scheduler.total_steps", default="unset") is None:
         # Sized from the fitting Trainer's estimated_stepping_batches, which exists only inside fit();
         # tests/test_schedulers.py runs that path.
-        assert module.optimizer_factory(params=module.parameters()) is not None
+        optimizer = module.optimizer_factory(params=module.parameters())
     else:
-        assert module.configure_optimizers() is not None
+        built = module.configure_optimizers()
+        optimizer = built["optimizer"] if isinstance(built, dict) else built
+    # The optimizer of the config, at its rate (optim=lookahead's target is a function that returns Lookahead).
+    target = cfg.optim._target_.rpartition(".")[2]
+    assert type(optimizer).__name__ == ("Lookahead" if target == "lookahead" else target)
+    assert optimizer.defaults["lr"] == cfg.optim.lr
     callbacks = instantiate_group(cfg.callbacks)
     assert any(isinstance(cb, RunRecord) for cb in callbacks)
     loggers = instantiate_group(cfg.logger, "logger")

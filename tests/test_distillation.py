@@ -88,6 +88,24 @@ def test_a_student_trains_and_is_restored_without_its_teacher(
     assert restore_run(student).module.distill is None
 
 
+def test_online_distillation_runs_the_teacher_on_each_training_batch_as_the_student_sees_it(
+    teacher: Path, make_cfg: Callable[..., DictConfig]
+) -> None:
+    from fmnist_lightning.training.run_setup import assemble, fit
+
+    cfg = make_cfg(f"distill.teacher={teacher}", "model=linear", "test=false", *SHORT)
+    run = assemble(cfg, time.perf_counter())
+    distill = run.module.distill
+    assert isinstance(distill, Distillation) and distill.teacher is not None and not distill.offline
+    taught: list[int] = []
+    distill.teacher.register_forward_hook(lambda _, args, __: taught.append(len(args[0])))
+    trained: list[int] = []
+    run.module.register_forward_pre_hook(lambda module, args: trained.append(len(args[0])) if module.training else None)
+    fit(run, None, cfg.model.name)
+    # One teacher forward per training batch, on a batch of the same size, and none in validation.
+    assert run.trainer.global_step == 3 and taught == trained, (taught, trained)
+
+
 def test_a_bad_teacher_value_stops_the_run_before_training(make_cfg: Callable[..., DictConfig]) -> None:
     from fmnist_lightning.train import train
 

@@ -19,7 +19,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 from PIL import Image
 
-from conftest import compose_cfg, run_cli
+from conftest import N_TEST, compose_cfg, run_cli
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import INIT_ARGS
 from fmnist_lightning.config.output_dirs import STAGING_PREFIX
@@ -70,14 +70,14 @@ def test_onnx_export_is_verified_and_carries_its_metadata(checkpoint: Path, data
     summary = _export(checkpoint, data_root, tmp_path)
     path = tmp_path / "tinyvgg.onnx"
     assert summary["file"] == str(path) and summary["parity"]["ok"]
-    assert summary["parity"]["images"] == 200 and summary["parity"]["top1_differ"] == 0
+    assert summary["parity"]["images"] == N_TEST and summary["parity"]["top1_differ"] == 0
     assert summary["parity"]["max_abs_prob_diff"] <= 1e-4
     assert json.loads((tmp_path / "export.json").read_text())["parity"] == summary["parity"]
 
     meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}[METADATA_KEY])
     assert meta["class_names"] == list(CLASS_NAMES)
     assert "[N, 1, 28, 28] in [0, 1]" in meta["input"] and meta["source_checkpoint"] == str(checkpoint)
-    assert 0 <= meta["test_accuracy"] <= 1 and meta["test_images"] == 200
+    assert 0 <= meta["test_accuracy"] <= 1 and meta["test_images"] == N_TEST
 
     # Any batch size; what goes in is [0, 1] pixels, what comes out are probabilities.
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -247,7 +247,7 @@ def test_export_writes_exactly_the_files_it_lists_and_the_onnx_file_stands_alone
 def test_pt2_export_passes_parity_and_serves_any_batch(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
     summary = _export(checkpoint, data_root, tmp_path, "format=pt2")
     path = tmp_path / "tinyvgg.pt2"
-    assert summary["file"] == str(path) and summary["parity"]["ok"] and summary["parity"]["images"] == 200
+    assert summary["file"] == str(path) and summary["parity"]["ok"] and summary["parity"]["images"] == N_TEST
     extra = {METADATA_FILE: ""}
     torch.export.load(str(path), extra_files=extra)
     assert json.loads(extra[METADATA_FILE])["class_names"] == list(CLASS_NAMES)

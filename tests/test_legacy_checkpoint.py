@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import N_TEST, run_cli
 from fmnist_lightning.data.idx_files import load_split
 from fmnist_lightning.training import checkpoint_files
 
@@ -49,7 +49,7 @@ def test_an_old_checkpoint_evaluates(data_root: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["images"] == 200 and 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["images"] == N_TEST and 0.0 <= metrics["test/acc"] <= 1.0
     assert (out / "report.md").is_file()
 
 
@@ -85,7 +85,7 @@ def test_an_old_checkpoint_exports_with_parity(data_root: Path, tmp_path: Path) 
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "export.json").read_text())
-    assert summary["parity"]["ok"] is True and summary["parity"]["images"] == 200
+    assert summary["parity"]["ok"] is True and summary["parity"]["images"] == N_TEST
     assert summary["metadata"]["source_checkpoint"] == str(LEGACY_CKPT.resolve())
 
 

@@ -192,6 +192,8 @@ def test_every_optim_and_sched_option_works_under_every_preset(experiment: str) 
             assert type(optimizer).__name__ == expected_class(own), cell
             assert optimizer.defaults["lr"] == own["lr"], cell
             one_step(module, config)
+            moved = [name for name, p in tiny.named_parameters() if not torch.equal(p.detach(), start[name])]
+            assert moved, (cell, "the optimizer's step changed no weight")
 
 
 def covering_cells() -> list[tuple[str, str, str]]:

@@ -124,7 +124,12 @@ def test_the_learning_rate_is_logged_as_lr_whatever_the_optimizer(make_cfg, tmp_
         with open(run_dir / "csv" / "metrics.csv", newline="") as f:
             header = next(csv.reader(f))
         assert "lr" in header and not [h for h in header if h.startswith("lr-")], header
-        assert _logged_lrs(run_dir)
+        rates = [v for _, v in _logged_lrs(run_dir)]
+        peak = make_cfg(f"optim={optim}").optim.lr
+        if sched == "none":
+            assert rates and all(v == pytest.approx(peak) for v in rates), rates  # the optimizer's own rate, throughout
+        else:
+            assert rates[0] == pytest.approx(peak) and rates[-1] < peak, rates  # the cosine starts at it and falls
 
 
 def test_a_jobs_own_overrides_come_first_in_its_hparams(make_cfg) -> None:

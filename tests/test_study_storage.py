@@ -7,6 +7,7 @@ shared journal are in test_study_hosts.py.
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from conftest import cli_overrides, run_cli
 optuna = pytest.importorskip("optuna", reason="needs the [sweeps] extra: pip install -e '.[sweeps]'")
 
 from fmnist_lightning.config.masking import mask_text  # noqa: E402 - after the skip
+from fmnist_lightning.models.registry import count_parameters, create_model  # noqa: E402 - after the skip
 from fmnist_lightning.sweeps.study_budget import over_budget, recover, room  # noqa: E402 - after the skip
 from fmnist_lightning.sweeps.study_storage import (  # noqa: E402 - after the skip
     HEARTBEAT_ATTR,
@@ -154,9 +156,13 @@ def test_max_trials_is_the_whole_studys_budget_across_invocations(data_root: Pat
     with (out / "summary.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [row["status"] for row in rows] == ["completed"] * 2
-    for row in rows:
-        assert row["host"] and row["cpu"] and Path(row["run_dir"]).name in ("trial_0", "trial_1")
-        assert float(row["val/acc_best"]) >= 0 and float(row["test/acc"]) >= 0 and row["params"] == "7850"
+    linear = count_parameters(create_model("linear"))
+    for row, trial in zip(rows, trials, strict=True):
+        assert row["host"] and row["cpu"] and Path(row["run_dir"]).name == f"trial_{trial.number}"
+        # The study's own value of each trial, and the run's own test result and model size.
+        assert float(row["val/acc_best"]) == pytest.approx(trial.value)
+        run_metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        assert float(row["test/acc"]) == pytest.approx(run_metrics["test/acc"]) and int(row["params"]) == linear
     assert "Study summary: lr_wd" in (out / "summary.md").read_text()
 
     missing = run_cli("-m", "fmnist_lightning.summarize", "--storage", f"sqlite:///{db}", "--study", "nope")
