@@ -169,7 +169,47 @@ def test_preview_cli_writes_png(data_root, tmp_path) -> None:
     from PIL import Image
 
     image = Image.open(out)
-    assert image.size[0] > image.size[1] / 10 * 3  # 4 columns (original + 3 draws) of 10 class rows
+    # 10 class rows of 4 columns (the original and 3 draws): 28-pixel tiles, 2 pixels apart, upscaled 3x.
+    assert image.size == ((4 * 30 + 2) * 3, (10 * 30 + 2) * 3)
+
+
+@pytest.mark.parametrize(
+    ("option", "line"),
+    [
+        ("draws=0", "error: draws=0 is impossible: it must be a number of augmented draws >= 1, e.g. draws=7"),
+        ("scale=abc", "error: scale='abc' is str, not an integer"),
+        ("aug.ops.0.policy.magnitude=99", "error: the training augmentation cannot transform an image (IndexError"),
+    ],
+)
+def test_a_preview_option_or_augmentation_value_it_cannot_take_is_one_line(
+    data_root, tmp_path, option: str, line: str
+) -> None:
+    from conftest import run_cli
+
+    out = tmp_path / "grid.png"
+    result = run_cli(
+        "-m",
+        "fmnist_lightning.augment",
+        "aug=randaugment",
+        f"data.root={data_root}",
+        "data.val_size=100",
+        "data.download=false",
+        f"out={out}",
+        option,
+    )
+    assert result.returncode == 2 and result.stderr.strip().startswith(line), result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_training_augmentation_value_it_cannot_take_stops_the_run_before_training(make_cfg, tmp_path) -> None:
+    from fmnist_lightning.errors import ConfigError
+    from fmnist_lightning.train import train
+
+    # RandAugment's magnitudes are bins 0-30: torchvision finds out at its first image, which was the first batch.
+    cfg = make_cfg("aug=randaugment", "aug.ops.0.policy.magnitude=99", "trainer.max_epochs=1")
+    with pytest.raises(ConfigError, match=r"^the training augmentation cannot transform an image \(IndexError"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_preview_sweep_writes_a_grid_per_preset_in_its_own_directory(data_root, tmp_path) -> None:

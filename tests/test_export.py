@@ -144,6 +144,28 @@ def test_an_opset_the_exporter_cannot_write_is_one_error_line_and_keeps_the_earl
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "logs") == ["export.json", "tinyvgg.onnx"]
 
 
+def test_an_export_of_another_checkpoint_in_out_is_kept_and_out_must_be_a_folder(
+    checkpoint: Path, data_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "deploy"
+    _export(checkpoint, data_root, out)
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    # The same checkpoint again (another format) joins its earlier files, as a rebuild would.
+    _export(checkpoint, data_root, out, "format=torchscript")
+    assert (out / "tinyvgg.pt").is_file() and (out / "tinyvgg.onnx").read_bytes() == kept["tinyvgg.onnx"]
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(ConfigError, match=rf"^out={out} holds the export of {checkpoint.resolve()} \(export\.json\)"):
+        _export(other, data_root, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept
+    afile = tmp_path / "model.onnx"
+    afile.write_text("mine")
+    with pytest.raises(ConfigError, match=r"is a file; out= names the folder the export goes into"):
+        _export(checkpoint, data_root, afile)
+    assert afile.read_text() == "mine"
+
+
 def test_bad_export_inputs_are_one_line_errors(checkpoint: Path, data_root: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         _export(tmp_path / "missing.ckpt", data_root, tmp_path)

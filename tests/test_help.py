@@ -51,3 +51,22 @@ def test_help_into_a_closed_pipe_ends_quietly(args: list[str]) -> None:
     # Hydra's commands exit 1 (cli.exits); argparse (summarize) swallows its help's failed write and exits 0.
     assert result.returncode == (0 if "fmnist_lightning.summarize" in args else 1)
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--badflag"], "error: unrecognized arguments: --badflag; settings are key=value with no dashes"),
+        (["--cfg", "wrong"], "error: argument --cfg/-c: invalid choice: 'wrong' (choose from 'job', 'hydra', 'all')"),
+        (["-m", "fmnist_lightning.evaluate", "--tta"], "error: unrecognized arguments: --tta; settings are key=value"),
+        (
+            ["-m", "fmnist_lightning.summarize", "--metirc", "x"],
+            "error: unrecognized arguments: --metirc; see python -m fmnist_lightning.summarize --help",
+        ),
+    ],
+)
+def test_a_mistyped_flag_is_one_error_line_and_exit_2(args: list[str], line: str) -> None:
+    # argparse would print its usage lines first; Hydra's parser and ours say what was wrong in one line.
+    result = run_cli(*args)
+    assert result.returncode == 2 and result.stderr.strip().startswith(line), result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout

@@ -21,6 +21,7 @@ from fmnist_lightning.data.datamodule import normalize
 from fmnist_lightning.data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
 from fmnist_lightning.data.idx_files import load_split
 from fmnist_lightning.data.image_files import read_image
+from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.predict import predict
 from fmnist_lightning.training import checkpoint_files
 
@@ -157,6 +158,18 @@ def test_larger_images_are_fitted_back_into_the_frame(test_images, tmp_path: Pat
     for i, path in enumerate(files["larger"]):
         distance = (originals - torch.from_numpy(read_image(path)).float()).abs().mean(dim=(1, 2, 3))
         assert int(distance.argmin()) == i
+
+
+def test_a_csv_that_is_a_folder_or_another_programs_file_is_refused_and_kept(tmp_path: Path) -> None:
+    theirs = tmp_path / "keep.csv"
+    theirs.write_text("name,amount\nrent,900\n")
+    common = ["ckpt_path=unread.ckpt", f"inputs={tmp_path}", f"paths.log_dir={tmp_path / 'logs'}"]
+    with pytest.raises(ConfigError, match=r"keep\.csv exists and is not a predictions file of this command"):
+        predict(predict_cfg(*common, f"csv={theirs}"))
+    assert theirs.read_text() == "name,amount\nrent,900\n"
+    with pytest.raises(ConfigError, match=rf"^csv={tmp_path} is a folder; pass the file to write"):
+        predict(predict_cfg(*common, f"csv={tmp_path}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.csv"]
 
 
 def test_usage_errors_exit_2(checkpoint_path: Path, tmp_path: Path) -> None:

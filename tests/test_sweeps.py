@@ -129,6 +129,28 @@ def test_summarize_cli_names_a_job_file_cut_short_and_writes_nothing(lr_sweep: P
     assert not list(sweep.glob("summary*"))
 
 
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("metrics.json", "is not valid JSON ("),
+        (".hydra/overrides.yaml", "holds Error parsing override 'x'"),
+    ],
+)
+def test_summarize_cli_names_a_job_record_it_cannot_read_and_writes_nothing(
+    lr_sweep: Path, tmp_path: Path, damage: str, said: str
+) -> None:
+    sweep = tmp_path / "damaged"
+    shutil.copytree(lr_sweep, sweep, ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "summary*"))
+    damaged = sweep / "1" / damage
+    # A record cut short, or a line a hand edit left that Hydra's grammar cannot read.
+    damaged.write_text(damaged.read_text()[:20] if damage.endswith(".json") else "- x\n")
+    result = run_cli("-m", "fmnist_lightning.summarize", str(sweep))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {damaged} {said}") and line.endswith("to summarise the rest"), line
+    assert not list(sweep.glob("summary*"))
+
+
 def test_summarize_cli_rejects_a_directory_without_jobs(tmp_path: Path) -> None:
     result = run_cli("-m", "fmnist_lightning.summarize", str(tmp_path))
     assert result.returncode == 2

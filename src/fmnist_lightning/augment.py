@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.cli.commands import hydra_command, with_settings
+from fmnist_lightning.config.checks import check_values, whole
 
 # The preview's own keys, given on the command line as out=, draws=, scale= (no config group has them).
 PREVIEW_KEYS = {"out": None, "draws": 7, "scale": 3}
+PREVIEW_CHECKS = (
+    whole("draws", 1, "a number of augmented draws >= 1", "draws=7"),
+    whole("scale", 1, "a whole upscaling factor >= 1", "scale=3"),
+)
 # Its own directories, beside runs/, and its own --help. A sweep over presets (``-m aug=flip,strong``) writes one
 # grid per job; Hydra's no-op callback stands in for the training sweep's summary, which ranks jobs by a metric.
 OWN_HYDRA_SETTINGS = {
@@ -30,20 +35,21 @@ def preview(cfg: DictConfig) -> Path:
     import torch.nn.functional as F
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from hydra.utils import instantiate
     from torchvision.utils import save_image
 
-    from fmnist_lightning.config.hydra_compat import ALLOWED
+    from fmnist_lightning.training.builders import build
 
     own = {**PREVIEW_KEYS, **(cfg.get("preview") or {})}
+    check_values(OmegaConf.create(own), PREVIEW_CHECKS)
     hydra = HydraConfig.get()
     aug_name = hydra.runtime.choices.get("aug", "custom")
     if own["out"]:
         out = sweep_file(Path(own["out"]), hydra.job.num if hydra.mode == RunMode.MULTIRUN else None)
     else:
         out = Path(hydra.runtime.output_dir) / f"{aug_name}.png"
-    datamodule = instantiate(cfg.data, **ALLOWED)
+    datamodule = build(cfg.data, "data", _recursive_=True)
     datamodule.prepare_data()
+    datamodule.try_transforms()
     grid = datamodule.preview(n_draws=int(own["draws"]))
     # Nearest-neighbour upscaling keeps 28x28 pixels crisp in an image viewer.
     grid = F.interpolate(grid[None], scale_factor=int(own["scale"]), mode="nearest")[0]

@@ -14,6 +14,7 @@ accuracy change and size.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -58,6 +59,25 @@ def check_options(cfg: DictConfig) -> None:
     check_values(cfg, OPTION_CHECKS)
 
 
+def check_out_dir(out_dir: Path, checkpoint: Path) -> None:
+    """``out=`` is a folder, and holds no export of another checkpoint: exporting the same checkpoint again (another
+    format or opset) replaces its files, as a build does; another model's export is somebody's result, kept."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"out={out_dir} is a file; out= names the folder the export goes into, e.g. out=deploy/")
+    earlier = out_dir / EXPORT_FILE
+    if not earlier.is_file():
+        return
+    try:
+        source = json.loads(earlier.read_text())["metadata"]["source_checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        source = None
+    if source != str(checkpoint):
+        raise ConfigError(
+            f"out={out_dir} holds the export of {source or 'another checkpoint'} ({EXPORT_FILE}); pass another "
+            "out= folder, or move that export away first"
+        )
+
+
 def source_run(run: RestoredRun) -> dict[str, Any]:
     """The training run's commit (null for runs from before provenance, or outside a checkout) and precision."""
     origin = run.config.get("provenance") or {}
@@ -93,8 +113,9 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     # without their seconds of import, and a broken install is one error line too.
     from fmnist_lightning.training.checkpoint_files import restore_run
 
-    run = restore_run(cfg.ckpt_path)
     out_dir = Path(cfg.out).expanduser() if cfg.out else Path(HydraConfig.get().runtime.output_dir)
+    check_out_dir(out_dir, Path(cfg.ckpt_path).expanduser().resolve())
+    run = restore_run(cfg.ckpt_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Written into a folder of its own and moved into out= only once the file computes what the checkpoint
     # computes: a failed export leaves an earlier one there (its files and export.json) as it was.

@@ -14,11 +14,11 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from fmnist_lightning.cli.commands import argparse_command
+from fmnist_lightning.cli.commands import OneLineArgumentParser, argparse_command
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m fmnist_lightning.summarize",
         description="Rebuild summary.csv, summary.md and summary.png of a sweep (also one that was interrupted), "
         "or write them for an Optuna study from its storage alone.",

@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import hydra
 from omegaconf import DictConfig
@@ -20,7 +20,7 @@ from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
 from fmnist_lightning.config.output_dirs import refuse_existing_output
 from fmnist_lightning.config.processes import scheduler_restarts
-from fmnist_lightning.errors import FmnistError
+from fmnist_lightning.errors import ConfigError, FmnistError
 
 T = TypeVar("T")
 Arguments = Callable[[list[str]], list[str]]
@@ -86,6 +86,7 @@ def hydra_command(
         return guarded(run, cfg, hydra_output_dir)
 
     def cli() -> None:
+        guarded(check_flags, sys.argv[1:], lambda: None)
         if arguments is not None:
             sys.argv[1:] = guarded(arguments, sys.argv[1:], lambda: None)
         if not guards_output:
@@ -95,6 +96,31 @@ def hydra_command(
         run_hydra(main)
 
     return cli
+
+
+def check_flags(args: list[str]) -> None:
+    """The flags as Hydra's own parser will read them, so that a mistyped one is one ``error:`` line rather than
+    argparse's usage lines (Hydra's parser exits on its own)."""
+    from hydra._internal.utils import get_args_parser  # private: the parser hydra.main itself builds
+
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        unknown = parser.parse_known_args(args)[1]
+    except argparse.ArgumentError as exc:
+        raise ConfigError(f"{exc}; see --help for the flags") from None
+    if unknown:
+        raise ConfigError(
+            f"unrecognized arguments: {' '.join(unknown)}; settings are key=value with no dashes (e.g. "
+            "trainer.max_epochs=3), flags are those --help lists"
+        )
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors end as every command's bad input does: one ``error:`` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message}; see {self.prog} --help")
 
 
 def refuse_new_output_in_old(args: list[str], name: str) -> None:
@@ -134,8 +160,9 @@ def argparse_command(
     body: Callable[[argparse.Namespace], Any],
     where: Callable[[argparse.Namespace], Path | None] = lambda _: None,
 ) -> Callable[..., None]:
-    """The entry point ``cli(argv=None)`` of a command on argparse (its ``--help`` and usage errors, exit 2, are
-    argparse's); the body's failures end as a Hydra command's do, the traceback in ``where(args)``."""
+    """The entry point ``cli(argv=None)`` of a command on argparse (its ``--help`` is argparse's; a usage error is one
+    ``error:`` line and exit 2 with ``OneLineArgumentParser``); the body's failures end as a Hydra command's do, the
+    traceback in ``where(args)``."""
 
     def cli(argv: Sequence[str] | None = None) -> None:
         args = guarded(parse, argv, lambda: None)

@@ -123,6 +123,10 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
 def is_number(value: Any) -> bool:
     """An int or a float, not a bool."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -198,6 +202,11 @@ VALUE_CHECKS: tuple[ValueCheck, ...] = (
         "model.max_params=100000",
     ),
     ("seed", is_int, "an integer", lambda v: True, "an integer seed (or null)", "seed=42"),
+    # Any string would pass for true where Python reads them as conditions.
+    *(
+        (key, is_bool, "a boolean", lambda v: True, "true or false", f"{key}=false")
+        for key in ("test", "report", "module.tta", "data.download")
+    ),
 )
 
 

@@ -32,7 +32,7 @@ from fmnist_lightning.data.idx_files import (
 from fmnist_lightning.data.loaders import EpochShuffle, InMemoryImages, ResumableLoader, keep_batch
 from fmnist_lightning.data.splits import fold_indices, split_indices
 from fmnist_lightning.data.transforms import AlternatingFlip
-from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.errors import ConfigError, FmnistError, typed_line
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +247,19 @@ class FashionMNISTDataModule(L.LightningDataModule):
                 columns.append(x)
         tiles = torch.stack(columns, 1).flatten(0, 1)
         return make_grid(tiles, nrow=1 + n_draws, padding=2, pad_value=0.5)
+
+    def try_transforms(self) -> None:
+        """Draw the training transforms once on two images, so a value they cannot take (a RandAugment magnitude
+        past its bins) stops the run now, as bad input in one line, and not as a failure at the first batch."""
+        try:
+            self.preview(n_images=2, n_draws=1)
+        except FmnistError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"the training augmentation cannot transform an image ({typed_line(exc)}); check the aug.* "
+                "(and mix.*) values: python -m fmnist_lightning.augment aug=<preset> draws the preset as it is"
+            ) from exc
 
     def serve_train_targets(self, compute: Callable[[Tensor], Tensor]) -> Tensor:
         """Serve ``compute(images)`` beside every training batch's labels, as its third element: ``images`` are the

@@ -136,6 +136,19 @@ def top_classes(probs: np.ndarray, k: int) -> list[tuple[str, float]]:
     return [(CLASS_NAMES[int(i)], float(probs[i])) for i in order]
 
 
+CSV_FIRST_COLUMNS = ["file", "error", "class_1", "prob_1"]
+
+
+def is_predictions_csv(path: Path) -> bool:
+    """Whether ``path`` is a CSV that ``write_csv`` wrote (its header), so that predicting again may replace it."""
+    try:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return header[: len(CSV_FIRST_COLUMNS)] == CSV_FIRST_COLUMNS
+
+
 def write_csv(path: Path, results: list[Result], k: int) -> None:
     """One row per input file: its top-k classes and probabilities, or the error that stopped it."""
     header = ["file", "error"] + [f"{col}_{i}" for i in range(1, k + 1) for col in ("class", "prob")]

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from fmnist_lightning.config.checks import is_number
 from fmnist_lightning.config.command_line import override_key
 from fmnist_lightning.config.files import HYDRA_OVERRIDES, METRICS_FILE, RUN_FILE, STATUS_FILE, read_run_yaml
+from fmnist_lightning.errors import ConfigError, first_line
 
 DEFAULT_METRIC = "val/acc_best"
 COMPLETED, PRUNED, FAILED, INCOMPLETE = "completed", "pruned", "failed", "incomplete"
@@ -115,14 +117,29 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return {override.key_or_group: override.value() for override in parsed}
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A job's JSON record; one cut short or edited by hand is bad input naming the file, as its YAML files are."""
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({first_line(exc)}); {UNREADABLE_JOB_FILE}") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path} holds {type(record).__name__}, not a JSON object; {UNREADABLE_JOB_FILE}")
+    return record
+
+
 def read_job(job_dir: Path) -> Job:
     overrides_file = job_dir / HYDRA_OVERRIDES
     saved = read_run_yaml(overrides_file, list, UNREADABLE_JOB_FILE) if overrides_file.is_file() else []
     overrides = [str(arg) for arg in saved]
-    job = Job(name=job_dir.name, overrides=overrides, values=parse_overrides(overrides), status=INCOMPLETE)
+    try:
+        values = parse_overrides(overrides)
+    except HydraException as exc:  # Hydra's grammar refused a line of it
+        raise ConfigError(f"{overrides_file} holds {first_line(exc)}; {UNREADABLE_JOB_FILE}") from None
+    job = Job(name=job_dir.name, overrides=overrides, values=values, status=INCOMPLETE)
     metrics_file, status_file = job_dir / METRICS_FILE, job_dir / STATUS_FILE
     if metrics_file.is_file():
-        job.metrics = json.loads(metrics_file.read_text())
+        job.metrics = _read_json(metrics_file)
         # Stopped early by the Optuna pruner: its results are real, only shorter.
         job.status = PRUNED if job.metrics.get("pruned_at_epoch") is not None else COMPLETED
     # Whichever was written last tells: a failure after metrics.json (e.g. in the report) makes the
@@ -130,12 +147,12 @@ def read_job(job_dir: Path) -> Job:
     if status_file.is_file() and (
         not metrics_file.is_file() or status_file.stat().st_mtime >= metrics_file.stat().st_mtime
     ):
-        record = json.loads(status_file.read_text())
+        record = _read_json(status_file)
         job.status = record.get("status", FAILED)
         job.error = record.get("error", "")
     run_file = job_dir / RUN_FILE
     if run_file.is_file():
-        where = json.loads(run_file.read_text()).get("machine") or {}
+        where = _read_json(run_file).get("machine") or {}
         job.machine = {"host": where.get("hostname", ""), "cpu": where.get("cpu", "")}
     return job
 

@@ -88,6 +88,7 @@ def build_datamodule(cfg: DictConfig) -> FashionMNISTDataModule:
     datamodule: FashionMNISTDataModule = build(cfg.data, "data", _recursive_=True)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    datamodule.try_transforms()
     if not datamodule.has_validation:
         log.warning("data.val_size=0: no validation; the last epoch's checkpoint is tested")
         without_validation(cfg)
