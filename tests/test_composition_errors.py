@@ -16,11 +16,11 @@ from fmnist_lightning.config.hydra_compat import INIT_ARGS
 OMEGACONF_SUGGESTS = int(omegaconf.__version__.split(".")[1]) >= 4
 
 
-def _refusal(*overrides: str) -> str:
+def _refusal(*overrides: str, config: str = "config") -> str:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS), pytest.raises(Exception) as refused:
-            compose(config_name="config", overrides=list(overrides))
+            compose(config_name=config, overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()
     return composition_error_line(refused.value)
@@ -70,6 +70,15 @@ def test_an_unknown_option_lists_the_group_on_the_line() -> None:
     assert "\n" not in line and "Config search path" not in line
     assert line.startswith("In 'config': Could not find 'model/tinyvg'; the options of model are ")
     assert ", tinyvgg, tinyvgg3 (did you mean model=tinyvgg?)" in line and "lenet, " in line
+
+
+def test_a_group_the_command_has_not_is_refused_without_hydras_advice_to_append_it() -> None:
+    # evaluate takes its model from the checkpoint: +model=lenet, as Hydra advises, would compose and be ignored.
+    line = _refusal("model=lenet", config="evaluate")
+    assert line == (
+        "Could not override 'model': it is not a config group of this command; see its --help for the settings it "
+        "takes"
+    )
 
 
 def test_join_lines_keeps_every_fact_once() -> None:

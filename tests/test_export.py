@@ -324,3 +324,26 @@ def test_a_near_tie_exports_and_a_real_difference_still_fails(
         r"\(besides 1 near-ties\)",
     ):
         check_parity(path, images, moved, 1e-4)
+
+
+def test_a_model_file_of_the_wrong_kind_says_which_command_takes_it(tmp_path: Path) -> None:
+    from fmnist_lightning.training.checkpoint_files import load_checkpoint
+
+    # A PyTorch archive under an exported model's name: a checkpoint somebody renamed.
+    renamed = tmp_path / "model.onnx"
+    torch.save({"state_dict": {}}, renamed)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"not a readable ONNX model .*; it is a PyTorch checkpoint: pass it as ckpt_path={renamed}$",
+    ):
+        load_exported(renamed)
+    exported = tmp_path / "exported.onnx"
+    exported.write_bytes(b"\x08\x07" + bytes(64))
+    with pytest.raises(
+        CheckpointError, match=rf"; an exported model is classified with fmnist-predict model={exported}$"
+    ):
+        load_checkpoint(exported)
+    cut = tmp_path / "last.ckpt"
+    cut.write_bytes(renamed.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=r"pass a \.ckpt a training run wrote \(its checkpoints/ folder\), whole"):
+        load_checkpoint(cut)

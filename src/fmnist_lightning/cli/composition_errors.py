@@ -21,6 +21,9 @@ _OPTIONS = re.compile(r"\s*Available options in '(?P<group>[^']*)':\n(?P<options
 # Where Hydra looked for config files: its diagnostics, not what the user got wrong.
 _SEARCH_PATH = re.compile(r"\n?Config search path:\n(?:\t[^\n]*(?:\n|$))*")
 _MISSING_OPTION = re.compile(r"Could not find '(?:[^']*/)?(?P<option>[^'/]*)'")
+_NOT_A_GROUP = re.compile(
+    r"Could not override '(?P<group>[^']+)'\.\s*No match in the defaults list\.\s*To append to your default list[^\n]*"
+)
 
 
 def composition_error_line(exc: BaseException) -> str:
@@ -34,6 +37,14 @@ def composition_error_line(exc: BaseException) -> str:
         message = f"{key.group(1) + ': ' if key else ''}{first_line(exc.__cause__)}"
     if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in message:
         message += f"\n{exc.__cause__}"
+    not_a_group = _NOT_A_GROUP.search(message)
+    if not_a_group:
+        # Hydra's advice would append the group, which this command then never reads: the run goes on without it.
+        group = not_a_group["group"]
+        message = (
+            f"{message[: not_a_group.start()]}Could not override '{group}': it is not a config group of this command; "
+            "see its --help for the settings it takes"
+        )
     if "Unsupported item value in defaults : bool" in message:
         message += " (YAML reads on, off, yes, no, true and false as booleans: quote the option, e.g. 'on')"
     if not isinstance(exc, HydraException):

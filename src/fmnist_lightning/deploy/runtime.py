@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ def _onnx(path: Path) -> ExportedModel:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
-        raise CheckpointError(f"{path} is not a readable ONNX model ({first_line(exc)})") from exc
+        raise CheckpointError(f"{path} is not a readable ONNX model ({first_line(exc)}){_hint(path)}") from exc
     raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -74,7 +75,7 @@ def _torchscript(path: Path) -> ExportedModel:
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning)
             scripted = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as exc:  # torch.jit raises RuntimeError or ValueError, depending on what is wrong
-        raise CheckpointError(f"{path} is not a readable TorchScript model ({first_line(exc)})") from exc
+        raise CheckpointError(f"{path} is not a readable TorchScript model ({first_line(exc)}){_hint(path)}") from exc
     scripted.eval()
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -91,7 +92,8 @@ def _pt2(path: Path) -> ExportedModel:
     try:
         program = torch.export.load(str(path), extra_files=extra)
     except Exception as exc:  # torch.export raises RuntimeError, ValueError or zipfile errors for a foreign file
-        raise CheckpointError(f"{path} is not a readable torch.export program ({first_line(exc)})") from exc
+        reason = f"{path} is not a readable torch.export program ({first_line(exc)})"
+        raise CheckpointError(reason + _hint(path)) from exc
     module = program.module()
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -108,6 +110,16 @@ def _metadata(path: Path, raw: str | bytes | None) -> dict[str, Any]:
             "format and classes are unknown"
         )
     return json.loads(raw)
+
+
+def _hint(path: Path) -> str:
+    """What to do with a file that is not the exported model its name says: a training checkpoint under another
+    name is one of ours, to pass as ``ckpt_path=``; anything else is exported again."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("/data.pkl") for name in archive.namelist()) and path.suffix != ".pt2":
+                return f"; it is a PyTorch checkpoint: pass it as ckpt_path={path}"
+    return "; export the checkpoint again with fmnist-export"
 
 
 def load_exported(path: str | Path) -> ExportedModel:

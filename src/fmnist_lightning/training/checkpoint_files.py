@@ -94,7 +94,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; pass a checkpoint file, e.g. {path}/last.ckpt")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is not a readable checkpoint (not a PyTorch checkpoint archive)")
+        exported = path.suffix in (".onnx", ".pt2", ".pt")
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (not a PyTorch checkpoint archive); "
+            + (
+                f"an exported model is classified with fmnist-predict model={path}"
+                if exported
+                else "pass a .ckpt a training run wrote (its checkpoints/ folder), whole: a copy cut short reads so"
+            )
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
