@@ -76,8 +76,7 @@ def test_a_group_the_command_has_not_is_refused_without_hydras_advice_to_append_
     # evaluate takes its model from the checkpoint: +model=lenet, as Hydra advises, would compose and be ignored.
     line = _refusal("model=lenet", config="evaluate")
     assert line == (
-        "Could not override 'model': it is not a config group of this command; see its --help for the settings it "
-        "takes"
+        "Could not override 'model': it is not a config group of this command; see its --help for the settings it takes"
     )
 
 

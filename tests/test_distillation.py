@@ -101,7 +101,7 @@ def test_online_distillation_runs_the_teacher_on_each_training_batch_as_the_stud
     distill.teacher.register_forward_hook(lambda _, args, __: taught.append(len(args[0])))
     trained: list[int] = []
     run.module.register_forward_pre_hook(lambda module, args: trained.append(len(args[0])) if module.training else None)
-    fit(run, None, cfg.model.name)
+    fit(run, None)
     # One teacher forward per training batch, on a batch of the same size, and none in validation.
     assert run.trainer.global_step == 3 and taught == trained, (taught, trained)
 
@@ -150,7 +150,7 @@ def test_offline_distillation_runs_the_teacher_once_before_training(
     distill.teacher.register_forward_hook(lambda *_: calls.append(1))
     seen: list[int] = []
     run.module.register_forward_pre_hook(lambda _, args: seen.append(len(args[0])))
-    fit(run, None, cfg.model.name)
+    fit(run, None)
     train_set = run.datamodule.train_set
     assert train_set is not None and train_set.targets is not None
     n = len(train_set)

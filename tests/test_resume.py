@@ -224,6 +224,8 @@ def test_resume_whose_model_no_longer_fits_names_the_model_to_add(data_root: Pat
     (line,) = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
     assert "holds a linear model whose weights do not fit this run's model=tinyvgg" in line
     assert "add model=linear and the other options it was trained with after resume=<run dir>" in line
+    # Refused before the run's header, as any bad input is: the error line alone.
+    assert "Model:" not in resumed.stdout + resumed.stderr, resumed.stdout + resumed.stderr
     # Every result and checkpoint as it was; only the log and run.json's record of attempts gain the refused one.
     after = _digests(run)
     kept = {name for name in before if name not in ("train.log", "run.json")}

@@ -27,7 +27,14 @@ from fmnist_lightning.training.precision import resolve_precision
 from fmnist_lightning.training.provenance import now, provenance
 from fmnist_lightning.training.requeue import attempts, continue_in_place, end_attempt
 from fmnist_lightning.training.run_header import print_header
-from fmnist_lightning.training.run_setup import Run, assemble, best_checkpoint_path, fit, test_best
+from fmnist_lightning.training.run_setup import (
+    Run,
+    assemble,
+    best_checkpoint_path,
+    check_checkpoint_fits,
+    fit,
+    test_best,
+)
 from fmnist_lightning.training.tracker_checks import check_trackers, close_trackers, tracker_loggers
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)  # the header shows the seed
 
     run = assemble(cfg, started, origin)
+    check_checkpoint_fits(run, cfg.get("ckpt_path"), cfg.model.name, output_dir)
     if relaunches_command(run.trainer):
         return run_in_own_process(output_dir)
     print_header(cfg, run)
@@ -72,7 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def fit_test_and_report(cfg: DictConfig, run: Run, started: float, output_dir: Path) -> dict[str, Any]:
     """Fit, test the best checkpoint, write metrics.json, run.json's end time and the report; upload to trackers."""
-    metrics: dict[str, Any] = fit(run, cfg.get("ckpt_path"), cfg.model.name, output_dir)
+    metrics: dict[str, Any] = fit(run, cfg.get("ckpt_path"))
     best = best_checkpoint_path(run.trainer)
     if cfg.get("test"):
         metrics.update(test_best(run, best))

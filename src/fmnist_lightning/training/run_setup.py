@@ -169,12 +169,17 @@ def _first(callbacks: list[Any], kind: type) -> Any:
     return next((cb for cb in callbacks if isinstance(cb, kind)), None)
 
 
-def fit(run: Run, ckpt_path: str | None, model_name: str, output_dir: Path | None = None) -> dict[str, float]:
-    """Fit (resuming from ``ckpt_path`` when given); the metrics the fit ended with. A ``ckpt_path`` inside
-    ``output_dir`` is the run's own, continued by ``resume=``."""
+def check_checkpoint_fits(run: Run, ckpt_path: str | None, model_name: str, output_dir: Path | None = None) -> None:
+    """Refuse a ``ckpt_path`` whose weights do not fit the run's model, before the run's header is printed. A
+    ``ckpt_path`` inside ``output_dir`` is the run's own, continued by ``resume=``."""
     if ckpt_path:
         resuming = output_dir is not None and Path(ckpt_path).resolve().is_relative_to(output_dir.resolve())
         check_fits(ckpt_path, run.module, model_name, resuming=resuming)
+
+
+def fit(run: Run, ckpt_path: str | None) -> dict[str, float]:
+    """Fit (resuming from ``ckpt_path`` when given, checked by ``check_checkpoint_fits``); the metrics the fit ended
+    with."""
     # weights_only: resuming never runs code stored in a checkpoint file.
     run.trainer.fit(
         run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None
