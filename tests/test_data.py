@@ -118,6 +118,7 @@ def test_a_failed_download_is_one_line_with_the_reason(tmp_path: Path, monkeypat
     assert "\n" not in message
     assert f"the download failed (Error downloading train-images-idx3-ubyte.gz:; Tried {mirror}" in message
     assert "404" in message and "Fix: set data.root=" in message
+    assert not (tmp_path / "root").exists()  # the folders made for the files are gone with the failed download
 
 
 def _copy(data_root: Path, tmp_path: Path) -> Path:

@@ -120,10 +120,15 @@ def ensure_downloaded(root: Path, download: bool) -> None:
     if not download:
         raise DataError(_missing_data_message(root, missing, "files are missing and data.download=false"))
     log.info("Downloading Fashion-MNIST into %s", root)
+    # The folders torchvision makes for the files, from the first that is missing now.
+    made = [folder for folder in (raw_folder(root), raw_folder(root).parent, root) if not folder.exists()]
     try:
         for train in (True, False):
             FashionMNIST(str(root), train=train, download=True)
     except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError depending on where it fails
+        for folder in made:  # innermost first; a folder that holds anything stays
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         # torchvision's message names each mirror it tried, a line apiece.
         reason = f"the download failed ({on_one_line(str(exc)) or type(exc).__name__})"
         raise DataError(_missing_data_message(root, missing, reason)) from exc

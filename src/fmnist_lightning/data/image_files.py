@@ -124,10 +124,12 @@ def read_image(path: Path) -> np.ndarray:
             image.load()
             return to_fashion_mnist(image)
     except UnidentifiedImageError as exc:
-        raise DataError(f"{path}: not an image (no image format recognised)") from exc
+        raise DataError(
+            f"{path}: not an image (no image format recognised); pass PNG, JPEG or another image file Pillow reads"
+        ) from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         # PIL raises OSError for truncated files and SyntaxError for broken PNG chunks.
-        raise DataError(f"{path}: cannot read image ({exc})") from exc
+        raise DataError(f"{path}: cannot read image ({exc}); it may be cut short: save or download it again") from exc
 
 
 def top_classes(probs: np.ndarray, k: int) -> list[tuple[str, float]]:
