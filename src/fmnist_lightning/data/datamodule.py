@@ -235,7 +235,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
         index = [int(torch.nonzero(labels == c)[0]) for c in range(NUM_CLASSES) if (labels == c).any()][:n_images]
         originals = self.train_set.images[index]
         columns = [originals.float() / 255]
-        with torch.random.fork_rng(devices=[]):
+        # Data on a GPU draws from that GPU's generator: forked too, so a run's first batch draws as it would have.
+        cuda = [originals.device.index or 0] if originals.is_cuda else []
+        with torch.random.fork_rng(devices=cuda):
             for _ in range(n_draws):
                 images = originals
                 if self.sample_transform is not None:
