@@ -207,3 +207,31 @@ def test_a_hydra_job_is_named_for_its_command(command: str, given: list[str], na
     result = run_cli("-m", command, *given, "--cfg", "hydra", "--package", "hydra.job")
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"name: {name}\n" in result.stdout
+
+
+def test_a_failure_outside_a_job_keeps_its_traceback_in_the_sweeps_folder(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from fmnist_lightning.cli.hydra_entry import failure_folder
+    from fmnist_lightning.config.files import CONF_DIR
+    from fmnist_lightning.config.hydra_compat import INIT_ARGS
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), **INIT_ARGS):
+            cfg = compose("config", overrides=[f"hydra.sweep.dir={tmp_path / 'sweep'}"], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        assert failure_folder() is None  # Hydra has not made it: the traceback goes to a temporary folder
+        (tmp_path / "sweep").mkdir()
+        assert failure_folder() == tmp_path / "sweep"
+    finally:
+        HydraConfig.instance().cfg = None  # no multirun config left behind for the worker's next test

@@ -57,6 +57,10 @@ def test_help_into_a_closed_pipe_ends_quietly(args: list[str]) -> None:
     ("args", "line"),
     [
         (["--badflag"], "error: unrecognized arguments: --badflag; settings are key=value with no dashes"),
+        (
+            ["optim.lr=0.1,0.01", "-m", "trainer.max_epochs=1"],
+            "error: unrecognized arguments: trainer.max_epochs=1; put the flags (-m, --cfg, ...) before the settings",
+        ),
         (["--cfg", "wrong"], "error: argument --cfg/-c: invalid choice: 'wrong' (choose from 'job', 'hydra', 'all')"),
         (["-m", "fmnist_lightning.evaluate", "--tta"], "error: unrecognized arguments: --tta; settings are key=value"),
         (

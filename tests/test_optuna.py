@@ -145,6 +145,33 @@ def test_old_sweeper_keys_get_a_clear_error(data_root: Path, tmp_path: Path) -> 
     assert "hydra.sweeper.search_space is not supported by this Optuna sweeper" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("setting", "line"),
+    [
+        (
+            "hydra.sweeper.n_trials=2.5",
+            "error: hydra.sweeper.n_trials=2.5 is float, not an integer: it must be a number of trials >= 1 (or null, "
+            "with max_trials), e.g. hydra.sweeper.n_trials=20",
+        ),
+        (
+            "hydra.sweeper.direction=sideways",
+            "error: hydra.sweeper.direction=sideways is impossible: it must be maximize or minimize, e.g. "
+            "hydra.sweeper.direction=maximize",
+        ),
+    ],
+)
+def test_a_sweeper_setting_it_cannot_take_stops_the_search_before_its_first_trial(
+    data_root: Path, tmp_path: Path, setting: str, line: str
+) -> None:
+    # Before, 2.5 ran two trials and then failed (exit 1); sideways failed inside Optuna and left an optuna.db.
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        *cli_overrides(data_root, tmp_path), *TINY, "hparams_search=lr_wd", f"hydra.sweep.dir={sweep}", setting
+    )
+    assert result.returncode == 2 and result.stderr.strip() == line, result.stderr[-2000:]
+    assert not list(sweep.rglob("optuna.db")) and not list(sweep.glob("trial_*"))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

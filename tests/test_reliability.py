@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -292,13 +293,14 @@ def test_resume_of_a_directory_without_a_run_is_refused(tmp_path: Path) -> None:
         ("trainer.precision=banana", "cannot build trainer from the config"),
         ("module.tta_shift=-1", "module.tta_shift=-1 is impossible: it must be a shift in pixels >= 0"),
         ("module.tta_shift=0.5", "module.tta_shift=0.5 is float, not an integer"),
+        ("seed=-1", "seed=-1 is impossible: it must be a seed in 0..4294967295 (or null), e.g. seed=42"),
         ("test=maybe", "test='maybe' is str, not a boolean: it must be true or false, e.g. test=false"),
         ("module.tta=1", "module.tta=1 is int, not a boolean"),
     ],
 )
 def test_impossible_config_values_stop_before_training(override: str, message: str, make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg(*TINY, override)
-    with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.").replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
         train(cfg)
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -109,6 +109,12 @@ def check_flags(args: list[str]) -> None:
         unknown = parser.parse_known_args(args)[1]
     except argparse.ArgumentError as exc:
         raise ConfigError(f"{exc}; see --help for the flags") from None
+    if any(not word.startswith("-") for word in unknown):
+        # Hydra's parser takes the settings as one run of words: those after a flag that follows them are left over.
+        raise ConfigError(
+            f"unrecognized arguments: {' '.join(unknown)}; put the flags (-m, --cfg, ...) before the settings, e.g. "
+            "python -m fmnist_lightning -m optim.lr=0.1,0.01 trainer.max_epochs=3"
+        )
     if unknown:
         raise ConfigError(
             f"unrecognized arguments: {' '.join(unknown)}; settings are key=value with no dashes (e.g. "

@@ -34,7 +34,8 @@ def composition_error_line(exc: BaseException) -> str:
     if isinstance(exc, InstantiationException) and isinstance(exc.__cause__, ValueError):
         # A value the object itself refused (e.g. the sweeper's n_trials): its own message.
         key = re.search(r"full_key: (\S+)", message)
-        message = f"{key.group(1) + ': ' if key else ''}{first_line(exc.__cause__)}"
+        said = first_line(exc.__cause__)
+        message = f"{key.group(1) + ': ' if key and not said.startswith(key.group(1)) else ''}{said}"
     if isinstance(exc.__cause__, OmegaConfBaseException) and str(exc.__cause__) not in message:
         message += f"\n{exc.__cause__}"
     not_a_group = _NOT_A_GROUP.search(message)

@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from fmnist_lightning.cli.composition_errors import composition_error_line
@@ -74,19 +75,37 @@ def run_hydra(main: Callable[[], Any]) -> None:
         exit_with_error(exc)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
         if isinstance(exc, ValueError) and not _raised_in(exc, ("hydra.", "omegaconf.", "yaml.")):
-            exit_with_failure(exc)  # not the config: a sweeper's, launcher's or callback's own failure
+            # Not the config: a sweeper's, launcher's or callback's own failure.
+            exit_with_failure(exc, failure_folder())
         message = composition_error_line(exc)
         # Not exit_with_error: logging is not set up before Hydra composes, and would print the line twice.
         print(f"error: {message}", file=sys.stderr)  # masked there: Hydra quotes the override it refused
         raise SystemExit(2) from None
     except Exception as exc:  # noqa: BLE001 - every failure of an entry point is one error: line
-        exit_with_failure(exc)
+        exit_with_failure(exc, failure_folder())
     finally:
         mask_sweep_files()
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def failure_folder() -> Path | None:
+    """The run's or sweep's folder, where Hydra has made one, for the traceback of a failure outside a job (a
+    sweeper's, a launcher's); None sends it to a temporary folder."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized():
+            return None
+        hydra = HydraConfig.get()
+        folder = Path(hydra.sweep.dir if hydra.mode == RunMode.MULTIRUN else hydra.runtime.output_dir)
+    except Exception:  # noqa: BLE001 - where a traceback goes must never be a second failure
+        return None
+    # A ${now:...} in the folder's name resolves anew here: a folder that is not there is not the run's.
+    return folder if folder.is_dir() else None
 
 
 def route_lightning_logs() -> None:

@@ -201,7 +201,8 @@ VALUE_CHECKS: tuple[ValueCheck, ...] = (
         "a parameter budget >= 1 (or null)",
         "model.max_params=100000",
     ),
-    ("seed", is_int, "an integer", lambda v: True, "an integer seed (or null)", "seed=42"),
+    # numpy's generator, which Lightning seeds too, takes 32 bits.
+    ("seed", is_int, "an integer", lambda v: 0 <= v < 2**32, "a seed in 0..4294967295 (or null)", "seed=42"),
     # Any string would pass for true where Python reads them as conditions.
     *(
         (key, is_bool, "a boolean", lambda v: True, "true or false", f"{key}=false")

@@ -11,6 +11,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Overrid
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fmnist_lightning.config.checks import ValueCheck, check_values, is_int, is_number
 from fmnist_lightning.config.hydra_compat import ALLOWED
 from fmnist_lightning.errors import ConfigError
 
@@ -24,6 +25,40 @@ def built(node: Any) -> Any:
     if OmegaConf.is_dict(node) and "_target_" in node:
         return instantiate(node, **ALLOWED)  # the project's whitelist (Hydra 1.4), which has optuna's
     return node
+
+
+def _checks() -> tuple[ValueCheck, ...]:
+    """The sweeper's own settings, each with what a valid value is (``hydra.sweeper.<key>``)."""
+    whole = (is_int, "an integer")
+    return tuple(
+        (f"hydra.sweeper.{key}", *kind, valid, meaning, f"hydra.sweeper.{key}={example}")
+        for key, kind, valid, meaning, example in (
+            ("n_trials", whole, lambda v: v >= 1, "a number of trials >= 1 (or null, with max_trials)", 20),
+            ("n_jobs", whole, lambda v: v >= 1, "a number of trials at a time >= 1", 1),
+            ("max_trials", whole, lambda v: v >= 1, "a budget of trials for the whole study >= 1 (or null)", 40),
+            ("retry_failed", whole, lambda v: v >= 0, "a number of retries >= 0", 1),
+            ("heartbeat_interval", whole, lambda v: v >= 1, "seconds >= 1 (or null: no heartbeats)", 60),
+            ("grace_period", whole, lambda v: v >= 1, "seconds >= 1 (or null)", 120),
+            ("max_failure_rate", (is_number, "a number"), lambda v: 0 <= v <= 1, "a share in [0, 1]", 1.0),
+            (
+                "direction",
+                (lambda v: isinstance(v, str), "a string"),
+                lambda v: v in ("maximize", "minimize"),
+                "maximize or minimize",
+                "maximize",
+            ),
+        )
+    )
+
+
+def check_sweeper_settings(**settings: Any) -> None:
+    """Refuse a sweeper setting of the wrong type or out of range, before the study is opened, with one line. A
+    ValueError: Hydra builds the sweeper, and reports a constructor's ValueError as that line
+    (cli.composition_errors)."""
+    try:
+        check_values(OmegaConf.create({"hydra": {"sweeper": settings}}), _checks())
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 # Keys of hydra-optuna-sweeper 1.x that have no meaning here.

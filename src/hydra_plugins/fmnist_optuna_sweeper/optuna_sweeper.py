@@ -33,7 +33,13 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.config.files import METRICS_FILE, SWEEP_FILE, write_text_atomic
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import first_line
-from fmnist_lightning.sweeps.search_space import OBSOLETE, built, check_searched_keys, search_space
+from fmnist_lightning.sweeps.search_space import (
+    OBSOLETE,
+    built,
+    check_searched_keys,
+    check_sweeper_settings,
+    search_space,
+)
 from fmnist_lightning.sweeps.study_budget import (
     SWEEPER_ATTR,
     SWEEPER_ID,
@@ -75,22 +81,18 @@ class OptunaSweeper(Sweeper):
                 f"hydra.sweeper.{key} is not supported by this Optuna sweeper: "
                 f"{OBSOLETE.get(key, 'remove it (see README: Optuna searches)')}"
             )
-        if not 0 <= max_failure_rate <= 1 or (n_trials is not None and n_trials < 1) or n_jobs < 1:
-            raise ValueError(
-                f"need n_trials >= 1, n_jobs >= 1 and 0 <= max_failure_rate <= 1 "
-                f"(got {n_trials}, {n_jobs}, {max_failure_rate})"
-            )
+        check_sweeper_settings(
+            n_trials=n_trials,
+            n_jobs=n_jobs,
+            max_trials=max_trials,
+            retry_failed=retry_failed,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            max_failure_rate=max_failure_rate,
+            direction=direction,
+        )
         if n_trials is None and max_trials is None:
             raise ValueError("hydra.sweeper.n_trials=null needs hydra.sweeper.max_trials (the study-wide budget)")
-        if (
-            (max_trials is not None and max_trials < 1)
-            or retry_failed < 0
-            or (heartbeat_interval is not None and heartbeat_interval < 1)
-        ):
-            raise ValueError(
-                f"need max_trials >= 1, retry_failed >= 0 and heartbeat_interval >= 1 or null "
-                f"(got {max_trials}, {retry_failed}, {heartbeat_interval})"
-            )
         if heartbeat_interval and grace_period is not None and grace_period <= heartbeat_interval:
             raise ValueError(
                 f"hydra.sweeper.grace_period ({grace_period} s) must be longer than heartbeat_interval "
