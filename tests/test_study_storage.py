@@ -184,7 +184,11 @@ def test_a_study_whose_jobs_all_fail_stops_at_max_trials_failures(data_root: Pat
         "hydra.sweeper.n_trials=null",
         "hydra.sweeper.max_trials=2",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    # A search none of whose trials completed ends as bad input, the first trial's reason on the line.
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: every job of the sweep failed (2); the first, job trial_0: ")
+    assert "max_params" in last
     trials = optuna.load_study(study_name="lr_wd", storage=f"sqlite:///{db}").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
     assert all("max_params" in t.user_attrs["error"] for t in trials)

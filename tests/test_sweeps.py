@@ -165,9 +165,22 @@ def test_failing_job_is_marked_failed_and_the_sweep_goes_on(data_root: Path, tmp
     assert failed["status"] == "failed" and "model.max_params=10" in failed["error"]
     assert completed["status"] == "completed" and completed["val/acc_best"]
     record = json.loads((sweep / failed["job"] / "status.json").read_text())
-    assert record["status"] == "failed" and record["error_type"] == "ConfigError"
+    assert record["status"] == "failed" and record["error_type"] == "ConfigError" and record["bad_input"] is True
     assert not (sweep / failed["job"] / "metrics.json").exists()
     assert "1 failed" in (sweep / "summary.md").read_text()
+
+
+def test_a_sweep_none_of_whose_jobs_completes_ends_with_one_error_line(data_root: Path, tmp_path: Path) -> None:
+    log_dir = tmp_path / "outputs"
+    result = run_cli("--multirun", *cli_overrides(data_root, log_dir), *TINY, "data.batch_size=0,-3")
+    # Every job's failure was bad input: exit 2, the first job's reason, and the summary that lists them all.
+    (sweep,) = (log_dir / "multirun").iterdir()
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: every job of the sweep failed (2); the first, job 0: data.batch_size=0 is impossible: it must be a "
+        f"batch size >= 1, e.g. data.batch_size=64 (all of them in {sweep / 'summary.md'})"
+    )
+    assert [row["status"] for row in summary_rows(sweep)] == ["failed", "failed"]
 
 
 @pytest.mark.slow

@@ -52,6 +52,11 @@ def one_line(exc: BaseException) -> str:
     return first_line(exc) if isinstance(exc, FmnistError) else typed_line(exc)
 
 
-def failure_status(exc: BaseException) -> dict[str, str]:
-    """What ``status.json`` holds for a run that failed with ``exc``."""
-    return {"status": "failed", "error": one_line(exc), "error_type": type(exc).__name__}
+def failure_status(exc: BaseException) -> dict[str, str | bool]:
+    """What ``status.json`` holds for a run that failed with ``exc`` (``bad_input``: the user's to fix)."""
+    return {
+        "status": "failed",
+        "error": one_line(exc),
+        "error_type": type(exc).__name__,
+        "bad_input": isinstance(exc, FmnistError),
+    }

@@ -18,6 +18,7 @@ from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightni
 from fmnist_lightning.config.command_line import first_override, override_key, prints_only, split_flags
 from fmnist_lightning.config.files import CONF_DIR
 from fmnist_lightning.config.hydra_compat import MAIN_ARGS
+from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.config.output_dirs import refuse_existing_output
 from fmnist_lightning.config.processes import scheduler_restarts
 from fmnist_lightning.errors import ConfigError, FmnistError
@@ -94,8 +95,25 @@ def hydra_command(
         # Hydra names the job for the module of the function it decorates, which is this one for every command.
         sys.argv[1:] = with_settings({"hydra.job.name": command_name(body)})(sys.argv[1:])
         run_hydra(main)
+        end_a_sweep_that_failed_whole()
 
     return cli
+
+
+def end_a_sweep_that_failed_whole() -> None:
+    """A sweep none of whose jobs completed ends as a failed command: one ``error:`` line, exit 2 when every job's
+    failure was bad input, else 1. (A sweep with some jobs completed exits 0: its summary lists the failures.)"""
+    from fmnist_lightning.results.sweep_callback import FAILED_SWEEP
+
+    if FAILED_SWEEP:
+        print(
+            mask_text(
+                f"error: every job of the sweep failed ({FAILED_SWEEP['jobs']}); the first, {FAILED_SWEEP['first']} "
+                f"(all of them in {FAILED_SWEEP['summary']})"
+            ),
+            file=sys.stderr,
+        )
+        raise SystemExit(2 if FAILED_SWEEP["bad_input"] else 1)
 
 
 def check_flags(args: list[str]) -> None:

@@ -11,8 +11,13 @@ from omegaconf import DictConfig
 
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.errors import FmnistError
+from fmnist_lightning.results.sweep_results import COMPLETED, FAILED, PRUNED
 
 log = logging.getLogger(__name__)
+
+# How the last multirun of this process ended, when none of its jobs completed: the command ends with an error line
+# (cli.commands.hydra_command). Hydra turns a callback's own exception into a warning, so it cannot end it here.
+FAILED_SWEEP: dict[str, Any] = {}
 
 
 class SweepSummary(Callback):
@@ -39,3 +44,11 @@ class SweepSummary(Callback):
             return
         log.info("Sweep summary (%s) in %s", summary.counts_text(), sweep_dir)
         print(mask_text(f"Sweep summary: {summary.headline()}\n  {sweep_dir / 'summary.md'}"))
+        failed = [job for job in summary.jobs if job.status == FAILED]
+        if failed and not any(job.status in (COMPLETED, PRUNED) for job in summary.jobs):
+            FAILED_SWEEP.update(
+                jobs=len(failed),
+                first=f"job {failed[0].name}: {failed[0].error}",
+                bad_input=all(job.bad_input for job in failed),
+                summary=sweep_dir / "summary.md",
+            )

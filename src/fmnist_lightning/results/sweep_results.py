@@ -57,6 +57,8 @@ class Job:
     status: str
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    # A failure that was bad input (status.json's bad_input): the sweep's exit status follows it.
+    bad_input: bool = False
     # Where it ran ({"host": ..., "cpu": ...}), from the job's run.json or its trial.
     machine: dict[str, str] = field(default_factory=dict)
     # Its run directory, when that is not the job's name in the sweep directory (a study's trials).
@@ -150,6 +152,7 @@ def read_job(job_dir: Path) -> Job:
         record = _read_json(status_file)
         job.status = record.get("status", FAILED)
         job.error = record.get("error", "")
+        job.bad_input = record.get("bad_input") is True
     run_file = job_dir / RUN_FILE
     if run_file.is_file():
         where = _read_json(run_file).get("machine") or {}

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from fmnist_lightning.config.files import STATUS_FILE, write_json
-from fmnist_lightning.errors import FmnistError, failure_status
+from fmnist_lightning.errors import FmnistError, failure_status, one_line
 from fmnist_lightning.sweeps.study_trial import in_search
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def record_failure(output_dir: Path, exc: BaseException) -> str:
     status = failure_status(exc)
     # Rank zero only: under DDP every rank fails alike, and one file per run is enough.
     rank_zero_only(write_json)(output_dir / STATUS_FILE, status)
-    return status["error"]
+    return one_line(exc)
 
 
 def sweep_job_failed(cfg: DictConfig, exc: Exception) -> None:
