@@ -178,6 +178,13 @@ def test_resume_of_a_run_without_a_checkpoint_starts_it_over_in_place_and_keeps_
         assert (run / "attempts" / str(attempt) / ".hydra" / "overrides.yaml").is_file()
 
 
+def test_resume_of_a_folder_that_is_not_there_or_not_a_run_says_which(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^resume=.*nowhere: no such directory; pass the directory of an earlier"):
+        prepare_argv([f"resume={tmp_path / 'nowhere'}"])
+    with pytest.raises(ConfigError, match=r": no \.hydra/overrides\.yaml there; pass the directory of an earlier run$"):
+        prepare_argv([f"resume={tmp_path}"])
+
+
 def test_resume_with_a_hydra_flag_prints_the_resumed_config_and_moves_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

@@ -126,6 +126,7 @@ def test_unreadable_last_checkpoint_falls_back_to_the_newest_readable_one(finish
     assert result.returncode == 0, result.stderr[-3000:]
     warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert warning and f"{last} cannot be read" in warning[0] and f"resuming from {best}" in warning[0]
+    assert sum(f"{last} cannot be read" in line for line in result.stderr.splitlines()) == 1  # said once
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 3
 
 

@@ -122,7 +122,8 @@ def readable_checkpoint(run: Path) -> Path:
         if candidate != last:
             reason = failures[0] if failures else f"{last.name}: missing"
             message = f"{last} cannot be read ({reason}); resuming from {candidate}, the newest readable checkpoint"
-            log.warning("%s", message)
+            # Printed, not logged: the command line is read before Hydra sets up logging, whose absence would
+            # print a logged line a second time (Python's last-resort handler).
             print(f"warning: {message}", file=sys.stderr)
         return candidate
     raise ConfigError(
@@ -208,6 +209,8 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), runs_job: b
     """
     run = Path(run_dir).expanduser().resolve()
     overrides_file = run / HYDRA_OVERRIDES
+    if not run.is_dir():
+        raise ConfigError(f"resume={run_dir}: no such directory; pass the directory of an earlier run")
     if not overrides_file.is_file():
         raise ConfigError(f"resume={run_dir}: no .hydra/overrides.yaml there; pass the directory of an earlier run")
     original = [*carried_hydra_overrides(run), *run_overrides(run)]
