@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, open_dict
 
+from fmnist_lightning.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
@@ -47,7 +49,15 @@ def fast_precision(accelerator: str, flags: frozenset[str] | None = None) -> str
 
 
 def resolve_precision(cfg: DictConfig) -> None:
-    """Replace ``trainer.precision=auto`` by the concrete value, so checkpoints and logs record what ran."""
+    """Replace ``trainer.precision=auto`` by the concrete value, so checkpoints and logs record what ran; refuse a GPU
+    the machine has not, in the project's words (Lightning's are "No supported gpu backend found!")."""
+    accelerator = str(cfg.trainer.get("accelerator", AUTO))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}, but torch ({torch.__version__}, {build}) sees no CUDA GPU on this "
+            "machine; use trainer.accelerator=auto (a GPU where there is one) or trainer=cpu"
+        )
     if str(cfg.trainer.get("precision")) != AUTO:
         return
     precision = fast_precision(str(cfg.trainer.get("accelerator", AUTO)))
