@@ -96,5 +96,5 @@ def test_compiled_model_trains_on_the_cpu(make_cfg: Callable[..., DictConfig]) -
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: trainer=gpu would train")
 def test_gpu_preset_without_a_gpu_is_one_clear_error(make_cfg: Callable[..., DictConfig]) -> None:
-    with pytest.raises(ConfigError, match=r"^trainer\.accelerator=gpu, but torch \(.*\) sees no CUDA GPU on this machine"):
+    with pytest.raises(ConfigError, match=r"^trainer\.accelerator=gpu, but torch \(.*\) sees no CUDA GPU"):
         train(make_cfg(*TINY, "trainer=gpu", "trainer.accelerator=gpu"))
