@@ -52,7 +52,9 @@ def resolve_precision(cfg: DictConfig) -> None:
     """Replace ``trainer.precision=auto`` by the concrete value, so checkpoints and logs record what ran; refuse a GPU
     the machine has not, in the project's words (Lightning's are "No supported gpu backend found!")."""
     accelerator = str(cfg.trainer.get("accelerator", AUTO))
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    # Lightning's "gpu" is Apple's MPS too.
+    mps = accelerator == "gpu" and torch.backends.mps.is_available()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available() and not mps:
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
         raise ConfigError(
             f"trainer.accelerator={accelerator}, but torch ({torch.__version__}, {build}) sees no CUDA GPU on this "
