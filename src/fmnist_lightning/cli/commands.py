@@ -87,9 +87,10 @@ def hydra_command(
         return guarded(run, cfg, hydra_output_dir)
 
     def cli() -> None:
-        guarded(check_flags, sys.argv[1:], lambda: None)
         if arguments is not None:
             sys.argv[1:] = guarded(arguments, sys.argv[1:], lambda: None)
+        # After the rewrite: resume= puts the run's settings before the user's flags, wherever those were.
+        guarded(check_flags, sys.argv[1:], lambda: None)
         if not guards_output:
             guarded(lambda args: refuse_new_output_in_old(args, command_name(body)), sys.argv[1:], lambda: None)
         # Hydra names the job for the module of the function it decorates, which is this one for every command.
