@@ -171,6 +171,35 @@ def test_preview_cli_writes_png(data_root, tmp_path) -> None:
     image = Image.open(out)
     # 10 class rows of 4 columns (the original and 3 draws): 28-pixel tiles, 2 pixels apart, upscaled 3x.
     assert image.size == ((4 * 30 + 2) * 3, (10 * 30 + 2) * 3)
+    assert image.info["Software"] == "fmnist-augment"  # the mark that lets a second preview replace it
+
+
+def test_a_preview_replaces_its_own_png_and_keeps_anybody_elses(data_root, tmp_path) -> None:
+    from conftest import run_cli
+
+    def preview(out) -> object:
+        return run_cli(
+            "-m",
+            "fmnist_lightning.augment",
+            "aug=flip",
+            f"data.root={data_root}",
+            "data.val_size=100",
+            "data.download=false",
+            f"out={out}",
+            "draws=1",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        )
+
+    mine = tmp_path / "grid.png"
+    assert preview(mine).returncode == 0 and preview(mine).returncode == 0
+    theirs = tmp_path / "photo.png"
+    theirs.write_bytes(mine.read_bytes()[:8] + b"somebody else's picture")
+    refused = preview(theirs)
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        f"error: out={theirs} exists and is not a preview this command wrote; pass a new file name, or move that "
+        "file away first"
+    )
+    assert theirs.read_bytes().endswith(b"somebody else's picture")
 
 
 @pytest.mark.parametrize(

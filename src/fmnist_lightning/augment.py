@@ -8,14 +8,18 @@ data pipeline) as training. Written to ``outputs/augment/<time>/<preset>.png`` u
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.cli.commands import hydra_command, with_settings
 from fmnist_lightning.config.checks import check_values, whole
+from fmnist_lightning.errors import ConfigError
 
 # The preview's own keys, given on the command line as out=, draws=, scale= (no config group has them).
 PREVIEW_KEYS = {"out": None, "draws": 7, "scale": 3}
+# A text chunk in the PNGs this command writes, so that it replaces its own and keeps anybody else's.
+PNG_MARK = ("Software", "fmnist-augment")
 PREVIEW_CHECKS = (
     whole("draws", 1, "a number of augmented draws >= 1", "draws=7"),
     whole("scale", 1, "a whole upscaling factor >= 1", "scale=3"),
@@ -35,7 +39,6 @@ def preview(cfg: DictConfig) -> Path:
     import torch.nn.functional as F
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from torchvision.utils import save_image
 
     from fmnist_lightning.training.builders import build
 
@@ -47,6 +50,7 @@ def preview(cfg: DictConfig) -> Path:
         out = sweep_file(Path(own["out"]), hydra.job.num if hydra.mode == RunMode.MULTIRUN else None)
     else:
         out = Path(hydra.runtime.output_dir) / f"{aug_name}.png"
+    check_out(out)
     datamodule = build(cfg.data, "data", _recursive_=True)
     datamodule.prepare_data()
     datamodule.try_transforms()
@@ -54,12 +58,44 @@ def preview(cfg: DictConfig) -> Path:
     # Nearest-neighbour upscaling keeps 28x28 pixels crisp in an image viewer.
     grid = F.interpolate(grid[None], scale_factor=int(own["scale"]), mode="nearest")[0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, out)
+    save_marked_png(grid, out)
     mix = HydraConfig.get().runtime.choices.get("mix", "none")
     print(
         f"wrote {out} (aug={aug_name}, mix={mix}, pipeline={cfg.data.pipeline}): originals left, augmented draws right"
     )
     return out
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``out=`` that is a folder, or a file this command did not write: previewing again into one's own
+    PNG replaces it, anything else there is somebody's and is kept."""
+    from PIL import Image
+
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a folder; pass the PNG file to write, e.g. out={out / 'grid.png'}")
+    if not out.exists():
+        return
+    try:
+        with Image.open(out) as image:
+            ours = image.info.get(PNG_MARK[0]) == PNG_MARK[1]
+    except (OSError, SyntaxError, ValueError):  # not an image Pillow reads: not ours either
+        ours = False
+    if not ours:
+        raise ConfigError(
+            f"out={out} exists and is not a preview this command wrote; pass a new file name, or move that file away "
+            "first"
+        )
+
+
+def save_marked_png(grid: Any, out: Path) -> None:
+    """``grid`` ([3, H, W] in [0, 1]) as torchvision's save_image writes it, with the text chunk that marks it ours."""
+    import torch
+    from PIL import Image, PngImagePlugin
+
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to("cpu", dtype=torch.uint8).numpy()
+    info = PngImagePlugin.PngInfo()
+    info.add_text(*PNG_MARK)
+    Image.fromarray(pixels).save(out, format="PNG", pnginfo=info)
 
 
 def sweep_file(out: Path, job: int | None) -> Path:
