@@ -157,8 +157,12 @@ def test_max_trials_is_the_whole_studys_budget_across_invocations(data_root: Pat
         rows = list(csv.DictReader(fh))
     assert [row["status"] for row in rows] == ["completed"] * 2
     linear = count_parameters(create_model("linear"))
-    for row, trial in zip(rows, trials, strict=True):
-        assert row["host"] and row["cpu"] and Path(row["run_dir"]).name == f"trial_{trial.number}"
+    # The summary ranks rows best first, so each row is matched to its trial by the run's folder.
+    by_folder = {f"trial_{trial.number}": trial for trial in trials}
+    assert sorted(Path(row["run_dir"]).name for row in rows) == sorted(by_folder)
+    for row in rows:
+        trial = by_folder[Path(row["run_dir"]).name]
+        assert row["host"] and row["cpu"]
         # The study's own value of each trial, and the run's own test result and model size.
         assert float(row["val/acc_best"]) == pytest.approx(trial.value)
         run_metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
