@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.cli.commands import hydra_command, with_settings
 from fmnist_lightning.config.checks import check_values, whole
-from fmnist_lightning.errors import ConfigError
+from fmnist_lightning.config.output_dirs import refuse_foreign_file
 
 # The preview's own keys, given on the command line as out=, draws=, scale= (no config group has them).
 PREVIEW_KEYS = {"out": None, "draws": 7, "scale": 3}
@@ -50,7 +50,7 @@ def preview(cfg: DictConfig) -> Path:
         out = sweep_file(Path(own["out"]), hydra.job.num if hydra.mode == RunMode.MULTIRUN else None)
     else:
         out = Path(hydra.runtime.output_dir) / f"{aug_name}.png"
-    check_out(out)
+    refuse_foreign_file(out, "out", is_marked_png, "a preview this command wrote", "grid.png")
     datamodule = build(cfg.data, "data", _recursive_=True)
     datamodule.prepare_data()
     datamodule.try_transforms()
@@ -66,25 +66,15 @@ def preview(cfg: DictConfig) -> Path:
     return out
 
 
-def check_out(out: Path) -> None:
-    """Refuse an ``out=`` that is a folder, or a file this command did not write: previewing again into one's own
-    PNG replaces it, anything else there is somebody's and is kept."""
+def is_marked_png(path: Path) -> bool:
+    """Whether ``path`` is a PNG this command wrote (its text chunk)."""
     from PIL import Image
 
-    if out.is_dir():
-        raise ConfigError(f"out={out} is a folder; pass the PNG file to write, e.g. out={out / 'grid.png'}")
-    if not out.exists():
-        return
     try:
-        with Image.open(out) as image:
-            ours = image.info.get(PNG_MARK[0]) == PNG_MARK[1]
+        with Image.open(path) as image:
+            return bool(image.info.get(PNG_MARK[0]) == PNG_MARK[1])
     except (OSError, SyntaxError, ValueError):  # not an image Pillow reads: not ours either
-        ours = False
-    if not ours:
-        raise ConfigError(
-            f"out={out} exists and is not a preview this command wrote; pass a new file name, or move that file away "
-            "first"
-        )
+        return False
 
 
 def save_marked_png(grid: Any, out: Path) -> None:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.cli.hydra_entry import quiet_lightning_info, route_lightning_logs
 from fmnist_lightning.config.checks import check_values, whole
+from fmnist_lightning.config.output_dirs import refuse_foreign_file
 from fmnist_lightning.data.image_files import (
     Result,
     input_files,
@@ -75,18 +76,6 @@ def restored_classifier(cfg: DictConfig) -> tuple[Classifier, RestoredRun]:
     return checkpoint_classifier(run, int(cfg.batch_size), trainer_predictor(cfg.accelerator, run.precision)), run
 
 
-def check_csv(path: Path) -> None:
-    """Refuse a ``csv=`` that is a folder, or a file this command did not write: predicting again into one's own
-    CSV replaces it (and never reads it as an input), anything else there is somebody's and is kept."""
-    if path.is_dir():
-        raise ConfigError(f"csv={path} is a folder; pass the file to write, e.g. csv={path / 'predictions.csv'}")
-    if path.exists() and not is_predictions_csv(path):
-        raise ConfigError(
-            f"csv={path} exists and is not a predictions file of this command; pass a new file name, or move that "
-            "file away first"
-        )
-
-
 def predict(cfg: DictConfig) -> list[Result]:
     """Classify every input file; per-file failures are reported and kept in the results, never fatal."""
     if OmegaConf.is_missing(cfg, "inputs") or not cfg.inputs:
@@ -97,7 +86,9 @@ def predict(cfg: DictConfig) -> list[Result]:
         )
     check_values(cfg, OPTION_CHECKS)
     if cfg.csv:
-        check_csv(Path(cfg.csv).expanduser())
+        # Predicting again into one's own CSV replaces it (and never reads it as an input).
+        ours = "a predictions file of this command"
+        refuse_foreign_file(Path(cfg.csv).expanduser(), "csv", is_predictions_csv, ours, "predictions.csv")
     classify = classifier(cfg)
     inputs: Any = cfg.inputs if isinstance(cfg.inputs, str) else OmegaConf.to_container(cfg.inputs)
     # Earlier predict runs' logs too, so classifying "." twice gives the same answer.

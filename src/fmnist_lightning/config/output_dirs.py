@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -98,6 +98,15 @@ def refuse_existing_output(args: Sequence[str], command: str, fix: str, restarte
             "hydra.sweep.dir (or leave it out: each sweep gets a directory of its own); an Optuna search goes on "
             "in its own directory with the same hparams_search=..."
         )
+
+
+def refuse_foreign_file(path: Path, key: str, ours: Callable[[Path], bool], what: str, example: str) -> None:
+    """Refuse an output file ``key=path`` that is a folder, or a file the command did not write (``ours`` tells):
+    writing again into its own output replaces it; anything else there is somebody's and is kept."""
+    if path.is_dir():
+        raise ConfigError(f"{key}={path} is a folder; pass the file to write, e.g. {key}={path / example}")
+    if path.exists() and not ours(path):
+        raise ConfigError(f"{key}={path} exists and is not {what}; pass a new file name, or move that file away first")
 
 
 STAGING_PREFIX = ".exporting-"
