@@ -219,6 +219,34 @@ def test_a_local_artifact_folder_with_a_tracking_server_is_refused(data_root: Pa
     assert "artifact_location=null to use the server's artifact store" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    ("setting", "line"),
+    [
+        (
+            "+logger.wandb.mode=sideways",
+            "error: logger.wandb.mode=sideways: lightning.pytorch.loggers.WandbLogger (logger=wandb) takes one of "
+            "online, offline, disabled, shared, null; correct the value, e.g. logger.wandb.mode=online",
+        ),
+        (
+            "+logger.wandb.api_key=s3cret-key-123",
+            "error: `logger.wandb.api_key`: lightning.pytorch.loggers.WandbLogger (logger=wandb) takes no argument",
+        ),
+    ],
+)
+def test_a_wandb_setting_is_checked_against_wandb_init_before_training(
+    data_root: Path, tmp_path: Path, setting: str, line: str
+) -> None:
+    # WandbLogger hands its **kwargs to wandb.init: a value or key wandb.init refuses failed at the first log.
+    result = run_cli(*cli_overrides(data_root, tmp_path), "logger=wandb", setting)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (error,) = result.stderr.strip().splitlines()
+    assert error.startswith(line)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(p.suffix == ".ckpt" or "wandb" in p.parts for p in written), written
+    assert all("s3cret-key-123" not in p.read_text(errors="replace") for p in written), "the key reached a file"
+    assert "s3cret-key-123" not in result.stderr + result.stdout
+
+
 def test_a_missing_tracker_package_is_one_error_naming_the_extra(data_root: Path, tmp_path: Path) -> None:
     # sys.modules[name] = None is how Python marks a module as absent: importing it fails, find_spec says None.
     code = (

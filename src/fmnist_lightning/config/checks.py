@@ -11,14 +11,21 @@ from collections.abc import Iterator
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from fmnist_lightning.config.hydra_compat import TARGETS, allowed
+from fmnist_lightning.config.literal_choices import literal_choices
+from fmnist_lightning.config.masking import SECRET_KEY
 from fmnist_lightning.config.run_record import hydra_choices
-from fmnist_lightning.config.signatures import lookup
+from fmnist_lightning.config.signatures import Found, lookup, with_forwarded
 from fmnist_lightning.errors import ConfigError
 
 # Hydra's own keys of an instantiated node, not arguments of its target.
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
+# Values of a Literal-annotated parameter that this project resolves itself before the callable is built.
+OWN_CHOICES = {
+    ("lightning.pytorch.trainer.trainer.Trainer", "precision"): ("auto",),  # training/precision.py
+}
 # Beyond this many, the error line names the nearest accepted keys and how many more there are.
 LISTED_KEYS = 20
 
@@ -70,27 +77,53 @@ def check_targets(cfg: DictConfig) -> None:
                 "Check the name, and that the package that provides it is installed"
             ) from None
         _check_allowed(path, target, found.defined_at)  # a name inside an allowed package may lead out of it
-        signature = found.signature
-        if signature is None or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-            continue
-        accepted = [
-            name
-            for name, p in signature.parameters.items()
-            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        ]
+        # The group the node came from: the innermost one (ema's node sits in callbacks.ema).
+        group = next((part for part in reversed(path.split(".")) if part in choices), None)
+        _check_keys(path, node, target, found, keys, f"{group}={choices[group]}" if group else None)
+
+
+def _check_keys(path: str, node: DictConfig, target: str, found: Found, keys: list[str], option: str | None) -> None:
+    """Each key against the callable's parameters (those its ``**kwargs`` reach where the library says where:
+    a logger's), and the value of one annotated ``Literal[...]`` against its choices."""
+    signature = found.signature
+    if signature is not None and _takes_any(signature) and any(key not in signature.parameters for key in keys):
+        signature = with_forwarded(found)
+    if signature is None:
+        return
+    if not _takes_any(signature):
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        accepted = [name for name, p in signature.parameters.items() if p.kind in kinds]
         for key in keys:
             if key not in accepted:
-                # The group the node came from: the innermost one (ema's node sits in callbacks.ema).
-                group = next((part for part in reversed(path.split(".")) if part in choices), None)
-                raise ConfigError(
-                    _stray_key_line(
-                        f"{path}.{key}" if path else key,
-                        key,
-                        target,
-                        accepted,
-                        f"{group}={choices[group]}" if group else None,
-                    )
-                )
+                raise ConfigError(_stray_key_line(f"{path}.{key}" if path else key, key, target, accepted, option))
+    for key in keys:
+        choices = literal_choices(signature.parameters[key].annotation) if key in signature.parameters else None
+        choices = choices and (*choices, *OWN_CHOICES.get((found.defined_at, key), ()))
+        if not choices:
+            continue
+        try:
+            value = node[key]
+        except OmegaConfBaseException:  # an interpolation that cannot resolve yet, or ???: reported where it is used
+            continue
+        # True == 1 in Python; a Literal[1] is not satisfied by YAML's true, nor Literal[True] by 1.
+        if not any(value == choice and isinstance(value, bool) == isinstance(choice, bool) for choice in choices):
+            allowed = ", ".join(dict.fromkeys(_shown(choice) for choice in choices))  # 16 and "16" read alike
+            origin = f" ({option})" if option else ""
+            raise ConfigError(
+                f"{path}.{key}={_shown(value)}: {target}{origin} takes one of {allowed}; "
+                f"correct the value, e.g. {path}.{key}={_shown(choices[0])}"
+            )
+
+
+def _takes_any(signature: inspect.Signature) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def _shown(value: Any) -> str:
+    """A value as it is written on the command line."""
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _check_allowed(path: str, target: str, name: str) -> None:
@@ -109,6 +142,8 @@ def _stray_key_line(where: str, key: str, target: str, accepted: list[str], opti
     nearest = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
     hint = f"Did you mean `{nearest[0]}`? " if nearest else ""
     origin = f" ({option})" if option else ""
+    if SECRET_KEY.search(key):
+        where = f"`{where}`"  # else the line reads as `api_key: <value>` and is masked from there to its end
     shown = sorted(accepted, key=lambda name: -difflib.SequenceMatcher(None, key, name).ratio())[:LISTED_KEYS]
     listed = ", ".join(name for name in accepted if name in shown)
     more = f" and {len(accepted) - len(shown)} more" if len(accepted) > len(shown) else ""

@@ -48,6 +48,17 @@ def forwards_kwargs(signature_of: Callable[[Mapping[str, Any]], inspect.Signatur
     return mark
 
 
+# Third-party callables whose ``**kwargs`` go on to another, as their documentation says: where each is
+# defined, the callable its keywords reach, and the names it passes that callable itself (a second one fails).
+FORWARDED_KWARGS: dict[str, tuple[str, frozenset[str]]] = {
+    "lightning.pytorch.loggers.tensorboard.TensorBoardLogger": (
+        "torch.utils.tensorboard.writer.SummaryWriter",
+        frozenset({"log_dir"}),
+    ),
+    "lightning.pytorch.loggers.wandb.WandbLogger": ("wandb.sdk.wandb_init.init", frozenset()),
+}
+
+
 @dataclass(frozen=True)
 class Found:
     """What a ``_target_`` names: where it is defined (``module.name``, past any re-export) and its signature
@@ -107,6 +118,32 @@ def lookup(target: str, node: Mapping[str, Any], signature: bool = True) -> Foun
         return Found(defined_at, inspect.signature(obj))
     except (TypeError, ValueError):
         return Found(defined_at, None)
+
+
+def with_forwarded(found: Found) -> inspect.Signature | None:
+    """``found``'s signature with the keywords its ``**kwargs`` reach (FORWARDED_KWARGS) in their place;
+    unchanged for a callable not in that table. Ask it only for a key the callable does not name itself:
+    finding the other callable may import its package (wandb: half a second)."""
+    signature = found.signature
+    if signature is None or found.defined_at not in FORWARDED_KWARGS:
+        return signature
+    target, passed = FORWARDED_KWARGS[found.defined_at]
+    try:
+        other = lookup(target, {}).signature
+    except (ImportError, LookupError):  # the other package is not installed: the keys cannot be checked here
+        return signature
+    if other is None:
+        return signature
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    taken = {p.name for p in own} | passed
+    keywords = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    more = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=inspect.Parameter.empty)
+        for p in other.parameters.values()
+        if p.kind in keywords and p.name not in taken
+    ]
+    rest = [p for p in other.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    return signature.replace(parameters=[*own, *more, *rest])
 
 
 def _takes_any_keyword(signature: inspect.Signature) -> bool:
@@ -295,12 +332,16 @@ def _decorator_name(expr: ast.expr) -> str | None:
 
 
 def _from_arguments(args: ast.arguments) -> inspect.Signature:
-    """Parameter names and kinds (defaults are not needed to check keys: a marker stands for them)."""
+    """Parameter names, kinds and annotations as source text (defaults are not needed to check keys)."""
     params = []
     for field, kind in _KINDS.items():
-        params += [inspect.Parameter(a.arg, kind) for a in getattr(args, field)]
+        params += [inspect.Parameter(a.arg, kind, annotation=_annotation(a)) for a in getattr(args, field)]
         if field == "args" and args.vararg is not None:
             params.append(inspect.Parameter(args.vararg.arg, inspect.Parameter.VAR_POSITIONAL))
     if args.kwarg is not None:
         params.append(inspect.Parameter(args.kwarg.arg, inspect.Parameter.VAR_KEYWORD))
     return inspect.Signature(params)
+
+
+def _annotation(arg: ast.arg) -> Any:
+    return ast.unparse(arg.annotation) if arg.annotation is not None else inspect.Parameter.empty
