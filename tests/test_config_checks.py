@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import compose_cfg, run_cli
+from conftest import cli_overrides, compose_cfg, run_cli
 from fmnist_lightning.config.checks import check_config, target_nodes
 from fmnist_lightning.config.files import CONF_DIR, project_root
 from fmnist_lightning.config.literal_choices import literal_choices
@@ -212,6 +213,55 @@ def test_typo_added_with_plus_stops_before_the_data(tmp_path: Path) -> None:
     assert "did you mean `weight_decay`" in errors[0].lower()
     assert json.loads((run_dir / "status.json").read_text())["error_type"] == "ConfigError"
     assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "line"),
+    [
+        ("trainer.limit_train_batches=-1", "a number of batches >= 0 or a fraction in [0, 1] (null: all)"),
+        ("trainer.limit_val_batches=1.5", "trainer.limit_val_batches=1.5 is impossible"),
+        ("trainer.limit_test_batches=all", "trainer.limit_test_batches='all' is str, not a number"),
+    ],
+)
+def test_a_batch_limit_is_a_count_or_a_fraction(tmp_path: Path, setting: str, line: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(line)):
+        check_config(compose_cfg(tmp_path, tmp_path / "run", setting))
+    for fine in ("0", "3", "0.5", "1.0", "null"):
+        check_config(compose_cfg(tmp_path, tmp_path / "run", setting.split("=")[0] + "=" + fine))
+
+
+def test_a_folder_a_logger_or_callback_cannot_write_is_refused(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("kept\n")
+    cases = {
+        f"callbacks.model_checkpoint.dirpath={afile}/ckpt": f"is not a folder ({afile} is a file)",
+        f"logger.tensorboard.save_dir={afile}": "is a file, not a folder",
+        # Tried, not read from permission bits: root may write anywhere else, but not into /proc.
+        "logger.tensorboard.save_dir=/proc/fmnist-nope": "cannot be written (/proc: ",
+    }
+    for setting, problem in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            check_config(compose_cfg(tmp_path, tmp_path / "run", setting))
+        key, _, value = setting.partition("=")
+        assert str(caught.value).startswith(f"{key}={value} {problem}"), str(caught.value)
+        assert str(caught.value).endswith("; pick a folder you can write to")
+    assert afile.read_text() == "kept\n" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    # A folder that does not exist yet is made by its writer: fine, and nothing is left by the trial.
+    check_config(compose_cfg(tmp_path, tmp_path / "run", f"logger.tensorboard.save_dir={tmp_path}/new/deeper"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_an_unwritable_logger_folder_stops_the_run_before_any_tracker_opens(data_root: Path, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    result = run_cli(*cli_overrides(data_root, tmp_path), "logger=many", f"logger.tensorboard.save_dir={afile}/tb")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: logger.tensorboard.save_dir={afile}/tb is not a folder ({afile} is a file); pick a folder you can "
+        "write to"
+    ]
+    # The MLflow logger beside it made no experiment, and no training started.
+    assert not list(tmp_path.rglob("mlflow")) and not list(tmp_path.rglob("*.ckpt"))
 
 
 @pytest.mark.parametrize(

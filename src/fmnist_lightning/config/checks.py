@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -16,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from fmnist_lightning.config.hydra_compat import TARGETS, allowed
 from fmnist_lightning.config.literal_choices import literal_choices
 from fmnist_lightning.config.masking import SECRET_KEY
+from fmnist_lightning.config.output_dirs import unwritable_folder
 from fmnist_lightning.config.run_record import hydra_choices
 from fmnist_lightning.config.signatures import Found, lookup, with_forwarded
 from fmnist_lightning.errors import ConfigError
@@ -26,6 +28,8 @@ HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_a
 OWN_CHOICES = {
     ("lightning.pytorch.trainer.trainer.Trainer", "precision"): ("auto",),  # training/precision.py
 }
+# The keys of a logger or a callback that name a folder it writes into.
+FOLDER_KEYS = frozenset({"save_dir", "dirpath", "dir", "artifact_location"})
 # Beyond this many, the error line names the nearest accepted keys and how many more there are.
 LISTED_KEYS = 20
 
@@ -35,6 +39,22 @@ def check_config(cfg: DictConfig) -> None:
     check_targets(cfg)
     check_values(cfg)
     check_together(cfg)
+    check_folders(cfg)
+
+
+def check_folders(cfg: DictConfig) -> None:
+    """Refuse a logger's or a callback's folder (``save_dir``, ``dirpath``, ``dir``) this process cannot write: else
+    the run fails at its first log or checkpoint, after its data is read and its trackers have opened."""
+    for path, node in target_nodes(cfg):
+        for key in FOLDER_KEYS.intersection(str(k) for k in node):
+            try:
+                value = node[key]
+            except OmegaConfBaseException:  # an interpolation that cannot resolve yet: checked where it is used
+                continue
+            if isinstance(value, str) and value and "://" not in value:
+                problem = unwritable_folder(Path(value).expanduser())
+                if problem:
+                    raise ConfigError(f"{path}.{key}={value} {problem}; pick a folder you can write to")
 
 
 def target_nodes(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
@@ -238,6 +258,18 @@ VALUE_CHECKS: tuple[ValueCheck, ...] = (
     ),
     # numpy's generator, which Lightning seeds too, takes 32 bits.
     ("seed", is_int, "an integer", lambda v: 0 <= v < 2**32, "a seed in 0..4294967295 (or null)", "seed=42"),
+    # Lightning's own message says "an int" for -1 too; each split's limit is a count or a fraction.
+    *(
+        (
+            f"trainer.limit_{split}_batches",
+            is_number,
+            "a number",
+            lambda v: v >= 0 and (is_int(v) or v <= 1),
+            "a number of batches >= 0 or a fraction in [0, 1] (null: all)",
+            f"trainer.limit_{split}_batches=0.25",
+        )
+        for split in ("train", "val", "test", "predict")
+    ),
     # Any string would pass for true where Python reads them as conditions.
     *(
         (key, is_bool, "a boolean", lambda v: True, "true or false", f"{key}=false")

@@ -121,3 +121,19 @@ def staging_folder(out_dir: Path) -> tempfile.TemporaryDirectory[str]:
         if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
     return tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{HOST_TAG}-{os.getpid()}-", dir=out_dir)
+
+
+def unwritable_folder(folder: Path) -> str | None:
+    """Why this process cannot write into ``folder`` (making it first, as the writer will), or None if it can.
+    Tried, not inferred from permission bits: root passes every ``os.access`` check, and /proc or a read-only
+    mount refuses anyway. The trial folder is made in the nearest folder that exists, and removed."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"is not a folder ({existing} is a file)" if existing != folder else "is a file, not a folder"
+    try:
+        Path(tempfile.mkdtemp(prefix=".write-check-", dir=existing)).rmdir()
+    except OSError as exc:
+        return f"cannot be written ({existing}: {exc.strerror or exc})"
+    return None
