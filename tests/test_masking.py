@@ -49,6 +49,9 @@ from fmnist_lightning.training.resume import resume_overrides
         ("password: 'it''s me'", "password: '***'"),
         ("Trainer(api_key=abc, model=x)", "Trainer(api_key=***, model=x)"),
         ("token=choice(a, b) seed=1", "token=*** seed=1"),
+        # Inside a call, its closing parenthesis ends the value and stays; one inside the value does not.
+        ("connect(user=x, password=abc) failed", "connect(user=x, password=***) failed"),
+        ("f(password=ab)cd).", "f(password=***)."),
         ("http://token:abc@host/x", "http://token:***@host/x"),
         # A sweep's values, all of them; brackets inside an override's value; a quote in a URL's password.
         ("- logger.password='a b',c", "- logger.password=***"),

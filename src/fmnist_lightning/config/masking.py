@@ -47,6 +47,8 @@ _PLAIN_END = (
 _PLAIN = re.compile(_PLAIN_END, re.MULTILINE)
 # In a YAML flow mapping or list ({password: x}, [token: y]), its closing bracket ends the value too.
 _FLOW = re.compile(_PLAIN_END + r"|[}\]][ \t]*(?:[,}\]]|$)", re.MULTILINE)
+# In a call's parentheses, a closing one that ends a word (a ')' inside a password runs on into more of it).
+_CALL = re.compile(_PLAIN_END + r"|\)(?=[\s,;:.)\]}]|$)", re.MULTILINE)
 _BLOCK_SCALAR = re.compile(r"[|>][-+]?[0-9]?[ \t]*$")
 # Nothing to hide, masked already (a value that begins with the mask: masking twice changes nothing), or an
 # interpolation that names where the secret is.
@@ -126,7 +128,9 @@ def _value_span(text: str, key_start: int, start: int, colon: bool) -> tuple[int
     line_end = _line_end(text, scan)
     before = text[line_start:key_start]
     flow = colon and before.count("{") + before.count("[") > before.count("}") + before.count("]")
-    found = (_FLOW if flow else _PLAIN).search(text, scan, line_end)
+    # Inside a call's parentheses (f(password=abc)), its closing one ends the value and is kept.
+    call = before.count("(") > before.count(")")
+    found = (_CALL if call else _FLOW if flow else _PLAIN).search(text, scan, line_end)
     if found and found.start() < line_end:
         return start, found.start(), False
     return start, _more_indented(text, line_end, indent), False
