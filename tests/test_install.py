@@ -62,6 +62,7 @@ def test_make_install_venv_runs_the_pinned_builds() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # as long as its subprocess may take: a slow index is a skip or a failure of its own
 def test_ranges_resolve_on_python_311_312_313(tmp_path: Path) -> None:
     """pip resolves '.[dev,sweeps]' from the index's metadata for CPython 3.11, 3.12 and 3.13 on Linux x86-64."""
     out = tmp_path / "resolve.json"

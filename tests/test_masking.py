@@ -105,9 +105,9 @@ def test_a_masked_yaml_file_is_still_yaml_and_shows_no_part_of_the_secret(value:
 
 def test_masking_a_long_line_takes_linear_time() -> None:
     line = "http://h:5000/x " * 4000  # 64 KB of URLs without a password: each is looked at once
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU time: another process on the 2 cores does not count
     assert mask_text(line) == line
-    assert time.perf_counter() - started < 1
+    assert time.process_time() - started < 1
 
 
 def test_mask_values_walks_a_config() -> None:

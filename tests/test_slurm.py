@@ -29,8 +29,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.hosts, pytest.mark.skipif(WHY_NOT is
 LOGIN = "ctl"  # the controller's host doubles as the login node users submit from
 NODES = ["n1", "n2"]
 # Whole epochs of the 500-image training split; deterministic on the CPU, so a requeued run can match to the bit.
+# Batches of 4 (125 steps an epoch, about 0.4 s on one core; 32 left a 0.7 s window after the first checkpoint):
+# a requeue's signal goes through slurmctld and slurmd, and must land before the run ends.
 RUN = [
     "trainer.max_epochs=4",
+    "data.batch_size=4",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=2",
     "trainer.deterministic=true",
@@ -239,7 +242,9 @@ def test_a_single_run_submitted_with_sbatch_requeue_continues_after_the_time_lim
     first, second = json.loads((run / "run.json").read_text())["attempts"]
     assert first["stopped_by"] == "SIGTERM" and second["slurm_restarts"] == 1
     assert second["resumed_from"].endswith("last.ckpt")
-    assert sorted(p.name for p in run.glob("**/*.ckpt")) == ["epoch_003.ckpt", "last.ckpt"]  # no second kind
+    # One best and one last, no second kind; which epoch is best depends on the CPU's kernels, so ask the run.
+    best = Path(metrics["best_model_path"]).name
+    assert sorted(p.name for p in run.glob("**/*.ckpt")) == sorted([best, "last.ckpt"])
     assert "continues" in output.read_text() or "continuing" in output.read_text()
 
 
@@ -281,11 +286,12 @@ def test_two_node_ddp_through_slurm_matches_ddp_on_one_host(
 
 MAX_TRIALS = 6
 # scancel reaches the task through slurmctld and slurmd, which can take most of a second: the two epochs
-# left after a trial's first checkpoint must outlast that (1,000 batches is about 1.5 s an epoch on one
-# core), or the trial completes first and nothing is left to fail (CI, stop 48).
+# left after a trial's first checkpoint must outlast that, or the trial completes first and nothing is left
+# to fail (CI, stop 48). The training split has 500 images, so batches of one give 500 steps an epoch (about
+# 0.8 s on one core); a limit_train_batches above the split's 16 batches of 32 changed nothing.
 TRIAL = [
     "model=linear",
-    "trainer.limit_train_batches=1000",
+    "data.batch_size=1",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "trainer.max_epochs=3",

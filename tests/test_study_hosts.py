@@ -34,10 +34,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.hosts, pytest.mark.skipif(WHY_NOT is
 
 MAX_TRIALS = 9
 WORKERS = ("h1", "h2", "h3")
-# Small trials, but long enough (3 epochs) that a worker can be killed in the middle of one.
+# Small trials, but long enough (3 epochs of 125 batches of 4, about 0.2 s an epoch on one core; 4 batches
+# were a few milliseconds) that a worker can be killed in the middle of one.
 TRIAL = [
     "model=linear",
-    "trainer.limit_train_batches=4",
+    "data.batch_size=4",
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "trainer.max_epochs=3",
@@ -58,7 +59,9 @@ def worker_command(data_root: Path, log_dir: Path, storage: str) -> list[str]:
         "hydra.sweeper.n_trials=null",
         f"hydra.sweeper.max_trials={MAX_TRIALS}",
         "hydra.sweeper.heartbeat_interval=1",
-        "hydra.sweeper.grace_period=6",
+        # Three workers, their trainings and a database share 2 cores: a beat may come late without its trial
+        # being dead.
+        "hydra.sweeper.grace_period=10",
         "hydra.sweeper.retry_failed=1",
     ]
 

@@ -75,12 +75,14 @@ def test_reading_a_storage_that_is_not_there_creates_nothing(tmp_path: Path) -> 
 def test_a_trial_whose_heartbeat_stopped_is_failed_and_asked_again(tmp_path: Path, kind: str) -> None:
     url = f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal:///{tmp_path}/s.journal"
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-    storage = open_storage(url, heartbeat_interval=1, grace_period=1, stale_callback=retry)
+    # A grace of 3 s: sqlite stores whole seconds, and a loaded machine may stall a second between alive's beat
+    # and the check.
+    storage = open_storage(url, heartbeat_interval=1, grace_period=3, stale_callback=retry)
     study = optuna.create_study(study_name="s", storage=storage)
     dead, alive, silent = (study.ask(SPACE) for _ in range(3))
     storage.record_heartbeat(dead._trial_id)
     storage.record_heartbeat(alive._trial_id)
-    time.sleep(2.2)  # dead's last beat is now older than the grace period
+    time.sleep(4.2)  # dead's last beat is now older than the grace period
     storage.record_heartbeat(alive._trial_id)
     recover(study, retry)
     trials = study.get_trials(deepcopy=False)
