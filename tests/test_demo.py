@@ -7,7 +7,6 @@ import csv
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -84,25 +83,19 @@ def predicted(model_arg: str, folder: Path, tmp: Path) -> dict[str, list[tuple[s
         }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
-    """``fmnist-demo`` in its own process on a free port: its URL and the temporary folder it says it writes to."""
+    """``fmnist-demo`` in its own process on a port it picks itself (port=0, bound before it prints its URL, so no
+    other test's server can take it in between): its URL and the temporary folder it says it writes to."""
 
     def __init__(self, *args: str, log_dir: Path) -> None:
-        port = free_port()
-        cmd = [sys.executable, "-m", "fmnist_lightning.demo", *args, f"port={port}", f"paths.log_dir={log_dir}"]
+        cmd = [sys.executable, "-m", "fmnist_lightning.demo", *args, "port=0", f"paths.log_dir={log_dir}"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.url = f"http://127.0.0.1:{port}"
         # The first line it prints once the model is loaded, or whatever it printed before exiting.
         first = self.proc.stdout.readline()
         if not first.startswith("Serving "):
             self.proc.kill()
             pytest.fail(f"fmnist-demo did not start: {first}{self.proc.communicate()[0][-2000:]}")
+        self.url = re.search(r" on (http://\S+?)/ ", first).group(1)
         self.workdir = Path(re.search(r"temporary files in (\S+)\)", first).group(1))
         deadline = time.monotonic() + STARTUP_S
         while time.monotonic() < deadline:
