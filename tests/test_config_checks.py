@@ -140,6 +140,19 @@ def test_each_node_is_checked_where_it_is_defined(tmp_path: Path) -> None:
     assert len(paths) == len(set(paths))
 
 
+def test_a_value_check_answers_alike_whether_its_module_is_imported_or_not(tmp_path: Path) -> None:
+    import lightning.pytorch  # noqa: F401 - imported: inspect would now give the Trainer's annotations as objects
+
+    # The Trainer's precision is annotated with an alias (a name in its source): left to the Trainer, imported or not.
+    check_config(compose_cfg(tmp_path, tmp_path / "run", "trainer.precision=banana"))
+    # FilterMuon writes its Literal out: torch would take a misspelt name as no scaling, silently.
+    with pytest.raises(ConfigError, match=r"^optim.adjust_lr_fn=match_rms_adam: .* takes one of original, "):
+        check_config(
+            compose_cfg(tmp_path, tmp_path / "run", "experiment=speedrun", "optim.adjust_lr_fn=match_rms_adam")
+        )
+    check_config(compose_cfg(tmp_path, tmp_path / "run", "experiment=speedrun", "optim.adjust_lr_fn=match_rms_adamw"))
+
+
 def test_kwargs_take_any_key_unless_the_library_says_where_they_go() -> None:
     launcher = "hydra_plugins.fmnist_slurm_launcher.slurm_launcher.QueueAwareSlurmLauncher"
     found = lookup(launcher, {"anything": 1})

@@ -66,13 +66,30 @@ def test_resume_of_a_finished_run_leaves_every_file_as_it_is(finished_run: Path,
     assert _digests(run) == before
 
 
-def test_a_resume_refused_before_it_runs_leaves_the_runs_files_as_they_are(finished_run: Path, tmp_path: Path) -> None:
+RESTORED_STATE = "continues the optimizer and schedule it was saved with (Lightning restores their state), so "
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ("module.label_smoothing=1.5", "module.label_smoothing=1.5 is impossible"),
+        # Values the checkpoint's optimizer and scheduler state would overrule, and state of another kind.
+        ("optim.lr=0.5", RESTORED_STATE + "optim.lr=0.5 (the run's: 0.1), sched.scheduler.max_lr=0.5 (the run's: 0.1)"),
+        ("optim=adamw", RESTORED_STATE + "optim=adamw (the run's: optim=sgd) would not take effect"),
+        ("sched=cosine", RESTORED_STATE + "sched=cosine (the run's: sched=onecycle) would not take effect"),
+        ("module.param_groups.norm_bias_lr_scale=4", RESTORED_STATE + "module.param_groups.norm_bias_lr_scale=4"),
+    ],
+)
+def test_a_resume_refused_before_it_runs_leaves_the_runs_files_as_they_are(
+    finished_run: Path, tmp_path: Path, change: str, said: str
+) -> None:
     # A sweep's summary reads status.json: a complete run must not turn "failed" because a resume of it was refused.
     run = _copy(finished_run, tmp_path)
     before, log = _digests(run), (run / "train.log").read_bytes()
-    result = run_cli(f"resume={run}", "trainer.max_epochs=4", "module.label_smoothing=1.5")
+    result = run_cli(f"resume={run}", "trainer.max_epochs=4", change)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1].startswith("error: module.label_smoothing=1.5 is impossible")
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and said in line, line
     after = _digests(run)
     # The run's log is appended to (the refusal is part of its history); every other file is as it was.
     assert {name: after.get(name) for name in before if name != "train.log"} == {
@@ -224,6 +241,7 @@ def test_resume_whose_model_no_longer_fits_names_the_model_to_add(data_root: Pat
     assert resumed.returncode != 0 and "Traceback" not in resumed.stderr
     (line,) = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
     assert "holds a linear model whose weights do not fit this run's model=tinyvgg" in line
+    assert "a run resumes with the network it was trained with: drop a model= or experiment= change" in line
     assert "add model=linear and the other options it was trained with after resume=<run dir>" in line
     # Refused before the run's header, as any bad input is: the error line alone.
     assert "Model:" not in resumed.stdout + resumed.stderr, resumed.stdout + resumed.stderr
@@ -232,6 +250,7 @@ def test_resume_whose_model_no_longer_fits_names_the_model_to_add(data_root: Pat
     kept = {name for name in before if name not in ("train.log", "run.json")}
     assert {name: after.get(name) for name in kept} == {name: before[name] for name in kept}
     assert any(name.startswith("checkpoints/") for name in kept) and "metrics.json" in kept
+    assert "status.json" not in after  # the finished run is not marked failed by a refused resume of it
 
 
 def test_resume_carries_the_hydra_overrides_the_run_needs_again(tmp_path: Path) -> None:

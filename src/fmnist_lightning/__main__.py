@@ -11,7 +11,7 @@ from fmnist_lightning.cli.commands import hydra_command
 from fmnist_lightning.cli.exits import exit_with_error, exit_with_failure
 from fmnist_lightning.cli.hydra_entry import route_lightning_logs
 from fmnist_lightning.config.command_line import is_multirun, prints_only, split_flags
-from fmnist_lightning.config.files import FILE_ONLY
+from fmnist_lightning.config.files import FILE_ONLY, METRICS_FILE
 from fmnist_lightning.config.masking import mask_text
 from fmnist_lightning.config.output_dirs import hparams_search_of
 from fmnist_lightning.config.processes import joins_a_started_run
@@ -28,7 +28,7 @@ def check_before_import(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from fmnist_lightning.config.checks import check_config
-    from fmnist_lightning.config.files import METRICS_FILE, STATUS_FILE, write_json
+    from fmnist_lightning.config.files import STATUS_FILE, write_json
     from fmnist_lightning.errors import failure_status
 
     if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -72,7 +72,10 @@ def train_command(cfg: DictConfig) -> float | None:
         if in_sweep():
             sweep_job_failed(cfg, exc)
             return None
-        record_failure(Path(cfg.paths.output_dir), exc)
+        run = Path(cfg.paths.output_dir)
+        # A resume refused before anything ran leaves the run's own status (completed, interrupted) as it was.
+        if not (exc.before_run and (has_checkpoint(run) or (run / METRICS_FILE).is_file())):
+            record_failure(run, exc)
         exit_with_error(exc)
     except SIGTERMException:
         requeue_if_asked()  # a SLURM job stopped before its time limit: submitit requeues it and exits

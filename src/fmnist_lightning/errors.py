@@ -6,6 +6,10 @@ from __future__ import annotations
 class FmnistError(Exception):
     """Bad input from the user (data, config, checkpoint); the CLI prints it as one line."""
 
+    # Raised before the run began (a resume refused: another optimizer, a model its weights do not fit): the
+    # run's directory, finished or interrupted, is left as it was, its status included.
+    before_run = False
+
 
 class DataError(FmnistError):
     """The dataset files are missing, truncated or malformed."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from omegaconf import DictConfig
 
 from fmnist_lightning.config.checks import check_config
 from fmnist_lightning.config.files import FILE_ONLY, METRICS_FILE, RUN_FILE, write_json
-from fmnist_lightning.config.run_record import job_overrides
+from fmnist_lightning.config.run_record import hydra_choices, job_overrides
+from fmnist_lightning.errors import FmnistError
 from fmnist_lightning.results.report import write_training_report
 from fmnist_lightning.results.tracker_uploads import upload_run_files
 from fmnist_lightning.sweeps.ddp_jobs import relaunches_command, run_in_own_process
@@ -26,6 +29,7 @@ from fmnist_lightning.training.callbacks.interrupt_checkpoint import stop_signal
 from fmnist_lightning.training.precision import resolve_precision
 from fmnist_lightning.training.provenance import now, provenance
 from fmnist_lightning.training.requeue import attempts, continue_in_place, end_attempt
+from fmnist_lightning.training.resumed_settings import check_resumed_settings
 from fmnist_lightning.training.run_header import print_header
 from fmnist_lightning.training.run_setup import (
     Run,
@@ -51,13 +55,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finished = continue_in_place(cfg)
     if finished is not None:
         return finished
+    with refused_before_run():
+        check_resumed_settings(cfg, cfg.get("ckpt_path"))
     origin = provenance(str(cfg.trainer.precision), job_overrides())
     origin["attempts"] = attempts(output_dir, origin["started"], cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)  # the header shows the seed
 
     run = assemble(cfg, started, origin)
-    check_checkpoint_fits(run, cfg.get("ckpt_path"), cfg.model.name, output_dir)
+    with refused_before_run():
+        model = hydra_choices(("model",)).get("model") or cfg.model.name
+        check_checkpoint_fits(run, cfg.get("ckpt_path"), model, output_dir)
     if relaunches_command(run.trainer):
         return run_in_own_process(output_dir)
     print_header(cfg, run)
@@ -103,3 +111,13 @@ def fit_test_and_report(cfg: DictConfig, run: Run, started: float, output_dir: P
         )
     rank_zero_only(upload_run_files)(tracker_loggers(run.trainer.loggers), output_dir, best or None)
     return metrics
+
+
+@contextmanager
+def refused_before_run() -> Iterator[None]:
+    """Mark bad input found before the run began, so that its failure leaves the run's directory as it was."""
+    try:
+        yield
+    except FmnistError as exc:
+        exc.before_run = True
+        raise

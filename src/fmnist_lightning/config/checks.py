@@ -19,7 +19,7 @@ from fmnist_lightning.config.literal_choices import literal_choices
 from fmnist_lightning.config.masking import SECRET_KEY
 from fmnist_lightning.config.output_dirs import unwritable_folder
 from fmnist_lightning.config.run_record import hydra_choices
-from fmnist_lightning.config.signatures import Found, lookup, with_forwarded
+from fmnist_lightning.config.signatures import FORWARDED_KWARGS, Found, lookup, source_signature, with_forwarded
 from fmnist_lightning.errors import ConfigError
 
 # Hydra's own keys of an instantiated node, not arguments of its target.
@@ -43,7 +43,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_folders(cfg: DictConfig) -> None:
-    """Refuse a logger's or a callback's folder (``save_dir``, ``dirpath``, ``dir``) this process cannot write: else
+    """Refuse a logger's or a callback's folder (``FOLDER_KEYS``) this process cannot write: else
     the run fails at its first log or checkpoint, after its data is read and its trackers have opened."""
     for path, node in target_nodes(cfg):
         for key in FOLDER_KEYS.intersection(str(k) for k in node):
@@ -117,7 +117,7 @@ def _check_keys(path: str, node: DictConfig, target: str, found: Found, keys: li
             if key not in accepted:
                 raise ConfigError(_stray_key_line(f"{path}.{key}" if path else key, key, target, accepted, option))
     for key in keys:
-        choices = literal_choices(signature.parameters[key].annotation) if key in signature.parameters else None
+        choices = literal_choices(_written_annotation(found, signature, key))
         choices = choices and (*choices, *OWN_CHOICES.get((found.defined_at, key), ()))
         if not choices:
             continue
@@ -133,6 +133,19 @@ def _check_keys(path: str, node: DictConfig, target: str, found: Found, keys: li
                 f"{path}.{key}={_shown(value)}: {target}{origin} takes one of {allowed}; "
                 f"correct the value, e.g. {path}.{key}={_shown(choices[0])}"
             )
+
+
+def _written_annotation(found: Found, signature: inspect.Signature, key: str) -> Any:
+    """``key``'s annotation as its source writes it (the callable's, or the one its ``**kwargs`` reach): the same
+    answer whether its module is imported or not. An alias (Lightning's ``_PRECISION_INPUT``) is a name here, so
+    its values are left to the callable to check."""
+    forwarded = FORWARDED_KWARGS.get(found.defined_at, ("",))[0]
+    for target in (found.defined_at, forwarded):
+        source = source_signature(target) if target else None
+        if source is not None and key in source.parameters:
+            return source.parameters[key].annotation
+    annotation = signature.parameters[key].annotation if key in signature.parameters else inspect.Parameter.empty
+    return annotation if isinstance(annotation, str) else inspect.Parameter.empty
 
 
 def _takes_any(signature: inspect.Signature) -> bool:

@@ -204,8 +204,9 @@ def check_fits(path: str | Path, module: L.LightningModule, model_name: str, res
         if resuming:
             # resume= composes the run again from today's conf/: a preset may have moved on since the run began.
             hint = (
-                f"resume= composes the run from today's conf/, which may have changed since it began: add {options} "
-                "it was trained with after resume=<run dir>"
+                "a run resumes with the network it was trained with: drop a model= or experiment= change from the "
+                f"line, or, where conf/ has changed since the run began, add {options} it was trained with after "
+                "resume=<run dir>"
             )
         else:
             hint = f"pass {options} the checkpoint was trained with, or resume=<run dir> to reuse its config"

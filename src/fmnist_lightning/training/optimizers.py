@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -221,7 +221,9 @@ class MuonFilters(Optimizer):
         nesterov: bool = True,
         weight_decay: float = 0.0,
         ns_steps: int = 5,
-        adjust_lr_fn: str | None = "original",
+        # Written out (torch's own annotation is str): FilterMuon skips torch.optim.Muon's check of the name, and
+        # torch applies an unknown one as no scaling at all, so the config check must hold the list.
+        adjust_lr_fn: Literal["original", "match_rms_adamw", "spectral_unclamped"] | None = "original",
         ns_dtype: str = "bfloat16",
     ) -> None:
         filter_groups, rest_groups = split_filters(params)
