@@ -291,6 +291,22 @@ def test_an_unwritable_logger_folder_stops_the_run_before_any_tracker_opens(data
             "error: module.num_classes=5 is impossible: Fashion-MNIST has 10 classes (labels 0-9)",
         ),
         (["module.num_classes=10.0"], "error: module.num_classes=10.0 is impossible"),
+        # Settings that would be silently unused: a momentum the one-cycle schedule overrules, a cosine without a
+        # number of epochs, a callback's keys without the callback, distillation turned "off" by a name.
+        (
+            ["experiment=speedrun", "optim.momentum=0.5"],
+            "error: optim.momentum would have no effect: the one-cycle schedule cycles the momentum (or Adam's beta1) "
+            "itself, between sched.scheduler.base_momentum=0.85 and sched.scheduler.max_momentum=0.95",
+        ),
+        (
+            ["sched=cosine", "trainer.max_epochs=-1", "trainer.max_steps=12"],
+            "error: sched=cosine anneals over trainer.max_epochs, and trainer.max_epochs=-1 sets no number of epochs",
+        ),
+        (
+            ["experiment=best", "ema=none", "+callbacks.ema.decay=0.99"],
+            "error: callbacks.ema has no _target_, so its keys (decay) would not be used: choose ema=default",
+        ),
+        (["distill=none"], "error: distill=none is not an option: distillation is off while distill.teacher is null"),
     ],
 )
 def test_impossible_combinations_stop_before_the_data(tmp_path: Path, overrides: list[str], line: str) -> None:

@@ -126,7 +126,8 @@ def test_a_wrong_ensemble_setting_is_one_line(make_cfg, overrides: list[str], li
 
 
 def test_a_teacher_for_an_ensemble_is_refused_before_the_run(make_cfg, tmp_path: Path) -> None:
-    from fmnist_lightning.config.checks import ENSEMBLE_AND_DISTILL, check_config
+    from fmnist_lightning.config.checks import check_config
+    from fmnist_lightning.config.combinations import ENSEMBLE_AND_DISTILL
 
     cfg = make_cfg("model=ensemble", *SMALL, f"distill.teacher={tmp_path / 'teacher.ckpt'}")
     with pytest.raises(ConfigError) as refused:

@@ -91,6 +91,22 @@ def test_two_trials_run_in_parallel_through_joblib_and_each_reaches_its_trial(da
 
 
 @pytest.mark.slow
+def test_a_search_of_a_validation_metric_without_a_validation_split_is_refused_before_any_trial(
+    data_root: Path, tmp_path: Path
+) -> None:
+    # experiment=speedrun trains on every image (data.val_size=0): each trial would train, then fail for want of
+    # val/acc_best.
+    result = run_cli(
+        "--multirun", *cli_overrides(data_root, tmp_path), *TINY, "hparams_search=lr_wd", "data.val_size=0"
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: the search optimizes val/acc_best, which a run with data.val_size=0 never measures: add "
+        "data.val_size=5000 (a search picks settings on the validation split, never on the test set)"
+    ]
+    assert not list(tmp_path.rglob("trial_*")) and not list(tmp_path.rglob("*.ckpt"))
+
+
 def test_an_interrupted_study_resumes(data_root: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "outputs"
     cmd = [

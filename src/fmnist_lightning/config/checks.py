@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from fmnist_lightning.config.combinations import check_together
 from fmnist_lightning.config.hydra_compat import TARGETS, allowed
 from fmnist_lightning.config.literal_choices import literal_choices
 from fmnist_lightning.config.masking import SECRET_KEY
@@ -315,35 +316,3 @@ def check_values(cfg: DictConfig, checks: tuple[ValueCheck, ...] = VALUE_CHECKS)
             )
         if not value_ok(value):
             raise ConfigError(f"{key}={value} is impossible: it must be {meaning}, e.g. {example}")
-
-
-PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
-OFFLINE_NEEDS_TEACHER = (
-    "distill.offline=true precomputes a teacher's logits, and there is no teacher: add distill.teacher=<file.ckpt> "
-    "(a trained run's checkpoint), or drop distill.offline"
-)
-OFFLINE_AND_MIX = (
-    "distill.offline=true keeps the teacher's logits for each unmixed training image, and mix blends the images: "
-    "use mix=none, or distill.offline=false (the teacher then sees each mixed batch)"
-)
-ENSEMBLE_AND_DISTILL = (
-    "distill.teacher teaches one network, and model=ensemble trains several side by side: distil into one of them "
-    "(its own model, e.g. model=compact_deep), or drop distill.teacher"
-)
-
-
-def check_together(cfg: DictConfig) -> None:
-    """Settings that each are valid but cannot work together."""
-    scheduler = OmegaConf.select(cfg, "sched.scheduler._target_", default=None)
-    data = cfg.get("data") or {}
-    if scheduler == PLATEAU and data.get("val_size") == 0 and data.get("folds") is None:
-        raise ConfigError(
-            "sched=plateau needs validation metrics but data.val_size=0; pick another sched or set data.val_size=5000"
-        )
-    distill = cfg.get("distill") or {}
-    if distill.get("offline") and distill.get("teacher") is None:
-        raise ConfigError(OFFLINE_NEEDS_TEACHER)
-    if distill.get("offline") and data.get("mix") is not None:
-        raise ConfigError(OFFLINE_AND_MIX)
-    if distill.get("teacher") is not None and OmegaConf.select(cfg, "model.name", default=None) == "ensemble":
-        raise ConfigError(ENSEMBLE_AND_DISTILL)

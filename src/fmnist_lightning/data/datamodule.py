@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
-from fmnist_lightning.config.checks import OFFLINE_AND_MIX
+from fmnist_lightning.config.combinations import OFFLINE_AND_MIX
 from fmnist_lightning.config.files import FILE_ONLY
 from fmnist_lightning.data.fashion_mnist import NORMALIZATION, NUM_CLASSES
 from fmnist_lightning.data.idx_files import (

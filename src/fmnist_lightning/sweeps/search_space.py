@@ -127,6 +127,21 @@ def check_searched_keys(space: Mapping[str, Any], config: DictConfig) -> None:
         )
 
 
+def check_objective_is_measured(space: Mapping[str, Any], config: DictConfig) -> None:
+    """Refuse a search for a validation metric in a config without a validation split (``experiment=speedrun``
+    trains on all 60,000 images): every trial would train to its end and then fail for want of its value."""
+    metric = str(config.get("optimized_metric") or "")
+    data = config.get("data") or {}
+    if not metric.startswith("val/") or data.get("val_size") != 0 or data.get("folds") is not None:
+        return
+    if any(key.lstrip("+") in ("data.val_size", "data.folds") for key in space):
+        return  # the search sets the split itself
+    raise ConfigError(
+        f"the search optimizes {metric}, which a run with data.val_size=0 never measures: add data.val_size=5000 "
+        "(a search picks settings on the validation split, never on the test set)"
+    )
+
+
 def _has_key(config: DictConfig, key: str) -> bool:
     """Whether ``key`` is in ``config``, whatever its value (``???``, an interpolation that does not resolve yet)."""
     node: Any = config

@@ -18,7 +18,7 @@ from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from fmnist_lightning.config.checks import ENSEMBLE_AND_DISTILL
+from fmnist_lightning.config.combinations import ENSEMBLE_AND_DISTILL
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.training.param_groups import apply_lr_scales, group_max_lr, param_groups, splits_groups
 from fmnist_lightning.training.schedule_length import schedule_length

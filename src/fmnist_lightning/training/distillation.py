@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fmnist_lightning.config.checks import OFFLINE_NEEDS_TEACHER
+from fmnist_lightning.config.combinations import OFFLINE_NEEDS_TEACHER
 from fmnist_lightning.data.datamodule import normalize
 from fmnist_lightning.data.fashion_mnist import NORMALIZATION
 from fmnist_lightning.errors import ConfigError

@@ -225,6 +225,7 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), runs_job: b
     kept = [arg for arg in original if override_key(arg) not in replaced]
     if not has_checkpoint(run):
         return _start_over(run, [*kept, *extra], runs_job)
+    refuse_another_optimizer(run, run_dir, extra)
     checkpoint = readable_checkpoint(run)
     message = finished_message(run, checkpoint, extra) if runs_job else None
     if message:
@@ -237,6 +238,25 @@ def resume_overrides(run_dir: str | Path, extra: Sequence[str] = (), runs_job: b
         f"hydra.run.dir={run}",
         f"hydra.output_subdir=.hydra/resumed_{stamp}",
     ]
+
+
+def refuse_another_optimizer(run: Path, run_dir: str | Path, extra: Sequence[str]) -> None:
+    """Refuse ``optim=``/``sched=`` options other than the run's on a resume of its checkpoint, which restores the
+    optimizer's and scheduler's state (``training.resumed_settings`` holds their values to the same rule). Said
+    here, before composing: the run's own ``optim.*`` overrides may not even compose with another option."""
+    hydra_file = run / HYDRA_CONFIG
+    choices: dict[str, Any] = {}
+    if hydra_file.is_file():
+        settings = read_run_yaml(hydra_file, dict, UNREADABLE_RUN_FILE)
+        choices = OmegaConf.select(settings, "hydra.runtime.choices", default=None) or {}
+    for word in extra:
+        group, _, option = word.partition("=")
+        if group in ("optim", "sched") and group in choices and option.strip("\"'") != choices[group]:
+            raise ConfigError(
+                f"resume={run_dir}: {group}={option} would not take effect: a resumed run continues the optimizer and "
+                f"schedule its checkpoint holds ({group}={choices[group]}; Lightning restores their state); drop "
+                f"{group}={option} to continue it, or start a new run for new settings"
+            )
 
 
 def auto_resume(args: Sequence[str], runs_job: bool = True) -> list[str]:

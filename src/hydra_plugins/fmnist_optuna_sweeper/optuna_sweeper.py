@@ -36,6 +36,7 @@ from fmnist_lightning.errors import first_line
 from fmnist_lightning.sweeps.search_space import (
     OBSOLETE,
     built,
+    check_objective_is_measured,
     check_searched_keys,
     check_sweeper_settings,
     search_space,
@@ -169,6 +170,7 @@ class OptunaSweeper(Sweeper):
         space, fixed = search_space([f"{k!s}={v}" for k, v in self.params.items()] + list(arguments))
         assert self.config is not None  # setup() set it
         check_searched_keys(space, self.config)
+        check_objective_is_measured(space, self.config)
         # The sweep's composed config beside its trials, as Hydra's own sweeper leaves it: what the study searched,
         # with which sampler and storage (masked, as every file we write; the summary and run names read it).
         write_text_atomic(Path(self.config.hydra.sweep.dir) / SWEEP_FILE, OmegaConf.to_yaml(self.config))
