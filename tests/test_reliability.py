@@ -178,6 +178,34 @@ def test_resume_of_a_run_without_a_checkpoint_starts_it_over_in_place_and_keeps_
         assert (run / "attempts" / str(attempt) / ".hydra" / "overrides.yaml").is_file()
 
 
+@pytest.mark.parametrize(
+    ("words", "said"),
+    [
+        (["optim=adamw"], "optim=adamw would not take effect: a resumed run continues the optimizer and schedule its "),
+        (["sched=cosine"], "sched=cosine would not take effect: "),
+        (["ema=none"], "ema=none would train on from the average its checkpoint holds as the network's weights"),
+    ],
+)
+def test_resume_refuses_an_option_its_checkpoint_cannot_continue(tmp_path: Path, words: list[str], said: str) -> None:
+    # The run's options as Hydra records them in .hydra/hydra.yaml; a checkpoint is there, so it would be continued.
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- optim=sgd\n")
+    choices = {"optim": "sgd", "sched": "onecycle", "ema": "default"}
+    OmegaConf.save(
+        {"hydra": {"runtime": {"choices": choices}, "overrides": {"hydra": []}}}, run / ".hydra" / "hydra.yaml"
+    )
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(ConfigError) as refused:
+        resume_overrides(run, words)
+    assert str(refused.value).startswith(f"resume={run}: {said}"), str(refused.value)
+    # The run's own options, and the ones that keep its optimizer, schedule and average, go on to the checkpoint.
+    for same in (["optim=sgd"], ["sched=onecycle"], ["ema=default"], ["trainer.max_epochs=9"]):
+        with pytest.raises(ConfigError, match="no readable checkpoint"):  # the empty file is read: past the options
+            resume_overrides(run, same)
+
+
 def test_resume_of_a_folder_that_is_not_there_or_not_a_run_says_which(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^resume=.*nowhere: no such directory; pass the directory of an earlier"):
         prepare_argv([f"resume={tmp_path / 'nowhere'}"])

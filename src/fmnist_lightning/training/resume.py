@@ -251,6 +251,13 @@ def refuse_another_optimizer(run: Path, run_dir: str | Path, extra: Sequence[str
         choices = OmegaConf.select(settings, "hydra.runtime.choices", default=None) or {}
     for word in extra:
         group, _, option = word.partition("=")
+        if group == "ema" and option.strip("\"'") == "none" and choices.get("ema", "none") != "none":
+            # Lightning's weight averaging saves the average as the checkpoint's weights, the trained ones beside
+            # them for its own resume: without the callback, training would go on from the average.
+            raise ConfigError(
+                f"resume={run_dir}: ema=none would train on from the average its checkpoint holds as the network's "
+                f"weights (the trained ones are kept for ema={choices['ema']}); drop ema=none to continue the run"
+            )
         if group in ("optim", "sched") and group in choices and option.strip("\"'") != choices[group]:
             raise ConfigError(
                 f"resume={run_dir}: {group}={option} would not take effect: a resumed run continues the optimizer and "
