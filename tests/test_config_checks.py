@@ -307,6 +307,10 @@ def test_an_unwritable_logger_folder_stops_the_run_before_any_tracker_opens(data
             "error: callbacks.ema has no _target_, so its keys (decay) would not be used: choose ema=default",
         ),
         (["distill=none"], "error: distill=none is not an option: distillation is off while distill.teacher is null"),
+        (
+            ["experiment=speedrun", "trainer.max_epochs=-1"],
+            "error: OneCycleLR needs a finite run to plan its schedule: set trainer.max_epochs or trainer.max_steps",
+        ),
     ],
 )
 def test_impossible_combinations_stop_before_the_data(tmp_path: Path, overrides: list[str], line: str) -> None:

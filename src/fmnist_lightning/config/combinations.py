@@ -63,6 +63,18 @@ def check_schedule(cfg: DictConfig, scheduler: str | None) -> None:
                 f"itself, between sched.scheduler.base_momentum={low} and sched.scheduler.max_momentum={high}; set "
                 f"those instead, or add sched.scheduler.cycle_momentum=false to keep {momentum}"
             )
+    unbounded = OmegaConf.select(cfg, "trainer.max_epochs", default=None) == -1 and OmegaConf.select(
+        cfg, "trainer.max_steps", default=-1
+    ) in (-1, None)
+    if (
+        scheduler == ONE_CYCLE
+        and unbounded
+        and OmegaConf.select(cfg, "sched.scheduler.total_steps", default=None) is None
+    ):
+        # training.schedule_length says the same once the Trainer exists; said here, it comes before the data.
+        raise ConfigError(
+            "OneCycleLR needs a finite run to plan its schedule: set trainer.max_epochs or trainer.max_steps"
+        )
     if scheduler == COSINE and OmegaConf.select(cfg, "trainer.max_epochs", default=None) == -1:
         raise ConfigError(
             "sched=cosine anneals over trainer.max_epochs, and trainer.max_epochs=-1 sets no number of epochs: set "
