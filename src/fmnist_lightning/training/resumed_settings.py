@@ -33,7 +33,7 @@ def check_resumed_settings(cfg: DictConfig, ckpt_path: str | None) -> None:
         return  # a missing file is reported by the check of its weights, with its own fix
     stored = run_config(load_checkpoint(ckpt_path))
     if not stored:
-        return  # a checkpoint without this project's record (another tool's): nothing to compare
+        return  # an empty record: nothing to compare (load_checkpoint refuses a file with none)
     changed: list[tuple[str, Any, Any]] = []
     for node in RESTORED:
         before = _flat(_select(stored, node), node)
