@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.hosts, pytest.mark.skipif(WHY_NOT is
 LOGIN = "ctl"  # the controller's host doubles as the login node users submit from
 NODES = ["n1", "n2"]
 # Whole epochs of the 500-image training split; deterministic on the CPU, so a requeued run can match to the bit.
-# Batches of 4 (125 steps an epoch, about 0.4 s on one core; 32 left a 0.7 s window after the first checkpoint):
+# Batches of 4 (125 steps an epoch; at 8 an epoch took 0.42 s, at 32 0.23 s, which left a 0.7 s window after the
+# first checkpoint: AMD EPYC Zen 4, 2026-12-08):
 # a requeue's signal goes through slurmctld and slurmd, and must land before the run ends.
 RUN = [
     "trainer.max_epochs=4",
@@ -287,8 +288,9 @@ def test_two_node_ddp_through_slurm_matches_ddp_on_one_host(
 MAX_TRIALS = 6
 # scancel reaches the task through slurmctld and slurmd, which can take most of a second: the two epochs
 # left after a trial's first checkpoint must outlast that, or the trial completes first and nothing is left
-# to fail (CI, stop 48). The training split has 500 images, so batches of one give 500 steps an epoch (about
-# 0.8 s on one core); a limit_train_batches above the split's 16 batches of 32 changed nothing.
+# to fail (CI, stop 48). The training split has 500 images, so batches of one give 500 steps an epoch (at 2, an
+# epoch took 0.39 s: AMD EPYC Zen 4, 2026-12-08); a limit_train_batches above the split's 16 batches of 32 changed
+# nothing.
 TRIAL = [
     "model=linear",
     "data.batch_size=1",

@@ -34,8 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.hosts, pytest.mark.skipif(WHY_NOT is
 
 MAX_TRIALS = 9
 WORKERS = ("h1", "h2", "h3")
-# Small trials, but long enough (3 epochs of 125 batches of 4, about 0.2 s an epoch on one core; 4 batches
-# were a few milliseconds) that a worker can be killed in the middle of one.
+# Small trials, but long enough (3 epochs of 125 batches of 4; 4 batches were a few milliseconds) that a worker
+# can be killed in the middle of one.
 TRIAL = [
     "model=linear",
     "data.batch_size=4",
