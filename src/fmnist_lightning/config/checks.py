@@ -20,7 +20,14 @@ from fmnist_lightning.config.literal_choices import literal_choices
 from fmnist_lightning.config.masking import SECRET_KEY
 from fmnist_lightning.config.output_dirs import unwritable_folder
 from fmnist_lightning.config.run_record import hydra_choices
-from fmnist_lightning.config.signatures import FORWARDED_KWARGS, Found, lookup, source_signature, with_forwarded
+from fmnist_lightning.config.signatures import (
+    FORWARDED_KWARGS,
+    Found,
+    lookup,
+    source_signature,
+    takes_any_keyword,
+    with_forwarded,
+)
 from fmnist_lightning.errors import ConfigError
 
 # Hydra's own keys of an instantiated node, not arguments of its target.
@@ -107,11 +114,11 @@ def _check_keys(path: str, node: DictConfig, target: str, found: Found, keys: li
     """Each key against the callable's parameters (those its ``**kwargs`` reach where the library says where:
     a logger's), and the value of one annotated ``Literal[...]`` against its choices."""
     signature = found.signature
-    if signature is not None and _takes_any(signature) and any(key not in signature.parameters for key in keys):
+    if signature is not None and takes_any_keyword(signature) and any(key not in signature.parameters for key in keys):
         signature = with_forwarded(found)
     if signature is None:
         return
-    if not _takes_any(signature):
+    if not takes_any_keyword(signature):
         kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         accepted = [name for name, p in signature.parameters.items() if p.kind in kinds]
         for key in keys:
@@ -128,11 +135,11 @@ def _check_keys(path: str, node: DictConfig, target: str, found: Found, keys: li
             continue
         # True == 1 in Python; a Literal[1] is not satisfied by YAML's true, nor Literal[True] by 1.
         if not any(value == choice and isinstance(value, bool) == isinstance(choice, bool) for choice in choices):
-            allowed = ", ".join(dict.fromkeys(_shown(choice) for choice in choices))  # 16 and "16" read alike
+            allowed = ", ".join(dict.fromkeys(shown_value(choice) for choice in choices))  # 16 and "16" read alike
             origin = f" ({option})" if option else ""
             raise ConfigError(
-                f"{path}.{key}={_shown(value)}: {target}{origin} takes one of {allowed}; "
-                f"correct the value, e.g. {path}.{key}={_shown(choices[0])}"
+                f"{path}.{key}={shown_value(value)}: {target}{origin} takes one of {allowed}; "
+                f"correct the value, e.g. {path}.{key}={shown_value(choices[0])}"
             )
 
 
@@ -149,11 +156,7 @@ def _written_annotation(found: Found, signature: inspect.Signature, key: str) ->
     return annotation if isinstance(annotation, str) else inspect.Parameter.empty
 
 
-def _takes_any(signature: inspect.Signature) -> bool:
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
-
-
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """A value as it is written on the command line."""
     if value is None:
         return "null"

@@ -105,7 +105,7 @@ def lookup(target: str, node: Mapping[str, Any], signature: bool = True) -> Foun
                 return Found(defined_at, None)
             read = _definition_signature(where, definition)
             # **kwargs of the project's own callables may be forwarded (forwards_kwargs): only importing tells.
-            if read is not None and not (_takes_any_keyword(read) and target.startswith(OWN_PACKAGES)):
+            if read is not None and not (takes_any_keyword(read) and target.startswith(OWN_PACKAGES)):
                 return Found(defined_at, read)
         obj = locate(target)
     defined_at = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
@@ -146,7 +146,8 @@ def with_forwarded(found: Found) -> inspect.Signature | None:
     return signature.replace(parameters=[*own, *more, *rest])
 
 
-def _takes_any_keyword(signature: inspect.Signature) -> bool:
+def takes_any_keyword(signature: inspect.Signature) -> bool:
+    """Whether ``signature`` has a ``**kwargs`` (then it takes any key)."""
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
 
 

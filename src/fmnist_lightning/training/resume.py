@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fmnist_lightning.config.command_line import is_multirun, override_key, prints_only, split_flags
 from fmnist_lightning.config.files import (
@@ -184,13 +184,15 @@ def run_overrides(run: Path) -> list[str]:
     return [str(arg) for arg in read_run_yaml(run / HYDRA_OVERRIDES, list, UNREADABLE_RUN_FILE)]
 
 
+def hydra_settings(run: Path) -> DictConfig:
+    """The run's ``.hydra/hydra.yaml`` (Hydra's own settings: its ``hydra.*`` overrides, its options), or empty."""
+    hydra_file = run / HYDRA_CONFIG
+    return OmegaConf.create(read_run_yaml(hydra_file, dict, UNREADABLE_RUN_FILE) if hydra_file.is_file() else {})
+
+
 def carried_hydra_overrides(run: Path) -> list[str]:
     """The run's own ``hydra.*`` overrides that its resume needs again (``CARRIED_HYDRA_KEYS``), in their order."""
-    hydra_file = run / HYDRA_CONFIG
-    if not hydra_file.is_file():
-        return []
-    settings = read_run_yaml(hydra_file, dict, UNREADABLE_RUN_FILE)
-    words = OmegaConf.select(settings, "hydra.overrides.hydra", default=None) or []
+    words = OmegaConf.select(hydra_settings(run), "hydra.overrides.hydra", default=None) or []
     return [
         str(word)
         for word in words
@@ -244,11 +246,7 @@ def refuse_another_optimizer(run: Path, run_dir: str | Path, extra: Sequence[str
     """Refuse ``optim=``/``sched=`` options other than the run's on a resume of its checkpoint, which restores the
     optimizer's and scheduler's state (``training.resumed_settings`` holds their values to the same rule). Said
     here, before composing: the run's own ``optim.*`` overrides may not even compose with another option."""
-    hydra_file = run / HYDRA_CONFIG
-    choices: dict[str, Any] = {}
-    if hydra_file.is_file():
-        settings = read_run_yaml(hydra_file, dict, UNREADABLE_RUN_FILE)
-        choices = OmegaConf.select(settings, "hydra.runtime.choices", default=None) or {}
+    choices: dict[str, Any] = OmegaConf.select(hydra_settings(run), "hydra.runtime.choices", default=None) or {}
     for word in extra:
         group, _, option = word.partition("=")
         if group == "ema" and option.strip("\"'") == "none" and choices.get("ema", "none") != "none":

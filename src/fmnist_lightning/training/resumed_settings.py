@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fmnist_lightning.config.checks import shown_value
 from fmnist_lightning.config.run_record import hydra_choices
 from fmnist_lightning.errors import ConfigError
 from fmnist_lightning.training.checkpoint_files import load_checkpoint, run_config
@@ -46,7 +47,7 @@ def check_resumed_settings(cfg: DictConfig, ckpt_path: str | None) -> None:
     today = hydra_choices(("optim", "sched"))
     swapped = [f"{g}={today[g]} (the run's: {g}={c})" for g, c in groups.items() if c and today.get(g, c) != c]
     what = ", ".join(swapped) or ", ".join(
-        f"{key}={_shown(now)} (the run's: {_shown(before)})" for key, before, now in changed[:SHOWN]
+        f"{key}={shown_value(now)} (the run's: {shown_value(before)})" for key, before, now in changed[:SHOWN]
     )
     more = f" and {len(changed) - SHOWN} more" if not swapped and len(changed) > SHOWN else ""
     raise ConfigError(
@@ -73,7 +74,3 @@ def _flat(node: Any, prefix: str) -> dict[str, Any]:
             for key, value in _flat(child, f"{prefix}.{name}").items()
         }
     return {prefix: node}
-
-
-def _shown(value: Any) -> str:
-    return "null" if value is None else str(value)
